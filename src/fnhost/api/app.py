@@ -1,0 +1,73 @@
+"""The application factory: routes per resource, wire format, lifespan of background services."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse
+
+from fnhost import __version__
+from fnhost.api import files, sessions, token
+from fnhost.api.wire import WireMiddleware, install_error_handlers
+from fnhost.services.container import System
+from fnhost.settings import Settings
+
+log = logging.getLogger("fnhost")
+
+PROJECT_PREFIX = "/api/v1/projects/{project}"
+
+
+def project_routers() -> list[APIRouter]:
+    """Every resource router mounted under the project prefix, in one list."""
+    from fnhost.api import registry
+
+    return [files.router, sessions.router, *registry.extra_project_routers()]
+
+
+def create_app(settings: Settings, system: System | None = None) -> FastAPI:
+    system = system or System(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # sync routes run in this pool; the default of 40 is small for long-polls
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 200
+        await anyio.to_thread.run_sync(system.migrate)
+        await system.start()
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            await system.stop()
+
+    app = FastAPI(
+        title="fnhost",
+        version=__version__,
+        lifespan=lifespan,
+        description="A self-hosted Functions service speaking the CDF Functions API.",
+    )
+    app.state.system = system
+    app.state.ready = False
+    install_error_handlers(app)
+    app.add_middleware(
+        WireMiddleware, max_body_bytes=settings.max_request_bytes, raw_upload_marker="/files/upload/"
+    )
+
+    @app.get("/health", tags=["operations"])
+    def health() -> JSONResponse:
+        if not app.state.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    app.include_router(token.router)
+    for router in project_routers():
+        app.include_router(router, prefix=PROJECT_PREFIX)
+    from fnhost.api import registry
+
+    for router in registry.extra_root_routers():
+        app.include_router(router)
+    return app

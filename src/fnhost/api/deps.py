@@ -1,0 +1,67 @@
+"""Dependencies shared by the routes: the running system and the authenticated principal."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+
+from fnhost.auth.capabilities import Principal
+from fnhost.errors import InvalidRequest
+from fnhost.services.container import System
+
+
+def get_system(request: Request) -> System:
+    return request.app.state.system  # type: ignore[no-any-return]
+
+
+def get_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    system: System = request.app.state.system
+    return system.access.authenticate(authorization)
+
+
+SystemDep = Annotated[System, Depends(get_system)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def int_cursor(cursor: str | None) -> int:
+    """Our cursors are opaque strings holding the last id served."""
+    if cursor is None or cursor == "":
+        return 0
+    try:
+        value = int(cursor)
+    except ValueError:
+        raise InvalidRequest(f"Invalid cursor {cursor!r}.") from None
+    if value < 0:
+        raise InvalidRequest(f"Invalid cursor {cursor!r}.")
+    return value
+
+
+def check_limit(limit: Any, *, default: int, maximum: int) -> int:
+    if limit is None:
+        return default
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise InvalidRequest(f"limit must be an integer between 1 and {maximum}.")
+    return min(limit, maximum)
+
+
+def body_items(body: Any, *, maximum: int = 1000, allow_empty: bool = False) -> list[dict[str, Any]]:
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise InvalidRequest("The body must be an object with an 'items' list.")
+    values = body["items"]
+    if not values and not allow_empty:
+        raise InvalidRequest("items must not be empty.")
+    if len(values) > maximum:
+        raise InvalidRequest(f"At most {maximum} items per request.")
+    if not all(isinstance(v, dict) for v in values):
+        raise InvalidRequest("Each item must be an object.")
+    return values
+
+
+def ignore_unknown(body: dict[str, Any]) -> bool:
+    value = body.get("ignoreUnknownIds", False)
+    if not isinstance(value, bool):
+        raise InvalidRequest("ignoreUnknownIds must be a boolean.")
+    return value

@@ -1,0 +1,84 @@
+"""/sessions: create (client credentials, token exchange), list, byids, revoke."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body
+
+from fnhost.api.deps import PrincipalDep, SystemDep, body_items, check_limit, ignore_unknown, int_cursor
+from fnhost.api.wire import drop_none, items
+from fnhost.errors import InvalidRequest
+from fnhost.store.sessions import SessionRow
+
+router = APIRouter(tags=["sessions"])
+
+
+def session_out(row: SessionRow) -> dict[str, Any]:
+    return drop_none(
+        {
+            "id": row.id,
+            "type": row.type,
+            "status": row.status,
+            "creationTime": row.created_time,
+            "expirationTime": row.expiration_time,
+            "clientId": row.client_id,
+        }
+    )
+
+
+@router.post("/sessions")
+def create_sessions(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
+    values = body_items(body, maximum=1)
+    created = system.sessions.create(project, principal, values[0])
+    return items(
+        [
+            drop_none(
+                {
+                    "id": created.id,
+                    "type": created.type,
+                    "status": created.status,
+                    "nonce": created.nonce,
+                    "clientId": created.client_id,
+                }
+            )
+        ]
+    )
+
+
+@router.get("/sessions")
+def list_sessions(
+    project: str,
+    system: SystemDep,
+    principal: PrincipalDep,
+    limit: int = 25,
+    cursor: str | None = None,
+    status: str | None = None,
+) -> dict[str, Any]:
+    limit = check_limit(limit, default=25, maximum=1000)
+    rows = system.sessions.list(project, principal, limit=limit, cursor=int_cursor(cursor), status=status)
+    out: dict[str, Any] = items([session_out(r) for r in rows])
+    if len(rows) == limit:
+        out["nextCursor"] = str(rows[-1].id)
+    return out
+
+
+def _ids(values: list[dict[str, Any]]) -> list[int]:
+    ids = [v.get("id") for v in values]
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InvalidRequest("Each item needs an integer id.")
+    return ids  # type: ignore[return-value]
+
+
+@router.post("/sessions/byids")
+def sessions_by_ids(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
+    values = body_items(body)
+    rows = system.sessions.by_ids(project, principal, _ids(values), ignore_unknown(body))
+    return items([session_out(r) for r in rows])
+
+
+@router.post("/sessions/revoke")
+def revoke_sessions(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
+    values = body_items(body)
+    rows = system.sessions.revoke(project, principal, _ids(values))
+    return items([session_out(r) for r in rows])

@@ -1,0 +1,186 @@
+"""The CDF wire format: gzip request bodies, ``X-Request-ID``, camelCase, the error envelope.
+
+Domain errors become wire errors here and only here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import zlib
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fnhost import errors
+
+log = logging.getLogger("fnhost.api")
+
+
+class WireModel(BaseModel):
+    """Request bodies: camelCase on the wire, unknown keys ignored (as CDF does)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": status, "message": message}
+    body.update({k: v for k, v in extra.items() if v})
+    return {"error": body}
+
+
+def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
+    headers = {"cdf-is-auto-retryable": "true"} if status in (429, 503) else None
+    return JSONResponse(error_body(status, message, **extra), status_code=status, headers=headers)
+
+
+def _format_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        where = ".".join(loc)
+        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return "Invalid request: " + "; ".join(parts)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.FnhostError)
+    async def _domain(_req: Request, exc: errors.FnhostError) -> JSONResponse:
+        extra: dict[str, Any] = dict(exc.extra)
+        if isinstance(exc, errors.NotFound):
+            extra["missing"] = exc.missing
+        if isinstance(exc, errors.Duplicated):
+            extra["duplicated"] = exc.duplicated
+        return error_response(exc.status, exc.message, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(400, _format_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            message = "Not found: no such endpoint."
+        elif exc.status_code == 405:
+            message = "Method not allowed on this endpoint."
+        return error_response(exc.status_code, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(req: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", req.method, req.url.path)
+        return error_response(500, "Internal server error. The server log has the details.")
+
+
+class WireMiddleware:
+    """Pure ASGI: sets ``X-Request-ID``, inflates gzip/deflate bodies, caps body size.
+
+    Written as raw ASGI rather than ``BaseHTTPMiddleware`` because it sits on every
+    request, including the hot call path.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, raw_upload_marker: str) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.raw_upload_marker = raw_upload_marker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = secrets.token_hex(8)
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        headers = dict(scope.get("headers") or [])
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
+        is_upload = self.raw_upload_marker in scope["path"]
+        if is_upload or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send_with_id)
+            return
+
+        try:
+            body = await self._read_body(receive, encoding)
+        except errors.FnhostError as exc:
+            response = error_response(exc.status, exc.message)
+            await response(scope, receive, send_with_id)
+            return
+
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        if encoding:
+            scope["headers"] = [
+                (k, v)
+                for k, v in scope["headers"]
+                if k not in (b"content-encoding", b"content-length")
+            ] + [(b"content-length", str(len(body)).encode())]
+        await self.app(scope, replay, send_with_id)
+
+    async def _read_body(self, receive: Receive, encoding: str) -> bytes:
+        if encoding not in ("", "identity", "gzip", "deflate"):
+            raise errors.InvalidRequest(f"Unsupported Content-Encoding {encoding!r}.")
+        chunks: list[bytes] = []
+        raw_size = 0
+        inflater = None
+        if encoding == "gzip":
+            inflater = zlib.decompressobj(wbits=31)
+        elif encoding == "deflate":
+            inflater = zlib.decompressobj()
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise errors.InvalidRequest("Client disconnected while sending the body.")
+            data = message.get("body", b"")
+            raw_size += len(data)
+            if inflater is not None and data:
+                try:
+                    # bounded output: a small gzip bomb cannot blow up memory
+                    data = inflater.decompress(data, self.max_body_bytes + 1 - size)
+                except zlib.error:
+                    raise errors.InvalidRequest(
+                        f"The request body is not valid {encoding} data."
+                    ) from None
+                if inflater.unconsumed_tail:
+                    raise errors.PayloadTooLarge(
+                        f"The request body is larger than {self.max_body_bytes} bytes."
+                    )
+            size += len(data)
+            if size > self.max_body_bytes:
+                raise errors.PayloadTooLarge(
+                    f"The request body is larger than {self.max_body_bytes} bytes."
+                )
+            chunks.append(data)
+            if not message.get("more_body", False):
+                break
+        if inflater is not None and raw_size and not inflater.eof:
+            raise errors.InvalidRequest(f"The request body is truncated {encoding} data.")
+        return b"".join(chunks)
+
+
+def items(values: list[Any]) -> dict[str, Any]:
+    return {"items": values}
+
+
+def drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}

@@ -1,0 +1,1 @@
+"""Identity: token issuing and verification, capabilities, sessions, secrets at rest."""

@@ -1,0 +1,1 @@
+"""Blob storage: the bytes of uploaded files, behind one interface (``abc.BlobStore``)."""

@@ -1,0 +1,1 @@
+"""Building functions: zip safety, handler validation, uv environments cached by hash."""

@@ -1,0 +1,1 @@
+"""Domain services: rules and state machines, one module per resource. No HTTP here."""

@@ -1,0 +1,133 @@
+"""Authentication (token → principal) and authorisation (principal × project → capabilities)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fnhost.auth import capabilities as caps
+from fnhost.auth import passwords
+from fnhost.auth.capabilities import Principal
+from fnhost.auth.tokens import TokenService, unverified_claims
+from fnhost.clock import now_ms
+from fnhost.errors import Forbidden, NotFound, Unauthenticated
+from fnhost.store import clients as client_store
+from fnhost.store import groups as group_store
+from fnhost.store import projects as project_store
+from fnhost.store import sessions as session_store
+from fnhost.store.clients import ClientRow
+from fnhost.store.db import Database
+
+
+class Access:
+    def __init__(self, db: Database, tokens: TokenService, token_lifetime: int) -> None:
+        self.db = db
+        self.tokens = tokens
+        self.token_lifetime = token_lifetime
+
+    # -- the built-in token endpoint -------------------------------------------------
+    def client_credentials_grant(self, client_id: str, client_secret: str) -> tuple[str, int]:
+        row = self.verify_client(client_id, client_secret)
+        token, _exp = self.tokens.issue(row.client_id, self.token_lifetime, client_id=row.client_id)
+        return token, self.token_lifetime
+
+    def verify_client(self, client_id: str, client_secret: str) -> ClientRow:
+        with self.db.read() as s:
+            row = client_store.by_client_id(client_id, session=s)
+        # same work whether or not the client exists (see passwords.verify_secret)
+        ok = passwords.verify_secret(client_secret, row.secret_hash if row else None)
+        if row is None or not ok:
+            raise Unauthenticated("Invalid client credentials.")
+        return row
+
+    # -- authentication -----------------------------------------------------------------
+    def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthenticated("Missing Authorization header with a bearer token.")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("The Authorization header must be 'Bearer <token>'.")
+        token = token.strip()
+        issuer = unverified_claims(token).get("iss")
+        if not self.tokens.is_ours(issuer):
+            return self.authenticate_external(token, issuer)
+        claims = self.tokens.verify(token)
+        sid = claims.get("sid")
+        if sid is not None:
+            return self._session_principal(int(sid))
+        with self.db.read() as s:
+            client = client_store.by_client_id(claims["sub"], session=s)
+        if client is None:
+            raise Unauthenticated("The token's client no longer exists.")
+        return Principal(
+            subject=client.client_id,
+            issuer=self.tokens.issuer,
+            client_id=client.client_id,
+            admin=client.is_admin,
+        )
+
+    def authenticate_external(self, token: str, issuer: Any) -> Principal:
+        """Tokens of operator-configured external issuers; none are configured here."""
+        raise Unauthenticated(f"Tokens from issuer {issuer!r} are not accepted by this server.")
+
+    def _session_principal(self, session_id: int) -> Principal:
+        with self.db.read() as s:
+            row = session_store.get_any(session_id, session=s)
+        if row is None or row.status not in ("READY", "ACTIVE"):
+            state = "unknown" if row is None else row.status.lower()
+            raise Unauthenticated(f"The token's session {session_id} is {state}.")
+        if row.expiration_time < now_ms():
+            raise Unauthenticated(f"The token's session {session_id} has expired.")
+        return Principal.from_session(row.principal, row.id, row.depth, row.project)
+
+    # -- authorisation ---------------------------------------------------------------------
+    def _member_groups(self, principal: Principal, project: str) -> list[Any]:
+        with self.db.read() as s:
+            groups = group_store.list_for_project(project, session=s)
+        out = []
+        for g in groups:
+            members = g.members or []
+            by_client = principal.client_id is not None and principal.client_id in members
+            by_subject = principal.subject in members
+            by_source = g.source_id is not None and g.source_id in principal.groups
+            if by_client or by_subject or by_source:
+                out.append(g)
+        return out
+
+    def group_ids_of(self, principal: Principal, project: str) -> list[int]:
+        return [g.id for g in self._member_groups(principal, project)]
+
+    def granted(self, principal: Principal, project: str) -> frozenset[tuple[str, str]]:
+        """Every (acl, action) the principal holds in the project; empty if no access."""
+        if principal.bound_project is not None and principal.bound_project != project:
+            return frozenset()
+        with self.db.read() as s:
+            if project_store.get(project, session=s) is None:
+                return frozenset()
+            if principal.admin:
+                return caps.flatten(caps.ALL_CAPABILITIES)
+        granted: list[dict[str, Any]] = []
+        for g in self._member_groups(principal, project):
+            granted.extend(g.capabilities)
+        return caps.flatten(granted)
+
+    def require(self, principal: Principal, project: str, acl: str, action: str) -> None:
+        granted = self.granted(principal, project)
+        if not granted:
+            # Not Forbidden: a principal must not learn whether another project exists.
+            raise Unauthenticated(f"You don't have access to the requested CDF project={project!r}.")
+        if not caps.allows(granted, acl, action):
+            raise Forbidden(f"Missing capability {acl}:{action} in project {project!r}.")
+
+    def require_project_member(self, principal: Principal, project: str) -> None:
+        if not self.granted(principal, project):
+            raise Unauthenticated(f"You don't have access to the requested CDF project={project!r}.")
+
+    def projects_of(self, principal: Principal) -> list[str]:
+        with self.db.read() as s:
+            names = [p.name for p in project_store.list_all(session=s)]
+        return [p for p in names if self.granted(principal, p)]
+
+    def ensure_project_exists(self, project: str) -> None:
+        with self.db.read() as s:
+            if project_store.get(project, session=s) is None:
+                raise NotFound(f"Project {project!r} does not exist.")

@@ -1,0 +1,127 @@
+"""The running system's parts, wired once from settings. No HTTP here.
+
+``create_app`` builds one ``System`` and hands it to the routes; tests and the CLI can
+build one without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+from fnhost.auth import passwords
+from fnhost.auth.crypto import SecretBox
+from fnhost.auth.keys import SigningKey
+from fnhost.auth.tokens import TokenService
+from fnhost.blobs.local import LocalBlobStore
+from fnhost.clock import now_ms
+from fnhost.services.loop import Service
+from fnhost.settings import Settings
+from fnhost.store import clients as client_store
+from fnhost.store import projects as project_store
+from fnhost.store.clients import ClientRow
+from fnhost.store.db import Database
+
+log = logging.getLogger("fnhost")
+
+
+class System:
+    def __init__(self, settings: Settings) -> None:
+        from fnhost.build import runtimes
+        from fnhost.services.access import Access
+        from fnhost.services.files import Files
+        from fnhost.services.functions import Functions
+        from fnhost.services.sessions import Sessions
+
+        self.settings = settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.home = settings.home.resolve()
+        self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.db = Database(settings.resolved_database_url())
+        self.blobs = LocalBlobStore(self.home / "blobs")
+        self.tokens = TokenService(
+            SigningKey.load_or_create(self.home),
+            issuer=settings.resolved_public_url(),
+            audience=settings.token_audience,
+        )
+        self.secret_box = SecretBox.from_settings(settings.secret_key, self.home)
+        self.access = Access(self.db, self.tokens, settings.token_lifetime_seconds)
+        self.sessions = Sessions(self.db, self.access, settings.nonce_lifetime_seconds)
+        self.files = Files(self.db, self.blobs, self.access, settings)
+        self.runtimes = runtimes.discover()
+        self.functions = Functions(self.db, self.access, self.secret_box, settings, self.runtimes)
+        # background loops (builder, executor supervisor, scheduler), started in order
+        self.background: list[Service] = []
+
+    async def start(self) -> None:
+        for service in self.background:
+            await service.start()
+
+    async def stop(self) -> None:
+        for service in reversed(self.background):
+            await service.stop()
+
+    @property
+    def public_url(self) -> str:
+        return self.settings.resolved_public_url()
+
+    def migrate(self) -> None:
+        self.db.migrate()
+        with self.db.write() as s:
+            project_store.ensure(self.settings.default_project, session=s)
+
+    def create_client(self, name: str, *, admin: bool, project: str | None = None) -> dict[str, Any]:
+        """Make a service client; the secret is shown once and stored only as a hash."""
+        project = project or self.settings.default_project
+        client_id = f"{name}-{secrets.token_hex(4)}"
+        secret = passwords.new_secret()
+        with self.db.write() as s:
+            project_store.ensure(project, session=s)
+            client_store.add(
+                ClientRow(
+                    client_id=client_id,
+                    name=name,
+                    secret_hash=passwords.hash_secret(secret),
+                    is_admin=admin,
+                    created_time=now_ms(),
+                ),
+                session=s,
+            )
+        return {
+            "client_id": client_id,
+            "client_secret": secret,
+            "token_url": f"{self.public_url}/oauth2/token",
+            "base_url": self.public_url,
+            "project": project,
+            "scopes": [f"{self.public_url}/.default"],
+        }
+
+    def ensure_first_admin(self) -> dict[str, Any] | None:
+        """On first start, create an admin client and save its credentials (mode 0600)."""
+        path = self.home / "admin-client.json"
+        with self.db.read() as s:
+            if client_store.list_all(session=s):
+                return None
+        creds = self.create_client("admin", admin=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(creds, out, indent=2)
+        return creds
+
+    def write_server_info(self) -> None:
+        (self.home / "server.json").write_text(json.dumps({"base_url": self.public_url, "pid": os.getpid()}))
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def read_server_info(home: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((home / "server.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return None

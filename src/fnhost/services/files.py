@@ -1,0 +1,172 @@
+"""Files: metadata rows plus bytes in the blob store. Functions are deployed from these."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+from fnhost.auth.capabilities import Principal
+from fnhost.blobs.abc import BlobStore
+from fnhost.clock import now_ms
+from fnhost.errors import Duplicated, InvalidRequest, NotFound, Unauthenticated
+from fnhost.services.access import Access
+from fnhost.settings import Settings
+from fnhost.store import files as store
+from fnhost.store.db import Database
+from fnhost.store.files import FileRow
+
+MAX_NAME = 512
+
+
+def identifier_of(item: dict[str, Any]) -> dict[str, Any]:
+    if "id" in item and item["id"] is not None:
+        if not isinstance(item["id"], int) or isinstance(item["id"], bool):
+            raise InvalidRequest("id must be an integer.")
+        return {"id": item["id"]}
+    if "externalId" in item and item["externalId"] is not None:
+        if not isinstance(item["externalId"], str):
+            raise InvalidRequest("externalId must be a string.")
+        return {"externalId": item["externalId"]}
+    raise InvalidRequest("Each item needs an id or an externalId.")
+
+
+class Files:
+    def __init__(self, db: Database, blobs: BlobStore, access: Access, settings: Settings) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.access = access
+        self.max_upload = settings.max_upload_bytes
+
+    def create(
+        self, project: str, caller: Principal, item: dict[str, Any], *, overwrite: bool
+    ) -> FileRow:
+        self.access.require(caller, project, "filesAcl", "WRITE")
+        name = item.get("name")
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+            raise InvalidRequest(f"name is required: a string of 1 to {MAX_NAME} characters.")
+        external_id = item.get("externalId")
+        if external_id is not None and (not isinstance(external_id, str) or len(external_id) > 255):
+            raise InvalidRequest("externalId must be a string of at most 255 characters.")
+        metadata = item.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidRequest("metadata must be an object of strings.")
+        now = now_ms()
+        token = secrets.token_urlsafe(24)
+        with self.db.write() as s:
+            row = store.by_external_id(project, external_id, session=s) if external_id else None
+            if row is not None and not overwrite:
+                raise Duplicated(
+                    f"A file with externalId {external_id!r} exists; pass overwrite=true to replace it.",
+                    duplicated=[{"externalId": external_id}],
+                )
+            if row is None:
+                row = FileRow(project=project, external_id=external_id, created_time=now)
+                s.add(row)
+            elif row.blob_key:
+                self.blobs.delete(row.blob_key)
+            row.name = name
+            row.mime_type = item.get("mimeType")
+            row.directory = item.get("directory")
+            row.source = item.get("source")
+            row.data_set_id = item.get("dataSetId")
+            row.metadata_ = metadata
+            row.uploaded = False
+            row.uploaded_time = None
+            row.size = None
+            row.blob_key = None
+            row.upload_token = token
+            row.last_updated_time = now
+            s.flush()
+            return row
+
+    def upload(self, project: str, caller: Principal, file_id: int, token: str, chunks: Iterator[bytes]) -> FileRow:
+        self.access.require(caller, project, "filesAcl", "WRITE")
+        with self.db.read() as s:
+            row = store.get(project, file_id, session=s)
+        if row is None:
+            raise NotFound(f"File {file_id} does not exist.", missing=[{"id": file_id}])
+        if not row.upload_token or not secrets.compare_digest(row.upload_token, token):
+            raise Unauthenticated("The upload URL is not valid (expired or already used).")
+        key = f"files/{project}/{file_id}-{secrets.token_hex(4)}"
+        size = self.blobs.put(key, chunks, max_bytes=self.max_upload)
+        with self.db.write() as s:
+            row = store.get(project, file_id, session=s)
+            if row is None:  # deleted while uploading
+                self.blobs.delete(key)
+                raise NotFound(f"File {file_id} was deleted during the upload.", missing=[{"id": file_id}])
+            old = row.blob_key
+            now = now_ms()
+            row.blob_key = key
+            row.size = size
+            row.uploaded = True
+            row.uploaded_time = now
+            row.last_updated_time = now
+            row.upload_token = None
+        if old:
+            self.blobs.delete(old)
+        return row
+
+    def resolve(self, project: str, ident: dict[str, Any], *, session: Any) -> FileRow | None:
+        if "id" in ident:
+            return store.get(project, ident["id"], session=session)
+        return store.by_external_id(project, ident["externalId"], session=session)
+
+    def by_ids(
+        self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool
+    ) -> list[FileRow]:
+        self.access.require(caller, project, "filesAcl", "READ")
+        idents = [identifier_of(i) for i in idents]
+        with self.db.read() as s:
+            rows = [self.resolve(project, i, session=s) for i in idents]
+        missing = [i for i, r in zip(idents, rows, strict=True) if r is None]
+        if missing and not ignore_unknown:
+            raise NotFound("Files not found.", missing=missing)
+        return [r for r in rows if r is not None]
+
+    def list(self, project: str, caller: Principal, *, limit: int, cursor: int, filt: dict[str, Any]) -> list[FileRow]:
+        self.access.require(caller, project, "filesAcl", "READ")
+        with self.db.read() as s:
+            return store.list_page(
+                project,
+                session=s,
+                limit=limit,
+                after_id=cursor,
+                name=filt.get("name"),
+                external_id_prefix=filt.get("externalIdPrefix"),
+                uploaded=filt.get("uploaded"),
+                mime_type=filt.get("mimeType"),
+            )
+
+    def delete(self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool) -> None:
+        self.access.require(caller, project, "filesAcl", "WRITE")
+        idents = [identifier_of(i) for i in idents]
+        keys: list[str] = []
+        with self.db.write() as s:
+            rows = [self.resolve(project, i, session=s) for i in idents]
+            missing = [i for i, r in zip(idents, rows, strict=True) if r is None]
+            if missing and not ignore_unknown:
+                raise NotFound("Files not found.", missing=missing)
+            for r in rows:
+                if r is not None:
+                    if r.blob_key:
+                        keys.append(r.blob_key)
+                    s.delete(r)
+        for k in keys:
+            self.blobs.delete(k)
+
+    def content(self, project: str, file_id: int) -> bytes:
+        """The bytes of an uploaded file (internal: the builder reads function zips)."""
+        with self.db.read() as s:
+            row = store.get(project, file_id, session=s)
+        if row is None or not row.uploaded or not row.blob_key:
+            raise NotFound(f"File {file_id} does not exist or has no content.", missing=[{"id": file_id}])
+        return self.blobs.get(row.blob_key)
+
+    def download(self, project: str, caller: Principal, file_id: int) -> tuple[FileRow, bytes]:
+        self.access.require(caller, project, "filesAcl", "READ")
+        with self.db.read() as s:
+            row = store.get(project, file_id, session=s)
+        if row is None:
+            raise NotFound(f"File {file_id} does not exist.", missing=[{"id": file_id}])
+        return row, self.content(project, file_id)

@@ -1,0 +1,347 @@
+"""Functions: validation of what a user deploys, the status machine, limits.
+
+Status: Queued → Deploying → Ready | Failed. The builder (``build/builder.py``) moves a
+function along; this module owns the rules and what the API sees.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from fnhost.auth.capabilities import Principal
+from fnhost.auth.crypto import SecretBox
+from fnhost.build.runtimes import KNOWN as KNOWN_RUNTIMES
+from fnhost.build.runtimes import Runtime
+from fnhost.clock import now_ms
+from fnhost.errors import Duplicated, InvalidRequest, LimitExceeded, NotFound
+from fnhost.services.access import Access
+from fnhost.services.files import identifier_of
+from fnhost.settings import Settings
+from fnhost.store import files as file_store
+from fnhost.store import functions as store
+from fnhost.store.db import Database
+from fnhost.store.functions import FunctionRow
+
+STATUSES = ("Queued", "Deploying", "Ready", "Failed")
+SECRET_KEY = re.compile(r"^[a-z0-9-]{1,15}$")
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED_ENV_PREFIXES = ("FNHOST_", "COGNITE_FUNCTION_")
+MAX_SECRETS = 30
+MAX_SECRETS_BYTES = 4096
+MAX_ENV_VARS = 100
+MAX_ENV_BYTES = 4096
+MAX_METADATA = 16
+MAX_METADATA_KEY = 32
+MAX_METADATA_VALUE = 512
+
+
+@dataclass(frozen=True)
+class FunctionLimits:
+    timeout_minutes: int
+    cpu: tuple[float, float, float]  # min, max, default
+    memory_gb: tuple[float, float, float]
+    runtimes: list[str]
+    response_size_mb: float
+
+
+def _string(item: dict[str, Any], key: str, maximum: int, *, required: bool = False) -> str | None:
+    value = item.get(key)
+    if value is None:
+        if required:
+            raise InvalidRequest(f"{key} is required.")
+        return None
+    if not isinstance(value, str) or (required and not value) or len(value) > maximum:
+        raise InvalidRequest(f"{key} must be a string of {'1' if required else '0'} to {maximum} characters.")
+    return value
+
+
+def _str_dict(value: Any, key: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise InvalidRequest(f"{key} must be an object whose values are strings.")
+    return value
+
+
+def _url(value: Any, key: str) -> str:
+    if not isinstance(value, str) or len(value) > 2048:
+        raise InvalidRequest(f"{key} must be a URL string.")
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise InvalidRequest(f"{key} must be an http(s) URL, got {value!r}.")
+    return value
+
+
+class Functions:
+    def __init__(
+        self,
+        db: Database,
+        access: Access,
+        secret_box: SecretBox,
+        settings: Settings,
+        runtimes: dict[str, Runtime],
+    ) -> None:
+        self.db = db
+        self.access = access
+        self.box = secret_box
+        self.settings = settings
+        self.runtimes = runtimes
+        # called with (project, function_id) after a function is deleted (schedules, executor…)
+        self.on_deleted: list[Callable[[str, int], None]] = []
+        # called after a function is created, so the builder starts at once
+        self.on_created: list[Callable[[int], None]] = []
+
+    # -- limits ----------------------------------------------------------------------------
+    def limits(self) -> FunctionLimits:
+        s = self.settings
+        return FunctionLimits(
+            timeout_minutes=max(1, s.call_timeout_seconds // 60),
+            cpu=(s.call_cpu_min, s.call_cpu_max, s.call_cpu_default),
+            memory_gb=(s.call_memory_min_gb, s.call_memory_max_gb, s.call_memory_default_gb),
+            runtimes=sorted(self.runtimes),
+            response_size_mb=s.response_max_bytes / (1024 * 1024),
+        )
+
+    # -- create ----------------------------------------------------------------------------
+    def validate(self, item: dict[str, Any]) -> dict[str, Any]:
+        """Check a FunctionWrite; return the cleaned values. Raises with a precise message."""
+        s = self.settings
+        out: dict[str, Any] = {
+            "name": _string(item, "name", 140, required=True),
+            "external_id": _string(item, "externalId", 255),
+            "description": _string(item, "description", 500),
+            "owner": _string(item, "owner", 128),
+        }
+        file_id = item.get("fileId")
+        if not isinstance(file_id, int) or isinstance(file_id, bool):
+            raise InvalidRequest("fileId is required: the id of an uploaded zip file.")
+        out["file_id"] = file_id
+
+        path = item.get("functionPath") or "handler.py"
+        if not isinstance(path, str) or len(path) > 500:
+            raise InvalidRequest("functionPath must be a string of at most 500 characters.")
+        path = path.replace("\\", "/")
+        parts = path.split("/")
+        if not path.endswith(".py") or path.startswith("/") or ".." in parts or "" in parts:
+            raise InvalidRequest(
+                f"functionPath must be a relative path to a .py file inside the zip, got {path!r}."
+            )
+        out["function_path"] = path
+
+        secrets = item.get("secrets")
+        if secrets is not None:
+            secrets = _str_dict(secrets, "secrets")
+            if len(secrets) > MAX_SECRETS:
+                raise InvalidRequest(f"At most {MAX_SECRETS} secrets; got {len(secrets)}.")
+            bad = [k for k in secrets if not SECRET_KEY.match(k)]
+            if bad:
+                raise InvalidRequest(
+                    f"Invalid secret key(s) {bad}: use lowercase letters, digits and dashes, "
+                    "at most 15 characters."
+                )
+            if sum(len(k) + len(v) for k, v in secrets.items()) > MAX_SECRETS_BYTES:
+                raise InvalidRequest(f"Secrets may hold at most {MAX_SECRETS_BYTES} bytes in total.")
+        out["secrets"] = secrets or None
+
+        env_vars = item.get("envVars")
+        if env_vars is not None:
+            env_vars = _str_dict(env_vars, "envVars")
+            if len(env_vars) > MAX_ENV_VARS:
+                raise InvalidRequest(f"At most {MAX_ENV_VARS} envVars; got {len(env_vars)}.")
+            bad = [k for k in env_vars if not ENV_KEY.match(k)]
+            if bad:
+                raise InvalidRequest(
+                    f"Invalid envVars name(s) {bad}: use letters, digits and underscores, "
+                    "not starting with a digit."
+                )
+            reserved = [k for k in env_vars if k.upper().startswith(RESERVED_ENV_PREFIXES)]
+            if reserved:
+                raise InvalidRequest(f"envVars {reserved} use a reserved prefix {RESERVED_ENV_PREFIXES}.")
+            if sum(len(k) + len(v) for k, v in env_vars.items()) > MAX_ENV_BYTES:
+                raise InvalidRequest(f"envVars may hold at most {MAX_ENV_BYTES} bytes in total.")
+        out["env_vars"] = env_vars or None
+
+        metadata = item.get("metadata")
+        if metadata is not None:
+            metadata = _str_dict(metadata, "metadata")
+            if len(metadata) > MAX_METADATA:
+                raise InvalidRequest(f"metadata may have at most {MAX_METADATA} keys.")
+            for k, v in metadata.items():
+                if len(k) > MAX_METADATA_KEY or len(v) > MAX_METADATA_VALUE:
+                    raise InvalidRequest(
+                        f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
+                        f"{MAX_METADATA_VALUE}; {k!r} is over."
+                    )
+        out["metadata"] = metadata or None
+
+        out["cpu"] = self._bounded(item.get("cpu"), "cpu", s.call_cpu_min, s.call_cpu_max, s.call_cpu_default)
+        out["memory"] = self._bounded(
+            item.get("memory"), "memory", s.call_memory_min_gb, s.call_memory_max_gb, s.call_memory_default_gb
+        )
+
+        runtime = item.get("runtime") or s.default_runtime
+        if runtime not in self.runtimes:
+            known = "known but not installed on this server" if runtime in KNOWN_RUNTIMES else "unknown"
+            raise InvalidRequest(
+                f"Runtime {runtime!r} is {known}. Available runtimes: {', '.join(sorted(self.runtimes))}."
+            )
+        out["runtime"] = runtime
+
+        index_url = item.get("indexUrl")
+        out["index_url"] = _url(index_url, "indexUrl") if index_url is not None else None
+        extra = item.get("extraIndexUrls")
+        if extra is not None:
+            if not isinstance(extra, list) or len(extra) > 10:
+                raise InvalidRequest("extraIndexUrls must be a list of at most 10 URLs.")
+            extra = [_url(u, "extraIndexUrls") for u in extra]
+        out["extra_index_urls"] = extra or None
+        return out
+
+    @staticmethod
+    def _bounded(value: Any, key: str, lo: float, hi: float, default: float) -> float:
+        if value is None:
+            return default
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise InvalidRequest(f"{key} must be a number.")
+        if not lo <= value <= hi:
+            raise InvalidRequest(f"{key} must be between {lo} and {hi}; got {value}.")
+        return float(value)
+
+    def create(self, project: str, caller: Principal, item: dict[str, Any]) -> FunctionRow:
+        self.access.require(caller, project, "functionsAcl", "WRITE")
+        values = self.validate(item)
+        runtime = self.runtimes[values["runtime"]]
+        secrets = values.pop("secrets")
+        with self.db.write() as s:
+            if store.count(project, session=s) >= self.settings.max_functions_per_project:
+                raise LimitExceeded(
+                    f"Project {project!r} already has {self.settings.max_functions_per_project} "
+                    "functions, the most allowed. Delete one first."
+                )
+            xid = values["external_id"]
+            if xid is not None and store.by_external_id(project, xid, session=s) is not None:
+                raise Duplicated(
+                    f"A function with externalId {xid!r} already exists.", duplicated=[{"externalId": xid}]
+                )
+            file = file_store.get(project, values["file_id"], session=s)
+            if file is None:
+                raise NotFound(
+                    f"fileId {values['file_id']} does not exist in this project.",
+                    missing=[{"id": values["file_id"]}],
+                )
+            if not file.uploaded:
+                raise InvalidRequest(f"File {file.id} has not been uploaded yet.")
+            row = store.add(
+                FunctionRow(
+                    project=project,
+                    **{k: v for k, v in values.items() if k != "metadata"},
+                    metadata_=values["metadata"],
+                    secrets_encrypted=self.box.encrypt_json(secrets) if secrets else None,
+                    secret_names=sorted(secrets) if secrets else None,
+                    runtime_version=runtime.display_version,
+                    status="Queued",
+                    created_time=now_ms(),
+                ),
+                session=s,
+            )
+        for hook in self.on_created:
+            hook(row.id)
+        return row
+
+    # -- read ------------------------------------------------------------------------------
+    def resolve(self, project: str, ident: dict[str, Any], *, session: Any) -> FunctionRow | None:
+        if "id" in ident:
+            return store.get(project, ident["id"], session=session)
+        return store.by_external_id(project, ident["externalId"], session=session)
+
+    @staticmethod
+    def missing_entry(ident: dict[str, Any]) -> dict[str, Any]:
+        # the live API reports unknown external ids in snake_case (wire gotcha 4)
+        return {"id": ident["id"]} if "id" in ident else {"external_id": ident["externalId"]}
+
+    def by_ids(
+        self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool
+    ) -> list[FunctionRow]:
+        self.access.require(caller, project, "functionsAcl", "READ")
+        idents = [identifier_of(i) for i in idents]
+        with self.db.read() as s:
+            rows = [self.resolve(project, i, session=s) for i in idents]
+        missing = [self.missing_entry(i) for i, r in zip(idents, rows, strict=True) if r is None]
+        if missing and not ignore_unknown:
+            raise NotFound("Functions not found.", missing=missing)
+        seen: set[int] = set()
+        out = []
+        for r in rows:
+            if r is not None and r.id not in seen:
+                seen.add(r.id)
+                out.append(r)
+        return out
+
+    def get(self, project: str, caller: Principal, function_id: int, *, acl_action: str = "READ") -> FunctionRow:
+        self.access.require(caller, project, "functionsAcl", acl_action)
+        with self.db.read() as s:
+            row = store.get(project, function_id, session=s)
+        if row is None:
+            raise NotFound(f"Function {function_id} does not exist.", missing=[{"id": function_id}])
+        return row
+
+    def list(self, project: str, caller: Principal, *, limit: int, filt: dict[str, Any]) -> list[FunctionRow]:
+        self.access.require(caller, project, "functionsAcl", "READ")
+        status = filt.get("status")
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest(f"Unknown status {status!r}; one of {', '.join(STATUSES)}.")
+        created = filt.get("createdTime") or {}
+        if not isinstance(created, dict):
+            raise InvalidRequest("createdTime must be an object with min and/or max.")
+        metadata = filt.get("metadata")
+        if metadata is not None:
+            _str_dict(metadata, "filter.metadata")
+        with self.db.read() as s:
+            rows = store.list_filtered(
+                project,
+                session=s,
+                limit=10_000 if metadata else limit,
+                name=filt.get("name"),
+                owner=filt.get("owner"),
+                file_id=filt.get("fileId"),
+                status=status,
+                external_id_prefix=filt.get("externalIdPrefix"),
+                created_min=created.get("min"),
+                created_max=created.get("max"),
+            )
+        if metadata:
+            rows = [r for r in rows if all((r.metadata_ or {}).get(k) == v for k, v in metadata.items())]
+        return rows[:limit]
+
+    # -- delete ----------------------------------------------------------------------------
+    def delete(self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool) -> list[int]:
+        from fnhost.store import calls as call_store
+
+        self.access.require(caller, project, "functionsAcl", "WRITE")
+        idents = [identifier_of(i) for i in idents]
+        with self.db.write() as s:
+            rows = [self.resolve(project, i, session=s) for i in idents]
+            missing = [self.missing_entry(i) for i, r in zip(idents, rows, strict=True) if r is None]
+            if missing and not ignore_unknown:
+                raise NotFound("Functions not found.", missing=missing)
+            ids = sorted({r.id for r in rows if r is not None})
+            for fid in ids:
+                call_store.delete_for_function(fid, session=s)
+                row = store.get(project, fid, session=s)
+                if row is not None:
+                    s.delete(row)
+        for fid in ids:
+            for hook in self.on_deleted:
+                hook(project, fid)
+        return ids
+
+    # -- for the builder and executor --------------------------------------------------------
+    def secrets_of(self, row: FunctionRow) -> dict[str, str]:
+        if not row.secrets_encrypted:
+            return {}
+        value = self.box.decrypt_json(row.secrets_encrypted)
+        return dict(value) if isinstance(value, dict) else {}

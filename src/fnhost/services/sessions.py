@@ -1,0 +1,168 @@
+"""Sessions: created by client credentials or token exchange, bound by a one-time nonce.
+
+A consumer (a call, a schedule) redeems the nonce once, within ``nonce_lifetime``; the
+server then mints short-lived tokens for the session (``sid`` claim) whenever function
+code needs one. Chained sessions (function calling function) are made from a session
+principal and carry ``depth``; past ``max_depth`` they are refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from fnhost.auth.capabilities import Principal
+from fnhost.auth.passwords import sha256_hex
+from fnhost.clock import now_ms
+from fnhost.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from fnhost.services.access import Access
+from fnhost.store import sessions as store
+from fnhost.store.db import Database
+from fnhost.store.sessions import SessionRow
+
+SESSION_STATUSES = ("READY", "ACTIVE", "CANCELLED", "EXPIRED", "REVOKED", "ACCESS_LOST")
+# Sessions of calls live as long as a call may; schedule sessions are extended on binding.
+DEFAULT_SESSION_LIFETIME_MS = 24 * 3600 * 1000
+FOREVER_MS = 100 * 365 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class CreatedSession:
+    id: int
+    type: str
+    status: str
+    nonce: str
+    client_id: str | None
+
+
+class Sessions:
+    def __init__(
+        self, db: Database, access: Access, nonce_lifetime_s: int, max_chain_depth: int = 3
+    ) -> None:
+        self.db = db
+        self.access = access
+        self.nonce_lifetime_ms = nonce_lifetime_s * 1000
+        self.max_chain_depth = max_chain_depth
+
+    def create(self, project: str, caller: Principal, item: dict[str, Any]) -> CreatedSession:
+        self.access.require(caller, project, "sessionsAcl", "CREATE")
+        if item.get("clientId") is not None or item.get("clientSecret") is not None:
+            cid, secret = item.get("clientId"), item.get("clientSecret")
+            if not isinstance(cid, str) or not isinstance(secret, str):
+                raise InvalidRequest("clientId and clientSecret must both be strings.")
+            client = self.access.verify_client(cid, secret)
+            principal = Principal(
+                subject=client.client_id,
+                issuer=self.access.tokens.issuer,
+                client_id=client.client_id,
+                admin=client.is_admin,
+            )
+            if not self.access.granted(principal, project):
+                raise Forbidden(f"Client {cid!r} has no access to project {project!r}.")
+            kind, depth, parent = "CLIENT_CREDENTIALS", 0, None
+        elif item.get("tokenExchange") is True or item.get("oneshotTokenExchange") is True:
+            kind = "TOKEN_EXCHANGE" if item.get("tokenExchange") else "ONESHOT_TOKEN_EXCHANGE"
+            principal = caller
+            parent = caller.session_id
+            depth = caller.session_depth + 1 if caller.session_id is not None else 0
+            if depth > self.max_chain_depth:
+                raise Forbidden(
+                    f"Chained sessions are limited to a depth of {self.max_chain_depth}; "
+                    f"this call is already {caller.session_depth} deep."
+                )
+        else:
+            raise InvalidRequest(
+                "A session needs clientId and clientSecret, tokenExchange: true, "
+                "or oneshotTokenExchange: true."
+            )
+        nonce = secrets.token_urlsafe(32)
+        now = now_ms()
+        with self.db.write() as s:
+            row = store.add(
+                SessionRow(
+                    project=project,
+                    type=kind,
+                    status="READY",
+                    client_id=principal.client_id,
+                    principal=principal.as_session_principal(),
+                    nonce_hash=sha256_hex(nonce),
+                    nonce_expires_time=now + self.nonce_lifetime_ms,
+                    nonce_used=False,
+                    parent_session_id=parent,
+                    depth=depth,
+                    created_time=now,
+                    expiration_time=now + DEFAULT_SESSION_LIFETIME_MS,
+                ),
+                session=s,
+            )
+            return CreatedSession(row.id, kind, row.status, nonce, row.client_id)
+
+    def redeem(self, project: str, nonce: Any, *, lifetime_ms: int | None = None) -> SessionRow:
+        """Bind a session by its nonce, once. ``lifetime_ms=None`` keeps it until revoked."""
+        if not isinstance(nonce, str) or not nonce:
+            raise InvalidRequest("A nonce (from POST /sessions) is required.")
+        now = now_ms()
+        with self.db.write() as s:
+            row = store.by_nonce_hash(sha256_hex(nonce), session=s)
+            if row is None or row.project != project:
+                raise Unauthenticated("The nonce is not valid in this project.")
+            if row.nonce_used:
+                raise Unauthenticated("The nonce has already been used.")
+            if row.nonce_expires_time is not None and row.nonce_expires_time < now:
+                raise Unauthenticated("The nonce has expired; create a new session.")
+            if row.status != "READY":
+                raise Unauthenticated(f"The nonce's session is {row.status.lower()}.")
+            row.nonce_used = True
+            row.status = "ACTIVE"
+            row.expiration_time = now + (lifetime_ms if lifetime_ms is not None else FOREVER_MS)
+            s.flush()
+            return row
+
+    def principal_of(self, session_id: int) -> Principal:
+        """The principal a session acts as, if the session is still usable."""
+        return self.access._session_principal(session_id)
+
+    def mint_token(self, session_id: int, lifetime_s: int) -> str:
+        with self.db.read() as s:
+            row = store.get_any(session_id, session=s)
+        if row is None:
+            raise Unauthenticated(f"Session {session_id} does not exist.")
+        token, _ = self.access.tokens.issue(
+            row.principal["subject"], lifetime_s, sid=row.id, project=row.project
+        )
+        return token
+
+    def list(
+        self, project: str, caller: Principal, *, limit: int, cursor: int, status: str | None
+    ) -> list[SessionRow]:
+        self.access.require(caller, project, "sessionsAcl", "LIST")
+        if status is not None:
+            status = status.upper()
+            if status not in SESSION_STATUSES:
+                raise InvalidRequest(f"Unknown session status {status!r}.")
+        with self.db.read() as s:
+            return store.list_page(project, session=s, limit=limit, after_id=cursor, status=status)
+
+    def by_ids(
+        self, project: str, caller: Principal, ids: list[int], ignore_unknown: bool
+    ) -> list[SessionRow]:
+        self.access.require(caller, project, "sessionsAcl", "LIST")
+        with self.db.read() as s:
+            rows = [store.get(project, i, session=s) for i in ids]
+        missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
+        if missing and not ignore_unknown:
+            raise NotFound("Sessions not found.", missing=missing)
+        return [r for r in rows if r is not None]
+
+    def revoke(self, project: str, caller: Principal, ids: list[int]) -> list[SessionRow]:
+        self.access.require(caller, project, "sessionsAcl", "DELETE")
+        with self.db.write() as s:
+            rows = [store.get(project, i, session=s) for i in ids]
+            missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
+            if missing:
+                raise NotFound("Sessions not found.", missing=missing)
+            for r in rows:
+                assert r is not None
+                r.status = "REVOKED"
+            return [r for r in rows if r is not None]

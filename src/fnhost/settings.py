@@ -1,0 +1,137 @@
+"""Settings: one typed tree, read from the environment with the ``FNHOST_`` prefix.
+
+Nothing reads settings at import time: ``Settings()`` is built by the CLI (or a test) and
+passed into ``create_app(settings)``. Every field is described, because ``docs/configuration.md``
+is generated from these descriptions and a test fails when a field is undocumented.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FNHOST_", extra="ignore")
+
+    home: Path = Field(
+        default=Path(".fnhost"),
+        description="Data directory: SQLite database, blobs, keys, function code and environments.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address `fnhost serve` listens on.")
+    port: int = Field(default=8000, description="Port `fnhost serve` listens on.")
+    public_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL clients (and function code) use to reach this server. Defaults to "
+            "`http://{host}:{port}`. Also the issuer of the tokens the built-in identity "
+            "provider signs."
+        ),
+    )
+    database_url: str | None = Field(
+        default=None,
+        description=(
+            "SQLAlchemy URL of the database. Defaults to SQLite at `{home}/fnhost.db`; use "
+            "`postgresql+psycopg://…` to share state between replicas."
+        ),
+    )
+    default_project: str = Field(
+        default="default",
+        description="Project created on first start and used by `fnhost admin create-client`.",
+    )
+    dev_mode: bool = Field(
+        default=False,
+        description="Allow placeholder secrets and relaxed checks meant for local development only.",
+    )
+    secret_key: str | None = Field(
+        default=None,
+        description=(
+            "Key that encrypts secrets at rest (a Fernet key, base64). When unset, one is "
+            "generated into `{home}/keys/secrets.key` on first start."
+        ),
+    )
+    token_audience: str = Field(
+        default="fnhost", description="Audience (`aud`) of tokens the built-in identity provider signs."
+    )
+    token_lifetime_seconds: int = Field(
+        default=3600, ge=60, description="Lifetime of access tokens from the built-in token endpoint."
+    )
+    nonce_lifetime_seconds: int = Field(
+        default=60, ge=5, description="How long a session nonce may wait before it is bound."
+    )
+    env_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Where Python environments are built and cached by content hash. Defaults to "
+            "`{home}/envs`. Several servers (or test runs) may share one."
+        ),
+    )
+    uv_cache_dir: Path | None = Field(
+        default=None, description="uv's package cache, reused across builds. Defaults to uv's own."
+    )
+    baseline_requirements: list[str] = Field(
+        default=["cognite-sdk==8.22.0"],
+        description="Packages every function environment has (the runtime baseline).",
+    )
+    default_runtime: str = Field(
+        default="py311", description="Runtime used when a function does not ask for one."
+    )
+    max_upload_bytes: int = Field(
+        default=200 * 1024 * 1024, description="Largest file accepted by the Files API upload."
+    )
+    max_code_bytes: int = Field(
+        default=500 * 1024 * 1024, description="Largest total size of a function's unpacked code."
+    )
+    max_zip_entries: int = Field(default=20_000, description="Most entries a function zip may hold.")
+    max_zip_ratio: int = Field(
+        default=200, description="Largest compression ratio of one zip entry (zip bomb guard)."
+    )
+    build_timeout_seconds: int = Field(
+        default=600, description="Longest a function's environment build may take."
+    )
+    executor: Literal["local", "ray"] = Field(
+        default="local", description="Where calls run: `local` (forked workers) or `ray`."
+    )
+    ray_address: str | None = Field(default=None, description="Ray cluster address for `executor=ray`.")
+    call_timeout_seconds: int = Field(
+        default=540, ge=1, description="Wall-clock limit of one call (the `limits` timeoutMinutes)."
+    )
+    call_memory_default_gb: float = Field(default=1.5, description="Memory per call by default.")
+    call_memory_max_gb: float = Field(default=5.0, description="Most memory a function may ask for.")
+    call_memory_min_gb: float = Field(default=0.1, description="Least memory a function may ask for.")
+    call_cpu_default: float = Field(default=1.0, description="CPU cores per call by default.")
+    call_cpu_max: float = Field(default=3.0, description="Most CPU cores a function may ask for.")
+    call_cpu_min: float = Field(default=0.1, description="Least CPU cores a function may ask for.")
+    call_max_processes: int = Field(default=64, description="Most processes one call may run.")
+    call_max_file_bytes: int = Field(
+        default=512 * 1024 * 1024, description="Largest file one call may write."
+    )
+    call_max_open_files: int = Field(default=1024, description="Most files one call may hold open.")
+    call_data_max_bytes: int = Field(default=9 * 1024 * 1024, description="Largest call `data`.")
+    response_max_bytes: int = Field(
+        default=1024 * 1024, description="Largest JSON response a call may return."
+    )
+    log_max_bytes: int = Field(default=1024 * 1024, description="Log bytes kept per call.")
+    max_running_calls_per_function: int = Field(
+        default=100, description="Calls of one function running at once; more wait in order."
+    )
+    max_running_calls_per_project: int = Field(
+        default=250, description="Calls of one project running at once; more wait in order."
+    )
+    max_functions_per_project: int = Field(default=100, description="Functions one project may hold.")
+    max_request_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        description="Largest JSON request body (after gzip decompression).",
+    )
+
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'fnhost.db').resolve()}"
+
+    def resolved_env_dir(self) -> Path:
+        return (self.env_dir or self.home / "envs").resolve()
