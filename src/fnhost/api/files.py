@@ -78,7 +78,7 @@ async def upload_file(project: str, file_id: int, request: Request, uploadToken:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"Upload is larger than the limit of {limit} bytes.")
-    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)
+    spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115 - closed below
     size = 0
     async for chunk in request.stream():
         size += len(chunk)

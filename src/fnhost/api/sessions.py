@@ -6,7 +6,14 @@ from typing import Any
 
 from fastapi import APIRouter, Body
 
-from fnhost.api.deps import PrincipalDep, SystemDep, body_items, check_limit, ignore_unknown, int_cursor
+from fnhost.api.deps import (
+    PrincipalDep,
+    SystemDep,
+    body_items,
+    check_limit,
+    ignore_unknown,
+    int_cursor,
+)
 from fnhost.api.wire import drop_none, items
 from fnhost.errors import InvalidRequest
 from fnhost.store.sessions import SessionRow

@@ -17,9 +17,13 @@ from typing import Any
 from fnhost.auth import passwords
 from fnhost.auth.crypto import SecretBox
 from fnhost.auth.keys import SigningKey
+from fnhost.auth.oidc import ExternalIssuers
 from fnhost.auth.tokens import TokenService
+from fnhost.blobs.abc import BlobStore
+from fnhost.blobs.database import DatabaseBlobStore
 from fnhost.blobs.local import LocalBlobStore
 from fnhost.clock import now_ms
+from fnhost.metrics import Metrics
 from fnhost.services.loop import Service
 from fnhost.settings import Settings
 from fnhost.store import clients as client_store
@@ -36,6 +40,7 @@ class System:
         from fnhost.services.access import Access
         from fnhost.services.files import Files
         from fnhost.services.functions import Functions
+        from fnhost.services.groups import Groups
         from fnhost.services.sessions import Sessions
 
         self.settings = settings
@@ -43,20 +48,53 @@ class System:
         self.home = settings.home.resolve()
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.db = Database(settings.resolved_database_url())
-        self.blobs = LocalBlobStore(self.home / "blobs")
+        self.blobs: BlobStore
+        if settings.blob_store == "database":
+            self.blobs = DatabaseBlobStore(self.db, settings.database_blob_max_bytes)
+        else:
+            self.blobs = LocalBlobStore(self.home / "blobs")
         self.tokens = TokenService(
             SigningKey.load_or_create(self.home),
             issuer=settings.resolved_public_url(),
             audience=settings.token_audience,
         )
         self.secret_box = SecretBox.from_settings(settings.secret_key, self.home)
-        self.access = Access(self.db, self.tokens, settings.token_lifetime_seconds)
-        self.sessions = Sessions(self.db, self.access, settings.nonce_lifetime_seconds)
+        self.external_issuers = ExternalIssuers(
+            settings.oidc_issuers,
+            ttl_seconds=settings.oidc_jwks_cache_seconds,
+            min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds,
+            leeway_seconds=settings.oidc_leeway_seconds,
+        )
+        self.access = Access(
+            self.db, self.tokens, settings.token_lifetime_seconds, external=self.external_issuers
+        )
+        self.sessions = Sessions(
+            self.db,
+            self.access,
+            settings.nonce_lifetime_seconds,
+            max_chain_depth=settings.session_max_chain_depth,
+        )
         self.files = Files(self.db, self.blobs, self.access, settings)
+        self.groups = Groups(self.db, self.access)
         self.runtimes = runtimes.discover()
-        self.functions = Functions(self.db, self.access, self.secret_box, settings, self.runtimes)
+        self.functions = Functions(
+            self.db, self.access, self.secret_box, settings, self.runtimes, code_reader=self.files.content
+        )
+        self.metrics = Metrics()
         # background loops (builder, executor supervisor, scheduler), started in order
         self.background: list[Service] = []
+        from fnhost.build.builder import Builder
+
+        self.builder = Builder(
+            db=self.db,
+            files=self.files,
+            functions=self.functions,
+            settings=settings,
+            runtimes=self.runtimes,
+            home=self.home,
+            replica_id=self.replica_id,
+        )
+        self.background.append(self.builder)
 
     async def start(self) -> None:
         for service in self.background:

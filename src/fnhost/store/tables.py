@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from fnhost.store import calls, clients, files, functions, groups, projects, sessions  # noqa: F401
+# one import per line, so that adding a table module is a one-line change
+from fnhost.store import (
+    blobs,  # noqa: F401
+    calls,  # noqa: F401
+    clients,  # noqa: F401
+    files,  # noqa: F401
+    functions,  # noqa: F401
+    groups,  # noqa: F401
+    projects,  # noqa: F401
+    sessions,  # noqa: F401
+)
 from fnhost.store.base import Base
 
 metadata = Base.metadata
