@@ -84,8 +84,11 @@ class Functions:
         secret_box: SecretBox,
         settings: Settings,
         runtimes: dict[str, Runtime],
+        code_reader: Callable[[str, int], bytes] | None = None,
     ) -> None:
         self.db = db
+        # (project, file_id) -> the zip's bytes, so create can refuse bad code at once
+        self.code_reader = code_reader
         self.access = access
         self.box = secret_box
         self.settings = settings
@@ -216,6 +219,7 @@ class Functions:
         values = self.validate(item)
         runtime = self.runtimes[values["runtime"]]
         secrets = values.pop("secrets")
+        self._check_code(project, values["file_id"], values["function_path"])
         with self.db.write() as s:
             if store.count(project, session=s) >= self.settings.max_functions_per_project:
                 raise LimitExceeded(
@@ -251,6 +255,26 @@ class Functions:
         for hook in self.on_created:
             hook(row.id)
         return row
+
+    def _check_code(self, project: str, file_id: int, function_path: str) -> None:
+        """Refuse at create time what the zip alone shows is wrong (not a zip, no handle…)."""
+        from fnhost.build import handler, zips
+
+        if self.code_reader is None:
+            return
+        with self.db.read() as s:
+            file = file_store.get(project, file_id, session=s)
+        if file is None or not file.uploaded:
+            return  # the checks in create() say so precisely
+        cfg = self.settings
+        try:
+            handler.check_zip(
+                self.code_reader(project, file_id),
+                function_path,
+                zips.ZipLimits(cfg.max_zip_entries, cfg.max_code_bytes, cfg.max_zip_ratio),
+            )
+        except zips.CodeError as exc:
+            raise InvalidRequest(f"fileId {file_id}: {exc.message}") from None
 
     # -- read ------------------------------------------------------------------------------
     def resolve(self, project: str, ident: dict[str, Any], *, session: Any) -> FunctionRow | None:

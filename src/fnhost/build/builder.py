@@ -1,0 +1,316 @@
+"""The builder: turns a Queued function into a Ready (or Failed) one.
+
+One build, in order: claim the function with a lease (any replica may build it) and mark
+it Deploying; extract its zip safely into ``{home}/code/<id>``; check the handler
+statically; resolve its environment (``envs.EnvironmentCache``); import the handler inside
+that environment (``run/bootstrap.py check``); then Ready, or Failed with
+``error = {"message", "trace"}``. Build work runs in threads, so the event loop keeps
+serving requests; a few builds may run at once. The lease is renewed while a build runs,
+so a replica that dies mid-build releases its functions within ``LEASE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fnhost.build import handler, zips
+from fnhost.build.envs import Environment, EnvironmentCache
+from fnhost.build.runtimes import Runtime
+from fnhost.build.zips import CodeError, ZipLimits
+from fnhost.clock import now_ms
+from fnhost.errors import NotFound
+from fnhost.services.files import Files
+from fnhost.services.functions import Functions
+from fnhost.services.loop import Service
+from fnhost.settings import Settings
+from fnhost.store import functions as store
+from fnhost.store.db import Database
+from fnhost.store.functions import FunctionRow
+
+log = logging.getLogger("fnhost.build")
+
+BOOTSTRAP = Path(__file__).resolve().parents[1] / "run" / "bootstrap.py"
+LEASE_SECONDS = 30
+IMPORT_CHECK_TIMEOUT = 120
+MAX_CONCURRENT_BUILDS = 2
+# the environment a handler's import check sees: nothing of the server's own (secrets!)
+_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+@dataclass(frozen=True)
+class PreparedFunction:
+    code_dir: Path
+    env: Environment
+
+
+def zip_limits(settings: Settings) -> ZipLimits:
+    return ZipLimits(settings.max_zip_entries, settings.max_code_bytes, settings.max_zip_ratio)
+
+
+def requirements_of(code_dir: Path) -> str:
+    path = code_dir / "requirements.txt"
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodeError(f"requirements.txt cannot be read: {exc}") from None
+
+
+class Builder(Service):
+    name = "builder"
+    interval = 2.0  # other replicas' new functions are found by polling; ours wake us
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        files: Files,
+        functions: Functions,
+        settings: Settings,
+        runtimes: dict[str, Runtime],
+        home: Path,
+        replica_id: str,
+    ) -> None:
+        super().__init__()
+        self.db = db
+        self.files = files
+        self.functions = functions
+        self.settings = settings
+        self.runtimes = runtimes
+        self.code_root = home / "code"
+        self.replica_id = replica_id
+        self.envs = EnvironmentCache(settings, runtimes)
+        self.limits = zip_limits(settings)
+        self._running: set[asyncio.Task[None]] = set()
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        functions.on_created.append(self._on_created)
+        functions.on_deleted.append(self._on_deleted)
+
+    # -- service ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._event_loop = asyncio.get_running_loop()
+        self.envs._closed = False
+        await super().start()
+        # build the default runtime's baseline now, so the first deploy does not wait for it
+        if self.settings.default_runtime in self.runtimes:
+            self._track(asyncio.create_task(self._prewarm(self.settings.default_runtime)))
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.envs.close()  # kills running installers; their builds end quickly
+        for task in list(self._running):
+            task.cancel()
+        for task in list(self._running):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def run_once(self) -> None:
+        while (
+            sum(1 for t in self._running if t.get_name().startswith("build-"))
+            < MAX_CONCURRENT_BUILDS
+        ):
+            claimed = await asyncio.to_thread(self._claim)
+            if claimed is None:
+                return
+            self._track(asyncio.create_task(self._build(claimed), name=f"build-{claimed}"))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._running.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._running.discard(t)
+            if not self._stopping:
+                self.wake()  # a slot is free: look for more work
+
+        task.add_done_callback(done)
+
+    async def _prewarm(self, runtime: str) -> None:
+        try:
+            await asyncio.to_thread(self.envs.baseline, runtime)
+        except CodeError as exc:
+            log.error("building the %s baseline failed: %s\n%s", runtime, exc.message, exc.trace)
+
+    # -- hooks from the Functions service (called in request threads) ------------------------
+    def _on_created(self, function_id: int) -> None:
+        loop = self._event_loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.wake)
+
+    def _on_deleted(self, project: str, function_id: int) -> None:
+        shutil.rmtree(self.code_dir(function_id), ignore_errors=True)
+
+    # -- one build ---------------------------------------------------------------------------
+    def code_dir(self, function_id: int) -> Path:
+        return self.code_root / str(function_id)
+
+    def _claim(self) -> int | None:
+        now = now_ms()
+        with self.db.write() as s:
+            row = store.claim_next_build(self.replica_id, now, LEASE_SECONDS * 1000, session=s)
+            if row is None:
+                return None
+            row.status = "Deploying"
+            return row.id
+
+    def _renew(self, function_id: int) -> bool:
+        with self.db.write() as s:
+            row = store.get_any(function_id, session=s)
+            if row is None or row.build_owner != self.replica_id or row.status != "Deploying":
+                return False
+            row.build_lease_until = now_ms() + LEASE_SECONDS * 1000
+            return True
+
+    async def _build(self, function_id: int) -> None:
+        work = asyncio.create_task(asyncio.to_thread(self.build_one, function_id))
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=LEASE_SECONDS / 3)
+            if done:
+                work.result()
+                return
+            await asyncio.to_thread(self._renew, function_id)
+
+    def build_one(self, function_id: int) -> None:
+        """Build the claimed function and record the outcome (never raises for user errors)."""
+        with self.db.read() as s:
+            row = store.get_any(function_id, session=s)
+        if row is None:
+            return
+        started = now_ms()
+        try:
+            prepared = self._prepare(row, fresh=True)
+            self._import_check(row, prepared)
+        except CodeError as exc:
+            self._finish(function_id, "Failed", {"message": exc.message, "trace": exc.trace}, None)
+            log.info("function %s failed to build: %s", function_id, exc.message)
+            return
+        except Exception as exc:
+            log.exception("function %s: unexpected build error", function_id)
+            self._finish(
+                function_id,
+                "Failed",
+                {
+                    "message": f"Function deployment failed: {type(exc).__name__}: {exc}",
+                    "trace": traceback.format_exc(),
+                },
+                None,
+            )
+            return
+        self._finish(function_id, "Ready", None, prepared.env.hash)
+        log.info(
+            "function %s ready in %d ms (env %s)",
+            function_id,
+            now_ms() - started,
+            prepared.env.hash,
+        )
+
+    def _finish(
+        self, function_id: int, status: str, error: dict[str, Any] | None, env_hash: str | None
+    ) -> None:
+        with self.db.write() as s:
+            row = store.get_any(function_id, session=s)
+            if row is None:  # deleted while building
+                shutil.rmtree(self.code_dir(function_id), ignore_errors=True)
+                return
+            if row.build_owner != self.replica_id or row.status != "Deploying":
+                return  # our lease ran out and another builder took over
+            row.status = status
+            row.error = error
+            row.env_hash = env_hash
+            row.ready_time = now_ms() if status == "Ready" else None
+            row.build_owner = None
+            row.build_lease_until = None
+
+    def _prepare(self, row: FunctionRow, *, fresh: bool) -> PreparedFunction:
+        code_dir = self.code_dir(row.id)
+        if fresh or not code_dir.is_dir():
+            try:
+                data = self.files.content(row.project, row.file_id)
+            except NotFound:
+                raise CodeError(
+                    f"The code file {row.file_id} no longer exists; deploy the function again."
+                ) from None
+            handler.check_zip(data, row.function_path, self.limits)
+            zips.extract_atomic(data, code_dir, self.limits)
+        requirements = requirements_of(code_dir)
+        env = self.envs.get_or_build(
+            row.runtime,
+            requirements,
+            index_url=row.index_url,
+            extra_index_urls=row.extra_index_urls,
+            requirements_file=code_dir / "requirements.txt" if requirements else None,
+            code_digest=f"{row.id}:{row.file_id}",
+        )
+        return PreparedFunction(code_dir, env)
+
+    def ensure_local(self, row: FunctionRow) -> PreparedFunction:
+        """The function's code and environment on this machine, made again if missing.
+
+        For the executor: another replica may have built the function, or the code dir
+        may have been cleaned. Raises ``CodeError`` when they cannot be made.
+        """
+        return self._prepare(row, fresh=False)
+
+    def _import_check(self, row: FunctionRow, prepared: PreparedFunction) -> None:
+        """Import the handler inside its environment, as calls will. Raises ``CodeError``."""
+        env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+        env.update(row.env_vars or {})
+        env["PYTHONPATH"] = prepared.env.pythonpath()
+        env["COGNITE_FUNCTION_RUNTIME"] = "true"
+        cmd = [
+            prepared.env.python,
+            "-s",
+            str(BOOTSTRAP),
+            "check",
+            "--code-dir",
+            str(prepared.code_dir),
+            "--function-path",
+            row.function_path,
+        ]
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=prepared.code_dir,
+            start_new_session=True,
+        )
+        with self.envs.supervised(proc):
+            try:
+                out, err = proc.communicate(timeout=IMPORT_CHECK_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+                raise CodeError(
+                    f"Importing {row.function_path} took longer than {IMPORT_CHECK_TIMEOUT} s.",
+                    err[-20000:],
+                ) from None
+        result: dict[str, Any] | None = None
+        for line in reversed(out.splitlines()):
+            if line.startswith("{"):
+                with contextlib.suppress(ValueError):
+                    result = json.loads(line)
+                    break
+        if result is None:
+            raise CodeError(
+                f"Importing {row.function_path} failed: the check process exited with code {proc.returncode}.",
+                (err or out)[-20000:],
+            )
+        if not result.get("ok"):
+            trace = result.get("trace") or ""
+            if err.strip():
+                trace = f"{trace}\n{err[-10000:]}".strip()
+            raise CodeError(str(result.get("message") or "Importing the handler failed."), trace)
