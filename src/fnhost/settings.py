@@ -10,8 +10,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OidcIssuer(BaseModel):
+    """One external OpenID Connect issuer whose bearer tokens this server accepts."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    issuer: str = Field(description="Exact `iss` claim of the issuer's tokens.")
+    audience: str | list[str] = Field(description="Accepted `aud` value(s).")
+    jwks_uri: str | None = Field(
+        default=None,
+        description="URL of the issuer's JWKS; when unset, read from its OIDC discovery document.",
+    )
+    groups_claim: str = Field(
+        default="groups",
+        description="Claim holding the principal's IdP groups (dotted path, e.g. `realm_access.roles`).",
+    )
+    subject_claim: str = Field(default="sub", description="Claim naming the principal.")
+    algorithms: list[str] = Field(
+        default=["RS256"], description="Signature algorithms accepted (asymmetric only)."
+    )
 
 
 class Settings(BaseSettings):
@@ -61,6 +83,36 @@ class Settings(BaseSettings):
     )
     nonce_lifetime_seconds: int = Field(
         default=60, ge=5, description="How long a session nonce may wait before it is bound."
+    )
+    session_max_chain_depth: int = Field(
+        default=3,
+        ge=0,
+        description=(
+            "How deep function-calls-function may chain: a call made from inside a call is one "
+            "level; a session past this depth is refused."
+        ),
+    )
+    oidc_issuers: list[OidcIssuer] = Field(
+        default=[],
+        description=(
+            "External OIDC issuers whose tokens are accepted, as JSON: "
+            '`[{"issuer", "audience", "jwksUri"?, "groupsClaim"?, "subjectClaim"?, "algorithms"?}]`. '
+            "See docs/security.md."
+        ),
+    )
+    oidc_jwks_cache_seconds: int = Field(
+        default=3600, ge=0, description="How long an external issuer's JWKS is cached."
+    )
+    oidc_jwks_min_refetch_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description=(
+            "Least time between two fetches of one issuer's JWKS when a token names an unknown "
+            "key (key rotation), so unknown `kid`s cannot make the server hammer the issuer."
+        ),
+    )
+    oidc_leeway_seconds: int = Field(
+        default=30, ge=0, le=300, description="Clock skew allowed on `exp` and `nbf` of external tokens."
     )
     env_dir: Path | None = Field(
         default=None,

@@ -1,4 +1,4 @@
-"""Authentication (token → principal) and authorisation (principal × project → capabilities)."""
+"""Authentication (token → principal) and authorisation (principal and project → capabilities)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from fnhost.auth import capabilities as caps
 from fnhost.auth import passwords
 from fnhost.auth.capabilities import Principal
+from fnhost.auth.oidc import ExternalIssuers
 from fnhost.auth.tokens import TokenService, unverified_claims
 from fnhost.clock import now_ms
 from fnhost.errors import Forbidden, NotFound, Unauthenticated
@@ -19,10 +20,17 @@ from fnhost.store.db import Database
 
 
 class Access:
-    def __init__(self, db: Database, tokens: TokenService, token_lifetime: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        tokens: TokenService,
+        token_lifetime: int,
+        external: ExternalIssuers | None = None,
+    ) -> None:
         self.db = db
         self.tokens = tokens
         self.token_lifetime = token_lifetime
+        self.external = external
 
     # -- the built-in token endpoint -------------------------------------------------
     def client_credentials_grant(self, client_id: str, client_secret: str) -> tuple[str, int]:
@@ -66,8 +74,10 @@ class Access:
         )
 
     def authenticate_external(self, token: str, issuer: Any) -> Principal:
-        """Tokens of operator-configured external issuers; none are configured here."""
-        raise Unauthenticated(f"Tokens from issuer {issuer!r} are not accepted by this server.")
+        """Tokens of operator-configured external issuers (``FNHOST_OIDC_ISSUERS``)."""
+        if self.external is None or not self.external.knows(issuer):
+            raise Unauthenticated(f"Tokens from issuer {issuer!r} are not accepted by this server.")
+        return self.external.verify(token, issuer)
 
     def _session_principal(self, session_id: int) -> Principal:
         with self.db.read() as s:
@@ -77,7 +87,15 @@ class Access:
             raise Unauthenticated(f"The token's session {session_id} is {state}.")
         if row.expiration_time < now_ms():
             raise Unauthenticated(f"The token's session {session_id} has expired.")
-        return Principal.from_session(row.principal, row.id, row.depth, row.project)
+        principal = Principal.from_session(row.principal, row.id, row.depth, row.project)
+        if principal.issuer == self.tokens.issuer and principal.client_id is not None:
+            with self.db.read() as s:
+                if client_store.by_client_id(principal.client_id, session=s) is None:
+                    raise Unauthenticated(
+                        f"The token's session {session_id} belongs to client "
+                        f"{principal.client_id!r}, which was deleted."
+                    )
+        return principal
 
     # -- authorisation ---------------------------------------------------------------------
     def _member_groups(self, principal: Principal, project: str) -> list[Any]:
@@ -85,9 +103,14 @@ class Access:
             groups = group_store.list_for_project(project, session=s)
         out = []
         for g in groups:
+            if g.members == "allUserAccounts":
+                out.append(g)
+                continue
             members = g.members or []
-            by_client = principal.client_id is not None and principal.client_id in members
-            by_subject = principal.subject in members
+            # built-in principals are members by client id; external ones by their subject
+            builtin = principal.issuer == self.tokens.issuer
+            by_client = builtin and principal.client_id is not None and principal.client_id in members
+            by_subject = not builtin and principal.subject in members
             by_source = g.source_id is not None and g.source_id in principal.groups
             if by_client or by_subject or by_source:
                 out.append(g)

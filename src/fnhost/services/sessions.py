@@ -124,6 +124,8 @@ class Sessions:
         return self.access._session_principal(session_id)
 
     def mint_token(self, session_id: int, lifetime_s: int) -> str:
+        """A token acting as the session's principal; refused once the session is revoked."""
+        self.principal_of(session_id)  # raises if revoked, expired or its client is gone
         with self.db.read() as s:
             row = store.get_any(session_id, session=s)
         if row is None:
