@@ -11,6 +11,7 @@ from fnhost.store import (
     functions,  # noqa: F401
     groups,  # noqa: F401
     projects,  # noqa: F401
+    schedules,  # noqa: F401
     sessions,  # noqa: F401
 )
 from fnhost.store.base import Base
