@@ -179,6 +179,21 @@ class Settings(BaseSettings):
         description="Largest JSON request body (after gzip decompression).",
     )
 
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description=(
+            "Format of the server's own log lines on stderr: `text` for people, `json` (one "
+            "object per line: time, level, logger, message, and exception) for log collectors."
+        ),
+    )
+    metrics_token: str | None = Field(
+        default=None,
+        description=(
+            "When set, `GET /metrics` requires `Authorization: Bearer <this token>`; when "
+            "unset the Prometheus endpoint is open (keep it on an internal network)."
+        ),
+    )
+
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
