@@ -7,6 +7,19 @@ is imported where a mode needs it). Modes::
     python bootstrap.py check --code-dir DIR --function-path handler.py
         import the handler as the service will; print one JSON line:
         {"ok": bool, "message": str, "trace": str, "forkSafe": bool, "args": [...]}
+
+    python -I bootstrap.py zygote --control-fd N [--site-dir D ...]
+        the environment's zygote: imports ``cognite.client`` once, then serves requests on a
+        SOCK_SEQPACKET socket (one JSON message per packet, file descriptors passed with
+        SCM_RIGHTS). ``{"op": "function", ...}`` with one fd forks a *function zygote* that
+        imports the handler and then forks one child per call (``{"op": "run"}``).
+
+    python -I bootstrap.py run --job-fd J --log-fd L --result-fd R [--site-dir D ...]
+        one call in a fresh interpreter, for handlers that cannot be forked safely.
+
+A call's child gets three fds from the server: a memfd with the job (JSON), the write end
+of a pipe that becomes its stdout and stderr, and a memfd for the result (``OK\n`` + the
+response JSON, or ``ERR\n`` + ``{"message", "trace"}``).
 """
 
 from __future__ import annotations
@@ -131,15 +144,375 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- one call ---------------------------------------------------------------------------------
+
+def _apply_limits(job: dict[str, Any]) -> None:
+    """Runs in the call's own process before any user code: cgroups, rlimits, session."""
+    import resource
+
+    os.setsid()  # own process group: the server ends the call and all it started at once
+    for cgroup in job.get("cgroups") or ():
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    limits = job.get("limits") or {}
+
+    def setlimit(which: int, value: int | None) -> None:
+        if value is None:
+            return
+        try:
+            resource.setrlimit(which, (value, value))
+        except (ValueError, OSError):
+            pass
+
+    setlimit(resource.RLIMIT_CORE, 0)
+    setlimit(resource.RLIMIT_FSIZE, limits.get("maxFileBytes"))
+    setlimit(resource.RLIMIT_NOFILE, limits.get("maxOpenFiles"))
+    setlimit(resource.RLIMIT_NPROC, limits.get("maxProcesses"))  # not enforced for root
+    if limits.get("addressSpaceBytes"):  # fallback when no memory cgroup is available
+        setlimit(resource.RLIMIT_AS, _vm_size() + int(limits["addressSpaceBytes"]))
+
+
+def _vm_size() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _redirect_output(log_fd: int) -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    if log_fd > 2:
+        os.close(log_fd)
+    # line buffered, so each line reaches the server (and gets its timestamp) when printed
+    import io
+
+    def stream(fd: int) -> io.TextIOWrapper:
+        raw = io.FileIO(fd, "w", closefd=False)
+        return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", line_buffering=True)
+
+    sys.stdout = sys.__stdout__ = stream(1)
+    sys.stderr = sys.__stderr__ = stream(2)
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s:%(name)s:%(message)s", force=True
+    )
+
+
+def _read_job(job_fd: int) -> dict[str, Any]:
+    os.lseek(job_fd, 0, os.SEEK_SET)
+    chunks = []
+    while True:
+        chunk = os.read(job_fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(job_fd)
+    return json.loads(b"".join(chunks))  # type: ignore[no-any-return]
+
+
+def _write_result(result_fd: int, ok: bool, payload: bytes) -> None:
+    data = (b"OK\n" if ok else b"ERR\n") + payload
+    view = memoryview(data)
+    while view:
+        n = os.write(result_fd, view)
+        view = view[n:]
+
+
+def _error(message: str, trace: str = "") -> bytes:
+    return json.dumps({"message": message, "trace": trace}).encode()
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1024**3:g} GB"
+
+
+def _call(job: dict[str, Any], module: ModuleType | None, result_fd: int) -> None:
+    """Import (if needed) and call ``handle``; write the result. Never raises."""
+    limits = job.get("limits") or {}
+    function_path = job["functionPath"]
+    try:
+        if module is None:
+            module = import_handler(job["codeDir"], function_path)
+        handle, names = handle_of(module, function_path)
+    except HandlerImportError as exc:
+        if exc.trace:
+            sys.stderr.write(exc.trace)
+        _write_result(result_fd, False, _error(exc.message, exc.trace))
+        return
+    except MemoryError:
+        _write_result(result_fd, False, _error(_oom_message(limits)))
+        return
+    os.environ.update(job.get("envVars") or {})
+    os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
+    kwargs: dict[str, Any] = {}
+    try:
+        if "client" in names:
+            kwargs["client"] = _client(job)
+        if "data" in names:
+            kwargs["data"] = job.get("data")
+        if "secrets" in names:
+            kwargs["secrets"] = dict(job.get("secrets") or {})
+        if "function_call_info" in names:
+            info: dict[str, Any] = {"function_id": job["functionId"], "call_id": job["callId"]}
+            if job.get("scheduleId") is not None:
+                info["schedule_id"] = job["scheduleId"]
+                info["scheduled_time"] = job["scheduledTime"]
+            kwargs["function_call_info"] = info
+        result = handle(**kwargs)
+    except MemoryError:
+        trace = traceback.format_exc()
+        sys.stderr.write(trace)
+        _write_result(result_fd, False, _error(_oom_message(limits), trace))
+        return
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt fail the call too
+        trace = traceback.format_exc()
+        sys.stderr.write(trace)
+        _write_result(result_fd, False, _error(f"{type(exc).__name__}: {exc}", trace))
+        return
+    try:
+        text = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        message = f"The return value is not JSON-serializable: {exc}"
+        sys.stderr.write(message + "\n")
+        _write_result(result_fd, False, _error(message))
+        return
+    payload = text.encode()
+    maximum = int(limits.get("responseMaxBytes") or 1 << 20)
+    if len(payload) > maximum:
+        message = (
+            f"The response is {len(payload)} bytes of JSON, more than the limit of "
+            f"{maximum} bytes ({maximum / 1024**2:g} MB)."
+        )
+        sys.stderr.write(message + "\n")
+        _write_result(result_fd, False, _error(message))
+        return
+    _write_result(result_fd, True, payload)
+
+
+def _oom_message(limits: dict[str, Any]) -> str:
+    memory = limits.get("memoryBytes")
+    limit = f" (limit {_gb(int(memory))})" if memory else ""
+    return f"MemoryError: the function ran out of memory{limit}."
+
+
+def _client(job: dict[str, Any]) -> Any:
+    from cognite.client import ClientConfig, CogniteClient, global_config
+    from cognite.client.credentials import Token
+
+    global_config.disable_pypi_version_check = True
+    return CogniteClient(
+        ClientConfig(
+            client_name="fnhost-function",
+            project=job["project"],
+            base_url=job["baseUrl"],
+            credentials=Token(job["token"]),
+        )
+    )
+
+
+def _child(job_fd: int, log_fd: int, result_fd: int, module: ModuleType | None) -> int:
+    """The body of a call's process; returns its exit code."""
+    code = 0
+    try:
+        job = _read_job(job_fd)
+        _apply_limits(job)
+        _redirect_output(log_fd)
+        if module is None:
+            os.chdir(job["codeDir"])
+        _call(job, module, result_fd)
+    except BaseException:  # noqa: BLE001 - report whatever broke the bootstrap itself
+        code = 70
+        try:
+            _write_result(result_fd, False, _error("The call's bootstrap failed.", traceback.format_exc()))
+        except OSError:
+            pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    return code
+
+
+# -- zygotes ------------------------------------------------------------------------------------
+
+def _send(sock: Any, message: dict[str, Any]) -> None:
+    sock.sendall(json.dumps(message).encode())
+
+
+def _preload() -> None:
+    """What every call of every function needs, imported once per environment."""
+    try:
+        import cognite.client  # noqa: F401
+        from cognite.client import ClientConfig, CogniteClient, global_config  # noqa: F401
+        from cognite.client.credentials import Token  # noqa: F401
+
+        global_config.disable_pypi_version_check = True
+    except ImportError:
+        pass  # an environment without cognite-sdk can still run handlers that do not use it
+    import logging  # noqa: F401
+
+
+def _zygote(args: argparse.Namespace) -> int:
+    import signal
+    import socket
+
+    sock = socket.socket(fileno=args.control_fd)
+    _preload()
+
+    def reap(_signum: int, _frame: Any) -> None:
+        while True:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+
+    signal.signal(signal.SIGCHLD, reap)
+    _send(sock, {"event": "ready", "pid": os.getpid(), "forkSafe": fork_safe()})
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+        except OSError:
+            return 0
+        if not msg:
+            return 0  # the server is gone
+        request = json.loads(msg)
+        if request.get("op") != "function" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            continue
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            sock.close()
+            code = 1
+            try:
+                code = _function_zygote(socket.socket(fileno=fds[0]), request)
+            finally:
+                os._exit(code)
+        os.close(fds[0])
+
+
+def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
+    import select
+    import signal
+    import socket
+
+    code_dir, function_path = request["codeDir"], request["functionPath"]
+    # import-time output of the handler goes nowhere: the server's log is not the user's
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 1)
+    os.close(devnull)
+    try:
+        os.chdir(code_dir)
+        module = import_handler(code_dir, function_path)
+        _, names = handle_of(module, function_path)
+    except HandlerImportError as exc:
+        _send(sock, {"event": "ready", "ok": False, "message": exc.message, "trace": exc.trace})
+        return 0
+    safe = fork_safe()
+    _send(sock, {"event": "ready", "ok": True, "forkSafe": safe, "args": names, "pid": os.getpid()})
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    children: dict[int, int] = {}  # pid -> call id
+    while True:
+        ready, _, _ = select.select([sock, wake_r], [], [])
+        if wake_r in ready:
+            try:
+                while os.read(wake_r, 512):
+                    pass
+            except BlockingIOError:
+                pass
+            while True:
+                try:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                call_id = children.pop(pid, None)
+                if call_id is not None:
+                    _send(sock, {"event": "exit", "call": call_id, "pid": pid, "status": status})
+        if sock in ready:
+            try:
+                msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+            except OSError:
+                msg, fds = b"", []
+            if not msg:
+                for pid in children:  # the server is gone: so are its calls
+                    try:
+                        os.killpg(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                return 0
+            request = json.loads(msg)
+            op = request.get("op")
+            if op == "run" and len(fds) == 3:
+                pid = os.fork()
+                if pid == 0:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    sock.close()
+                    os.close(wake_r)
+                    os.close(wake_w)
+                    code = 70
+                    try:
+                        code = _child(fds[0], fds[1], fds[2], module)
+                    finally:
+                        os._exit(code)
+                for fd in fds:
+                    os.close(fd)
+                children[pid] = request["call"]
+                _send(sock, {"event": "started", "call": request["call"], "pid": pid})
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+
+def _run(args: argparse.Namespace) -> int:
+    return _child(args.job_fd, args.log_fd, args.result_fd, None)
+
+
+def _add_site_dirs(site_dirs: list[str] | None) -> None:
+    if site_dirs:
+        import site
+
+        for d in site_dirs:
+            if d not in sys.path:
+                site.addsitedir(d)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bootstrap")
     sub = parser.add_subparsers(dest="mode", required=True)
     check = sub.add_parser("check", help="import the handler and report")
     check.add_argument("--code-dir", required=True)
     check.add_argument("--function-path", default="handler.py")
+    zygote = sub.add_parser("zygote", help="serve forks of this environment")
+    zygote.add_argument("--control-fd", type=int, required=True)
+    zygote.add_argument("--site-dir", action="append")
+    run = sub.add_parser("run", help="run one call in this fresh process")
+    run.add_argument("--job-fd", type=int, required=True)
+    run.add_argument("--log-fd", type=int, required=True)
+    run.add_argument("--result-fd", type=int, required=True)
+    run.add_argument("--site-dir", action="append")
     args = parser.parse_args(argv)
     if args.mode == "check":
         return _check(args)
+    _add_site_dirs(args.site_dir)
+    if args.mode == "zygote":
+        return _zygote(args)
+    if args.mode == "run":
+        return _run(args)
     return 2
 
 

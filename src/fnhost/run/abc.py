@@ -1,0 +1,117 @@
+"""The executor interface: run one call of a prepared function, in its own process.
+
+Backends: ``local.py`` (forked zygotes on this machine); a Ray backend later. Every backend
+passes the same contract suite (``tests/test_executor.py``).
+
+An executor knows nothing of HTTP or SQL: it gets a ``CallJob`` with everything a call
+needs and answers with a ``CallOutcome``. Persisting outcomes, sessions and queueing are
+the calls service's business.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+Status = Literal["Completed", "Failed", "Timeout"]
+
+
+class EnvironmentLike(Protocol):
+    """A Python environment built by the builder (``build.Environment`` satisfies it)."""
+
+    @property
+    def hash(self) -> str: ...
+
+    @property
+    def python(self) -> Path | str: ...
+
+    @property
+    def site_dirs(self) -> Any: ...  # a sequence of paths put on sys.path (may be empty)
+
+
+@dataclass(frozen=True)
+class CallLimits:
+    timeout_s: float = 540.0
+    memory_bytes: int = int(1.5 * 1024**3)
+    cpu: float = 1.0
+    max_processes: int = 64
+    max_file_bytes: int = 512 * 1024 * 1024
+    max_open_files: int = 1024
+    response_max_bytes: int = 1024 * 1024
+    log_max_bytes: int = 1024 * 1024
+
+
+@dataclass
+class CallJob:
+    call_id: int
+    function_id: int
+    project: str
+    env: EnvironmentLike
+    code_dir: Path
+    function_path: str
+    data: Any = None
+    secrets: dict[str, str] = field(default_factory=dict)
+    env_vars: dict[str, str] = field(default_factory=dict)
+    base_url: str = ""
+    # Called only when the handler declares ``client``: minting a token costs a signature.
+    token: Callable[[], str] | None = None
+    schedule_id: int | None = None
+    scheduled_time: int | None = None
+    limits: CallLimits = field(default_factory=CallLimits)
+
+
+@dataclass
+class CallOutcome:
+    status: Status
+    # the handler's return value as JSON text (only when Completed)
+    response: str | None = None
+    error: dict[str, str] | None = None  # {"message", "trace"}
+    logs: list[tuple[int, str]] = field(default_factory=list)  # (ms timestamp, line)
+    start_ms: int = 0  # when the call's process started
+    end_ms: int = 0  # when it ended
+    # how the process was made: "fork" (warm zygote), "fork-cold" (zygote started for it),
+    # "spawn" (fresh interpreter, for handlers that cannot be forked)
+    mode: str = ""
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    ok: bool
+    message: str = ""
+    trace: str = ""
+    fork_safe: bool = False
+    args: tuple[str, ...] = ()
+
+
+class Executor(ABC):
+    """Runs calls. Every method is thread-safe and may be called from any thread."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None:
+        """End every call and helper process, and reap them. No orphan survives."""
+
+    @abstractmethod
+    def prepare(self, env: EnvironmentLike, code_dir: Path, function_path: str) -> PrepareResult:
+        """Import the handler in its environment and keep it warm for calls (blocking)."""
+
+    @abstractmethod
+    def submit(self, job: CallJob) -> Future[CallOutcome]:
+        """Start a call now; the future always ends with an outcome, never an exception."""
+
+    @abstractmethod
+    def cancel(self, call_id: int, message: str) -> None:
+        """End a running call: it fails with ``message``."""
+
+    @abstractmethod
+    def drop(self, code_dir: Path, message: str = "The function was deleted.") -> None:
+        """Forget a function: end its running calls with ``message`` and its warm process."""
+
+    def stats(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,614 @@
+"""The local executor: each call is a fork of a warm zygote on this machine.
+
+It runs its own event loop in one thread ("fnhost-executor"), so it serves the web app,
+the builder's threads and the tests alike. Limits per call: wall-clock timeout (kill →
+``Timeout``), memory, processes and CPU through cgroup v1 controllers when this server can
+create them (exact out-of-memory detection), rlimits otherwise; file size and open files
+through rlimits always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from fnhost.clock import now_ms
+from fnhost.run.abc import CallJob, CallLimits, CallOutcome, EnvironmentLike, Executor, PrepareResult
+from fnhost.run.zygote import (
+    BOOTSTRAP,
+    EnvZygote,
+    FunctionZygote,
+    LogCollector,
+    Running,
+    ZygoteDied,
+    decode_status,
+    interpreter_of,
+    kill_call,
+    signal_name,
+    site_args,
+)
+
+log = logging.getLogger("fnhost.run")
+
+ZYGOTE_START_TIMEOUT_S = 120.0
+LOG_DRAIN_TIMEOUT_S = 1.0
+RESTARTS_PER_MINUTE = 3
+
+
+class Cgroups:
+    """Per-call cgroup v1 directories (memory, pids, cpu) under this server's own cgroups."""
+
+    CONTROLLERS = ("memory", "pids", "cpu")
+
+    def __init__(self, root: Path = Path("/sys/fs/cgroup")) -> None:
+        self.bases: dict[str, Path] = {}
+        self.leftovers: list[str] = []
+        own: dict[str, str] = {}
+        try:
+            for line in Path("/proc/self/cgroup").read_text().splitlines():
+                _, ctrls, path = line.split(":", 2)
+                for ctrl in ctrls.split(","):
+                    own[ctrl] = path
+        except (OSError, ValueError):
+            return
+        for ctrl in self.CONTROLLERS:
+            mount = root / ctrl
+            if ctrl not in own or not (mount / "cgroup.procs").exists():
+                continue
+            base = mount / own[ctrl].lstrip("/") / f"fnhost-{os.getpid()}"
+            try:
+                base.mkdir(exist_ok=True)
+                probe = base / "probe"
+                probe.mkdir()
+                probe.rmdir()
+            except OSError:
+                continue
+            self.bases[ctrl] = base
+
+    @property
+    def memory(self) -> bool:
+        return "memory" in self.bases
+
+    def describe(self) -> str:
+        if not self.bases:
+            return "rlimits only (no writable cgroup v1 controllers)"
+        return "cgroup v1 " + "+".join(sorted(self.bases)) + " per call, plus rlimits"
+
+    def create(self, call_id: int, limits: CallLimits) -> list[str]:
+        made: list[str] = []
+        try:
+            for ctrl, base in self.bases.items():
+                d = base / f"call-{call_id}"
+                d.mkdir(exist_ok=True)
+                made.append(str(d))
+                if ctrl == "memory":
+                    (d / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+                    with contextlib.suppress(OSError):  # no swap beyond the limit
+                        (d / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
+                elif ctrl == "pids":
+                    (d / "pids.max").write_text(str(limits.max_processes))
+                elif ctrl == "cpu":
+                    (d / "cpu.cfs_period_us").write_text("100000")
+                    (d / "cpu.cfs_quota_us").write_text(str(max(1000, int(limits.cpu * 100000))))
+        except OSError:
+            self.remove(made)
+            raise
+        return made
+
+    def oom_killed(self, paths: list[str]) -> bool:
+        for p in paths:
+            if "/memory/" not in p:
+                continue
+            try:
+                for line in Path(p, "memory.oom_control").read_text().splitlines():
+                    if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
+                        return True
+            except OSError:
+                pass
+        return False
+
+    def kill_all(self, paths: list[str]) -> None:
+        for _ in range(50):
+            pids: set[int] = set()
+            for p in paths:
+                with contextlib.suppress(OSError, ValueError):
+                    pids.update(int(x) for x in Path(p, "cgroup.procs").read_text().split())
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+    def remove(self, paths: list[str]) -> None:
+        for p in [*self.leftovers, *paths]:
+            try:
+                os.rmdir(p)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                if p not in self.leftovers:
+                    self.leftovers.append(p)
+                continue
+            if p in self.leftovers:
+                self.leftovers.remove(p)
+
+    def close(self) -> None:
+        self.remove([])
+        for base in self.bases.values():
+            for child in base.glob("call-*"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(child)
+            with contextlib.suppress(OSError):
+                base.rmdir()
+
+
+class LocalExecutor(Executor):
+    def __init__(
+        self,
+        *,
+        memory_budget_bytes: int = 2 * 1024**3,
+        use_cgroups: bool = True,
+        evict_interval_s: float = 5.0,
+    ) -> None:
+        self.memory_budget_bytes = memory_budget_bytes
+        self.use_cgroups = use_cgroups
+        self.evict_interval_s = evict_interval_s
+        self.cgroups: Cgroups | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._envs: dict[str, EnvZygote] = {}
+        self._functions: dict[tuple[str, str, str], FunctionZygote] = {}
+        self._starting: dict[tuple[str, str, str], asyncio.Future[FunctionZygote]] = {}
+        self._specs: dict[tuple[str, str, str], tuple[EnvironmentLike, str, str]] = {}
+        self._restarts: dict[tuple[str, str, str], list[int]] = {}
+        self._running: dict[int, Running] = {}
+        self._spawned: dict[int, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self.cgroups = Cgroups() if self.use_cgroups else None
+        if self.cgroups is not None and not self.cgroups.bases:
+            self.cgroups = None
+        log.info(
+            "local executor: limits enforced by %s",
+            self.cgroups.describe() if self.cgroups else "rlimits only",
+        )
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.create_task(self._evict_loop())
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="fnhost-executor", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def stop(self) -> None:
+        if self._thread is None or self.loop is None:
+            return
+        self._stopping = True
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self._thread = None
+        if self.cgroups is not None:
+            self.cgroups.close()
+
+    async def _shutdown(self) -> None:
+        for call_id in list(self._running):
+            self._cancel(call_id, "The server stopped while the call ran.")
+        for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
+            if task.get_coro().__name__ == "_evict_loop":  # type: ignore[union-attr]
+                task.cancel()
+        # let the cancelled calls record their outcome
+        for _ in range(100):
+            if not self._running:
+                break
+            await asyncio.sleep(0.02)
+        for fz in list(self._functions.values()):
+            fz.stop()
+        self._functions.clear()
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(loop.run_in_executor(None, e.stop) for e in self._envs.values()))
+        self._envs.clear()
+
+    def _call_soon(self, coro: Any) -> Future[Any]:
+        if self.loop is None:
+            raise RuntimeError("the executor is not started")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    # -- public API ----------------------------------------------------------------------------
+    def prepare(self, env: EnvironmentLike, code_dir: Path, function_path: str) -> PrepareResult:
+        return self._call_soon(self._prepare(env, str(code_dir), function_path, fresh=True)).result()  # type: ignore[no-any-return]
+
+    def submit(self, job: CallJob) -> Future[CallOutcome]:
+        return self._call_soon(self._run_safely(job))
+
+    def cancel(self, call_id: int, message: str) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._cancel, call_id, message)
+
+    def drop(self, code_dir: Path, message: str = "The function was deleted.") -> None:
+        if self.loop is not None:
+            self._call_soon(self._drop(str(code_dir), message)).result(30)
+
+    def stats(self) -> dict[str, Any]:
+        if self.loop is None:
+            return {}
+
+        async def collect() -> dict[str, Any]:
+            return {
+                "limits": self.cgroups.describe() if self.cgroups else "rlimits only",
+                "envs": {h: {"pid": e.pid, "alive": e.alive} for h, e in self._envs.items()},
+                "functions": {
+                    k[1]: {
+                        "pid": f.pid,
+                        "forkSafe": f.fork_safe,
+                        "running": len(f.calls),
+                        "pss": f.pss_bytes(),
+                    }
+                    for k, f in self._functions.items()
+                },
+                "running": len(self._running),
+            }
+
+        return self._call_soon(collect()).result(10)  # type: ignore[no-any-return]
+
+    # -- zygotes --------------------------------------------------------------------------------
+    @staticmethod
+    def _key(env: EnvironmentLike, code_dir: str, function_path: str) -> tuple[str, str, str]:
+        return (str(env.hash), code_dir, function_path)
+
+    async def _env_zygote(self, env: EnvironmentLike) -> EnvZygote:
+        ez = self._envs.get(str(env.hash))
+        if ez is None or not ez.alive:
+            ez = EnvZygote(asyncio.get_running_loop(), str(env.hash), interpreter_of(env), env.site_dirs)
+            ez.on_exit = self._env_exited
+            ez.start()
+            self._envs[str(env.hash)] = ez
+            log.info("started environment zygote pid %s for %s", ez.pid, env.hash)
+        await asyncio.wait_for(asyncio.shield(ez.ready), ZYGOTE_START_TIMEOUT_S)
+        return ez
+
+    def _env_exited(self, ez: EnvZygote) -> None:
+        if self._envs.get(ez.env_hash) is ez:
+            del self._envs[ez.env_hash]
+            if not self._stopping:
+                log.warning("environment zygote pid %s for %s exited", ez.pid, ez.env_hash)
+
+    async def _prepare(self, env: EnvironmentLike, code_dir: str, function_path: str, *, fresh: bool) -> PrepareResult:
+        key = self._key(env, code_dir, function_path)
+        try:
+            fz = await self._function_zygote(env, code_dir, function_path, fresh=fresh)
+        except _ImportFailed as exc:
+            return PrepareResult(False, exc.message, exc.trace)
+        except (ZygoteDied, TimeoutError, OSError) as exc:
+            self._specs.pop(key, None)
+            return PrepareResult(False, f"The function's environment could not start: {exc}")
+        return PrepareResult(True, fork_safe=fz.fork_safe and fz.env.fork_safe, args=fz.args)
+
+    async def _function_zygote(
+        self, env: EnvironmentLike, code_dir: str, function_path: str, *, fresh: bool = False
+    ) -> FunctionZygote:
+        key = self._key(env, code_dir, function_path)
+        starting = self._starting.get(key)
+        if starting is not None:
+            return await asyncio.shield(starting)
+        current = self._functions.get(key)
+        if current is not None and current.alive and not fresh:
+            return current
+        future: asyncio.Future[FunctionZygote] = asyncio.get_running_loop().create_future()
+        self._starting[key] = future
+        try:
+            if current is not None and fresh and not current.calls:
+                current.stop()
+            ez = await self._env_zygote(env)
+            fz = ez.fork_function(code_dir, function_path)
+            fz.on_exit = self._function_exited
+            msg = await asyncio.wait_for(asyncio.shield(fz.ready), ZYGOTE_START_TIMEOUT_S)
+            if not msg.get("ok"):
+                fz.stop()
+                raise _ImportFailed(str(msg.get("message")), str(msg.get("trace") or ""))
+            self._functions[key] = fz
+            self._specs[key] = (env, code_dir, function_path)
+            future.set_result(fz)
+            return fz
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters get it through their own await
+            raise
+        finally:
+            del self._starting[key]
+
+    def _function_exited(self, fz: FunctionZygote) -> None:
+        key = next((k for k, v in self._functions.items() if v is fz), None)
+        if key is None:
+            return
+        del self._functions[key]
+        if fz.dropped or self._stopping:
+            return
+        log.warning("function zygote pid %s for %s exited unexpectedly; restarting", fz.pid, key[1])
+        now = now_ms()
+        recent = [t for t in self._restarts.get(key, []) if now - t < 60_000] + [now]
+        self._restarts[key] = recent
+        spec = self._specs.get(key)
+        if spec is not None and len(recent) <= RESTARTS_PER_MINUTE:
+            asyncio.get_running_loop().create_task(self._prepare(*spec, fresh=False))
+
+    async def _drop(self, code_dir: str, message: str) -> None:
+        for key, fz in list(self._functions.items()):
+            if key[1] != code_dir:
+                continue
+            for call_id in list(fz.calls):
+                self._cancel(call_id, message)
+            del self._functions[key]
+            self._specs.pop(key, None)
+            fz.stop()
+        for call_id, run in list(self._running.items()):
+            if run.code_dir == code_dir:
+                self._cancel(call_id, message)
+
+    async def _evict_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.evict_interval_s)
+            try:
+                self._evict()
+            except Exception:
+                log.exception("zygote eviction failed")
+
+    def _evict(self) -> None:
+        sizes = {k: f.pss_bytes() for k, f in self._functions.items()}
+        total = sum(sizes.values())
+        if total <= self.memory_budget_bytes:
+            return
+        idle = sorted((f.last_used, k) for k, f in self._functions.items() if not f.calls)
+        for _, key in idle:
+            if total <= self.memory_budget_bytes:
+                break
+            fz = self._functions.pop(key)
+            log.info("evicting idle function zygote pid %s (%s) over the memory budget", fz.pid, key[1])
+            fz.stop()
+            total -= sizes[key]
+
+    # -- calls ---------------------------------------------------------------------------------
+    def _cancel(self, call_id: int, message: str) -> None:
+        run = self._running.get(call_id)
+        if run is None or run.cancel_message is not None:
+            return
+        run.cancel_message = message
+        kill_call(run, self.cgroups)
+        proc = self._spawned.get(call_id)
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    async def _run_safely(self, job: CallJob) -> CallOutcome:
+        start = now_ms()
+        try:
+            return await self._run(job)
+        except Exception as exc:
+            log.exception("call %s could not run", job.call_id)
+            return CallOutcome(
+                "Failed",
+                error={"message": f"The call could not run: {type(exc).__name__}: {exc}", "trace": ""},
+                start_ms=start,
+                end_ms=now_ms(),
+            )
+
+    async def _run(self, job: CallJob) -> CallOutcome:
+        loop = asyncio.get_running_loop()
+        start = now_ms()
+        code_dir = str(job.code_dir)
+        key = self._key(job.env, code_dir, job.function_path)
+        fz = self._functions.get(key)
+        mode = "fork"
+        if fz is None or not fz.alive:
+            mode = "fork-cold"
+            try:
+                fz = await self._function_zygote(job.env, code_dir, job.function_path)
+            except _ImportFailed as exc:
+                return CallOutcome(
+                    "Failed",
+                    error={"message": exc.message, "trace": exc.trace},
+                    logs=[(now_ms(), line) for line in exc.trace.splitlines()],
+                    start_ms=start,
+                    end_ms=now_ms(),
+                    mode=mode,
+                )
+        fork_ok = fz.fork_safe and fz.env.fork_safe
+        if not fork_ok:
+            mode = "spawn"
+        limits = job.limits
+        token = job.token() if job.token is not None and "client" in fz.args else None
+        spec: dict[str, Any] = {
+            "callId": job.call_id,
+            "functionId": job.function_id,
+            "project": job.project,
+            "codeDir": code_dir,
+            "functionPath": job.function_path,
+            "data": job.data,
+            "secrets": job.secrets,
+            "envVars": job.env_vars,
+            "baseUrl": job.base_url,
+            "token": token,
+            "scheduleId": job.schedule_id,
+            "scheduledTime": job.scheduled_time,
+            "limits": {
+                "memoryBytes": limits.memory_bytes,
+                "maxProcesses": limits.max_processes,
+                "maxFileBytes": limits.max_file_bytes,
+                "maxOpenFiles": limits.max_open_files,
+                "responseMaxBytes": limits.response_max_bytes,
+            },
+        }
+        run = Running(job.call_id, loop.create_future(), code_dir=code_dir)
+        if self.cgroups is not None:
+            run.cgroups = self.cgroups.create(job.call_id, limits)
+            spec["cgroups"] = run.cgroups
+        if self.cgroups is None or not self.cgroups.memory:
+            spec["limits"]["addressSpaceBytes"] = limits.memory_bytes
+        job_fd = os.memfd_create("fnhost-job", os.MFD_CLOEXEC)
+        result_fd = os.memfd_create("fnhost-result", os.MFD_CLOEXEC)
+        log_r, log_w = os.pipe2(os.O_CLOEXEC)
+        secrets = list(job.secrets.values())
+        collector = LogCollector(loop, log_r, secrets, limits.log_max_bytes)
+        self._running[job.call_id] = run
+        timed_out = False
+        try:
+            payload = json.dumps(spec).encode()
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(job_fd, view):]
+            started = now_ms()
+            try:
+                if fork_ok:
+                    fz.run(run, (job_fd, log_w, result_fd))
+                else:
+                    await self._spawn(job, run, (job_fd, log_w, result_fd))
+            finally:
+                os.close(job_fd)
+                os.close(log_w)
+            try:
+                code, sig = await asyncio.wait_for(asyncio.shield(run.exit), limits.timeout_s)
+            except TimeoutError:
+                timed_out = True
+                kill_call(run, self.cgroups)
+                code, sig = await self._exit_after_kill(run)
+            except ZygoteDied:
+                code, sig = None, None
+            end = now_ms()
+            kill_call(run, self.cgroups)  # nothing the call started outlives it
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(collector.eof), LOG_DRAIN_TIMEOUT_S)
+            collector.close()
+            outcome = self._outcome(job, run, result_fd, code, sig, timed_out)
+            outcome.logs = collector.lines
+            if outcome.status != "Completed" and outcome.error and outcome.mode != "reported":
+                collector.truncated = False
+                collector.max_bytes += 1024
+                collector.add(f"[fnhost] {outcome.error['message']}")
+            if outcome.error:
+                outcome.error = {k: collector.redact(v) for k, v in outcome.error.items()}
+            outcome.start_ms, outcome.end_ms, outcome.mode = started, end, mode
+            return outcome
+        finally:
+            self._running.pop(job.call_id, None)
+            self._spawned.pop(job.call_id, None)
+            collector.close()
+            os.close(result_fd)
+            if self.cgroups is not None and run.cgroups:
+                self.cgroups.remove(run.cgroups)
+
+    async def _exit_after_kill(self, run: Running) -> tuple[int | None, int | None]:
+        try:
+            return await asyncio.wait_for(asyncio.shield(run.exit), 10)
+        except (TimeoutError, ZygoteDied):
+            return None, signal.SIGKILL
+
+    async def _spawn(self, job: CallJob, run: Running, fds: tuple[int, int, int]) -> None:
+        """A fresh interpreter for handlers that cannot be forked (threads at import)."""
+        loop = asyncio.get_running_loop()
+        job_fd, log_w, result_fd = fds
+        proc = subprocess.Popen(
+            [
+                interpreter_of(job.env), "-I", str(BOOTSTRAP), "run",
+                "--job-fd", str(job_fd), "--log-fd", str(log_w), "--result-fd", str(result_fd),
+                *site_args(job.env.site_dirs),
+            ],
+            pass_fds=fds,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=str(job.code_dir),
+        )
+        run.pid = proc.pid
+        self._spawned[job.call_id] = proc
+
+        def wait() -> None:
+            status = os.waitpid(proc.pid, 0)[1]
+            proc.returncode = 0  # reaped here; keep Popen from waiting again
+            loop.call_soon_threadsafe(
+                lambda: run.exit.done() or run.exit.set_result(decode_status(status))
+            )
+
+        loop.run_in_executor(None, wait)
+
+    def _outcome(
+        self, job: CallJob, run: Running, result_fd: int, code: int | None, sig: int | None, timed_out: bool
+    ) -> CallOutcome:
+        limits = job.limits
+        if run.cancel_message is not None:
+            return CallOutcome("Failed", error={"message": run.cancel_message, "trace": ""})
+        if timed_out:
+            return CallOutcome(
+                "Timeout",
+                error={
+                    "message": f"The call did not finish within its time limit of {limits.timeout_s:g} "
+                    "seconds and was stopped.",
+                    "trace": "",
+                },
+            )
+        size = os.fstat(result_fd).st_size
+        os.lseek(result_fd, 0, os.SEEK_SET)
+        head = os.read(result_fd, 4)
+        if head.startswith(b"OK\n") and size - 3 <= limits.response_max_bytes:
+            body = head[3:] + _read_all(result_fd, size - 4)
+            return CallOutcome("Completed", response=body.decode())
+        if head.startswith(b"ERR\n") and size < 16 * 1024 * 1024:
+            error = json.loads(_read_all(result_fd, size - 4))
+            out = CallOutcome("Failed", error={"message": error["message"], "trace": error.get("trace", "")})
+            out.mode = "reported"  # the bootstrap already wrote it to the call's log
+            return out
+        memory_gb = f"{limits.memory_bytes / 1024**3:g} GB"
+        if sig == signal.SIGKILL and self.cgroups is not None and self.cgroups.oom_killed(run.cgroups):
+            message = f"MemoryError: the function ran out of memory (limit {memory_gb}) and was stopped."
+        elif run.lost:
+            message = run.lost
+        elif sig == signal.SIGXFSZ:
+            message = f"The call wrote a file larger than the limit of {limits.max_file_bytes} bytes."
+        elif sig is not None:
+            message = f"The call's process was killed by {signal_name(sig)} before returning a result."
+        elif head.startswith(b"OK\n"):
+            message = f"The response is larger than the limit of {limits.response_max_bytes} bytes."
+        else:
+            message = (
+                f"The call's process exited with code {code} before returning a result "
+                "(did the code call os._exit() or sys.exit() in a thread?)."
+            )
+        return CallOutcome("Failed", error={"message": message, "trace": ""})
+
+
+def _read_all(fd: int, n: int) -> bytes:
+    chunks = []
+    while n > 0:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+class _ImportFailed(Exception):
+    def __init__(self, message: str, trace: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.trace = trace

@@ -1,0 +1,391 @@
+"""Server-side handles of zygote processes, and the per-call plumbing the local executor uses.
+
+Process tree on this machine::
+
+    fnhost serve
+    └── env zygote        python -I bootstrap.py zygote   (one per environment; cognite.client imported)
+        └── function zygote   fork, handler imported        (one per Ready function)
+            └── call          fork per call: own session, cgroups, rlimits, pipes
+
+The server talks to each zygote over a SOCK_SEQPACKET socket: one JSON message per packet,
+file descriptors passed with SCM_RIGHTS. The function zygote reaps its calls and reports
+their wait status; the server owns timeouts and kills (process group + cgroup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fnhost.clock import now_ms
+
+log = logging.getLogger("fnhost.run")
+
+BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
+MAX_LINE_BYTES = 64 * 1024
+
+
+class ZygoteDied(Exception):
+    """The zygote that ran a call ended before reporting the call's end."""
+
+
+class Channel:
+    """A SEQPACKET socket to a zygote, read by the event loop."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: socket.socket,
+        on_message: Callable[[dict[str, Any]], None],
+        on_close: Callable[[], None],
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.on_message = on_message
+        self.on_close = on_close
+        self.closed = False
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 4)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            msg, fds = b"", []
+        for fd in fds:
+            os.close(fd)
+        if not msg:
+            self.close()
+            self.on_close()
+            return
+        try:
+            self.on_message(json.loads(msg))
+        except Exception:
+            log.exception("zygote message could not be handled: %r", msg[:200])
+
+    def send(self, message: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
+        if self.closed:
+            raise ZygoteDied("the zygote's channel is closed")
+        data = json.dumps(message).encode()
+        try:
+            socket.send_fds(self.sock, [data], list(fds)) if fds else self.sock.send(data)
+        except OSError as exc:
+            raise ZygoteDied(f"cannot reach the zygote: {exc}") from exc
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+
+def site_args(site_dirs: Any) -> list[str]:
+    out: list[str] = []
+    for d in site_dirs or ():
+        out += ["--site-dir", str(d)]
+    return out
+
+
+class EnvZygote:
+    """``python bootstrap.py zygote`` for one environment."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, env_hash: str, python: str, site_dirs: Any) -> None:
+        self.loop = loop
+        self.env_hash = env_hash
+        self.python = python
+        self.site_dirs = tuple(str(d) for d in site_dirs or ())
+        self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.channel: Channel | None = None
+        self.fork_safe = False
+        self.on_exit: Callable[[EnvZygote], None] | None = None
+
+    def start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.python), "-I", str(BOOTSTRAP), "zygote",
+                    "--control-fd", str(theirs.fileno()), *site_args(self.site_dirs),
+                ],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd="/",
+            )
+        finally:
+            theirs.close()
+        self.channel = Channel(self.loop, ours, self._message, self._closed)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def _message(self, msg: dict[str, Any]) -> None:
+        if msg.get("event") == "ready" and not self.ready.done():
+            self.fork_safe = bool(msg.get("forkSafe"))
+            self.ready.set_result(msg)
+
+    def _closed(self) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ZygoteDied("the environment's zygote exited while starting"))
+        self.loop.run_in_executor(None, self._reap)
+        if self.on_exit:
+            self.on_exit(self)
+
+    def _reap(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    @property
+    def alive(self) -> bool:
+        return self.channel is not None and not self.channel.closed
+
+    def fork_function(self, code_dir: str, function_path: str) -> FunctionZygote:
+        assert self.channel is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self.channel.send(
+                {"op": "function", "codeDir": code_dir, "functionPath": function_path}, [theirs.fileno()]
+            )
+        except ZygoteDied:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        return FunctionZygote(self.loop, self, code_dir, function_path, ours)
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+
+
+@dataclass
+class Running:
+    """A call in flight."""
+
+    call_id: int
+    exit: asyncio.Future[tuple[int | None, int | None]]  # (exit code, signal)
+    pid: int | None = None
+    cancel_message: str | None = None
+    lost: str | None = None
+    cgroups: list[str] = field(default_factory=list)
+    code_dir: str = ""
+
+
+def decode_status(status: int) -> tuple[int | None, int | None]:
+    if os.WIFSIGNALED(status):
+        return None, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), None
+
+
+class FunctionZygote:
+    """A fork of an environment's zygote that has imported one function's handler."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        env: EnvZygote,
+        code_dir: str,
+        function_path: str,
+        sock: socket.socket,
+    ) -> None:
+        self.loop = loop
+        self.env = env
+        self.code_dir = code_dir
+        self.function_path = function_path
+        self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.pid: int | None = None
+        self.args: tuple[str, ...] = ()
+        self.fork_safe = False
+        self.calls: dict[int, Running] = {}
+        self.last_used = now_ms()
+        self.dropped = False  # ended on purpose (evicted, redeployed, deleted)
+        self.on_exit: Callable[[FunctionZygote], None] | None = None
+        self.channel = Channel(loop, sock, self._message, self._closed)
+
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed
+
+    def _message(self, msg: dict[str, Any]) -> None:
+        event = msg.get("event")
+        if event == "ready":
+            self.pid = msg.get("pid")
+            self.args = tuple(msg.get("args") or ())
+            self.fork_safe = bool(msg.get("forkSafe"))
+            if not self.ready.done():
+                self.ready.set_result(msg)
+        elif event == "started":
+            run = self.calls.get(msg["call"])
+            if run is not None:
+                run.pid = msg["pid"]
+        elif event == "exit":
+            run = self.calls.pop(msg["call"], None)
+            if run is not None and not run.exit.done():
+                run.exit.set_result(decode_status(int(msg["status"])))
+
+    def _closed(self) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(ZygoteDied("the function's zygote exited while importing the handler"))
+        for run in self.calls.values():
+            run.lost = "The process that ran the call (the function's zygote) ended unexpectedly."
+            if not run.exit.done():
+                run.exit.set_exception(ZygoteDied(run.lost))
+        self.calls.clear()
+        if self.on_exit:
+            self.on_exit(self)
+
+    def run(self, run: Running, fds: tuple[int, int, int]) -> None:
+        self.calls[run.call_id] = run
+        self.last_used = now_ms()
+        try:
+            self.channel.send({"op": "run", "call": run.call_id}, fds)
+        except ZygoteDied:
+            self.calls.pop(run.call_id, None)
+            raise
+
+    def pss_bytes(self) -> int:
+        if self.pid is None:
+            return 0
+        try:
+            with open(f"/proc/{self.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return 0
+        return 0
+
+    def stop(self) -> None:
+        """End it: its calls are killed by the zygote itself when it sees the socket close."""
+        self.dropped = True
+        self.channel.close()
+        if self.pid is not None:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+        self._closed()
+
+
+class LogCollector:
+    """Reads a call's stdout+stderr pipe: lines, timestamps, redaction, a size cap."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int, secrets: list[str], max_bytes: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.max_bytes = max_bytes
+        self.lines: list[tuple[int, str]] = []
+        self.size = 0
+        self.truncated = False
+        self.buf = bytearray()
+        self.eof: asyncio.Future[None] = loop.create_future()
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._readable)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self.fd, 1 << 20 if self.truncated else 1 << 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return
+        if self.truncated:
+            return  # keep draining so the writer never blocks, but keep nothing
+        self.buf += chunk
+        while True:
+            nl = self.buf.find(b"\n")
+            if nl < 0:
+                break
+            self.add(bytes(self.buf[:nl]))
+            del self.buf[: nl + 1]
+        while len(self.buf) > MAX_LINE_BYTES:
+            self.add(bytes(self.buf[:MAX_LINE_BYTES]))
+            del self.buf[:MAX_LINE_BYTES]
+
+    def add(self, raw: bytes | str) -> None:
+        if self.truncated:
+            return
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        text = self.redact(text.rstrip("\r"))
+        size = len(text.encode()) + 1
+        if self.size + size > self.max_bytes:
+            self.truncated = True
+            self.buf.clear()
+            self.lines.append(
+                (now_ms(), f"[fnhost] Log truncated: this call wrote more than {self.max_bytes} bytes "
+                 "of output; the rest was dropped.")
+            )
+            return
+        self.size += size
+        self.lines.append((now_ms(), text))
+
+    def close(self) -> None:
+        if self.eof.done():
+            return
+        with contextlib.suppress(ValueError, OSError):
+            self.loop.remove_reader(self.fd)
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        if self.buf:
+            self.add(bytes(self.buf))
+            self.buf.clear()
+        self.eof.set_result(None)
+
+
+def kill_call(run: Running, cgroups: Any) -> None:
+    """SIGKILL the call's process, its process group, and anything left in its cgroups."""
+    if run.pid is not None and not run.exit.done():
+        for kill in (os.killpg, os.kill):
+            with contextlib.suppress(OSError):
+                kill(run.pid, signal.SIGKILL)
+    if run.pid is not None and run.exit.done():
+        with contextlib.suppress(OSError):
+            os.killpg(run.pid, signal.SIGKILL)  # whatever the call left behind in its group
+    if run.cgroups and cgroups is not None:
+        cgroups.kill_all(run.cgroups)
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def interpreter_of(env: Any) -> str:
+    return str(getattr(env, "python", None) or sys.executable)
