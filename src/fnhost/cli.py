@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import Annotated
 
 import typer
 
+from fnhost import serverlog
+from fnhost.commands import register_user_commands
 from fnhost.settings import Settings
 
 app = typer.Typer(help="fnhost: a self-hosted Functions service for Python.", no_args_is_help=True)
 admin_app = typer.Typer(help="Operator commands: projects, clients, groups.", no_args_is_help=True)
 app.add_typer(admin_app, name="admin")
+register_user_commands(app)
 
 
 def _settings(**overrides: object) -> Settings:
@@ -34,8 +36,7 @@ def serve(
     from fnhost.services.container import System
 
     settings = _settings(host=host, port=port)
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    serverlog.configure(log_level, settings.log_format)
     system = System(settings)
     system.migrate()
     creds = system.ensure_first_admin()
@@ -54,6 +55,7 @@ def serve(
         host=settings.host,
         port=settings.port,
         log_level=log_level,
+        log_config=None,  # serverlog.configure set up every logger (text or JSON)
         access_log=False,
         timeout_graceful_shutdown=10,
     )

@@ -1,0 +1,79 @@
+"""Waiting for a call and showing its outcome (shared by ``call`` and ``logs``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fnhost.commands._common import (
+    FAILED,
+    Connection,
+    console,
+    emit_json,
+    err_console,
+    fail,
+    ms_to_text,
+)
+
+
+def wait(conn: Connection, function_id: int, call_id: int, timeout: float) -> Any:
+    """Until the call is no longer Running; polls quickly at first, then every half second."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        c = conn.client.functions.calls.retrieve(call_id=call_id, function_id=function_id)
+        if c is None:
+            fail(f"Call {call_id} disappeared (was its function deleted?).", FAILED)
+        if c.status != "Running":
+            return c
+        if time.monotonic() > deadline:
+            fail(f"Call {call_id} still Running after {timeout:.0f}s.", FAILED)
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.5)
+
+
+def result(conn: Connection, function_id: int, c: Any) -> dict[str, Any]:
+    calls = conn.client.functions.calls
+    response = calls.get_response(call_id=c.id, function_id=function_id) if c.status == "Completed" else None
+    logs = calls.get_logs(call_id=c.id, function_id=function_id)
+    return {**c.dump(camel_case=True), "response": response, "logs": [entry.dump(camel_case=True) for entry in logs]}
+
+
+def print_log_line(entry: dict[str, Any]) -> None:
+    stamp = ms_to_text(entry.get("timestamp"))
+    console.print(f"[dim]{stamp}[/dim] {_escape(entry.get('message', ''))}", highlight=False, soft_wrap=True)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def print_result(res: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(res)
+        return
+    status = res["status"]
+    color = "green" if status == "Completed" else "red"
+    took = ""
+    if res.get("endTime") and res.get("startTime"):
+        took = f" in {(res['endTime'] - res['startTime']) / 1000:.2f}s"
+    err_console.print(
+        f"Call {res['id']} of function {res['functionId']}: [{color}]{status}[/{color}]{took}", highlight=False
+    )
+    if res["logs"]:
+        err_console.print("[bold]logs[/bold]")
+        for entry in res["logs"]:
+            print_log_line(entry)
+    if status == "Completed":
+        err_console.print("[bold]response[/bold]")
+        print(json.dumps(res["response"], indent=2))
+    elif res.get("error"):
+        error = res["error"]
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        err_console.print(f"[red]error[/red]: {_escape(str(message))}", highlight=False)
+        trace = error.get("trace") if isinstance(error, dict) else None
+        if trace:
+            err_console.print(trace, markup=False, highlight=False)
