@@ -38,9 +38,11 @@ class System:
     def __init__(self, settings: Settings) -> None:
         from fnhost.build import runtimes
         from fnhost.services.access import Access
+        from fnhost.services.assets import Assets
         from fnhost.services.files import Files
         from fnhost.services.functions import Functions
         from fnhost.services.groups import Groups
+        from fnhost.services.raw import Raw
         from fnhost.services.sessions import Sessions
 
         self.settings = settings
@@ -76,6 +78,8 @@ class System:
         )
         self.files = Files(self.db, self.blobs, self.access, settings)
         self.groups = Groups(self.db, self.access)
+        self.assets = Assets(self.db, self.access)
+        self.raw = Raw(self.db, self.access)
         self.runtimes = runtimes.discover()
         self.functions = Functions(
             self.db, self.access, self.secret_box, settings, self.runtimes, code_reader=self.files.content

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # one import per line, so that adding a table module is a one-line change
 from fnhost.store import (
+    assets,  # noqa: F401
     blobs,  # noqa: F401
     calls,  # noqa: F401
     clients,  # noqa: F401
@@ -11,6 +12,7 @@ from fnhost.store import (
     functions,  # noqa: F401
     groups,  # noqa: F401
     projects,  # noqa: F401
+    raw,  # noqa: F401
     schedules,  # noqa: F401
     sessions,  # noqa: F401
 )
