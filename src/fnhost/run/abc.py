@@ -98,8 +98,17 @@ class Executor(ABC):
         """End every call and helper process, and reap them. No orphan survives."""
 
     @abstractmethod
-    def prepare(self, env: EnvironmentLike, code_dir: Path, function_path: str) -> PrepareResult:
-        """Import the handler in its environment and keep it warm for calls (blocking)."""
+    def prepare(
+        self,
+        env: EnvironmentLike,
+        code_dir: Path,
+        function_path: str,
+        env_vars: dict[str, str] | None = None,
+    ) -> PrepareResult:
+        """Import the handler in its environment and keep it warm for calls (blocking).
+
+        Any warm process of the same code is replaced. ``env_vars`` are set before the import.
+        """
 
     @abstractmethod
     def submit(self, job: CallJob) -> Future[CallOutcome]:

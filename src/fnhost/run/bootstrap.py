@@ -23,9 +23,10 @@ response JSON, or ``ERR\n`` + ``{"message", "trace"}``).
 """
 
 from __future__ import annotations
-
 import __future__
+
 import argparse
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -93,7 +94,7 @@ def import_handler(code_dir: str, function_path: str) -> ModuleType:
         raise HandlerImportError(
             f"{function_path} has a syntax error: {exc.msg} (line {exc.lineno}).", traceback.format_exc()
         ) from None
-    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, even SystemExit
+    except BaseException as exc:
         raise HandlerImportError(
             f"Importing {function_path} failed: {type(exc).__name__}: {exc}", traceback.format_exc()
         ) from None
@@ -159,10 +160,8 @@ def _apply_limits(job: dict[str, Any]) -> None:
     def setlimit(which: int, value: int | None) -> None:
         if value is None:
             return
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(which, (value, value))
-        except (ValueError, OSError):
-            pass
 
     setlimit(resource.RLIMIT_CORE, 0)
     setlimit(resource.RLIMIT_FSIZE, limits.get("maxFileBytes"))
@@ -195,8 +194,8 @@ def _redirect_output(log_fd: int) -> None:
         raw = io.FileIO(fd, "w", closefd=False)
         return io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace", line_buffering=True)
 
-    sys.stdout = sys.__stdout__ = stream(1)
-    sys.stderr = sys.__stderr__ = stream(2)
+    sys.stdout = stream(1)
+    sys.stderr = stream(2)
     import logging
 
     logging.basicConfig(
@@ -213,7 +212,8 @@ def _read_job(job_fd: int) -> dict[str, Any]:
             break
         chunks.append(chunk)
     os.close(job_fd)
-    return json.loads(b"".join(chunks))  # type: ignore[no-any-return]
+    job: dict[str, Any] = json.loads(b"".join(chunks))
+    return job
 
 
 def _write_result(result_fd: int, ok: bool, payload: bytes) -> None:
@@ -270,7 +270,7 @@ def _call(job: dict[str, Any], module: ModuleType | None, result_fd: int) -> Non
         sys.stderr.write(trace)
         _write_result(result_fd, False, _error(_oom_message(limits), trace))
         return
-    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt fail the call too
+    except BaseException as exc:
         trace = traceback.format_exc()
         sys.stderr.write(trace)
         _write_result(result_fd, False, _error(f"{type(exc).__name__}: {exc}", trace))
@@ -326,17 +326,13 @@ def _child(job_fd: int, log_fd: int, result_fd: int, module: ModuleType | None) 
         if module is None:
             os.chdir(job["codeDir"])
         _call(job, module, result_fd)
-    except BaseException:  # noqa: BLE001 - report whatever broke the bootstrap itself
+    except BaseException:
         code = 70
-        try:
+        with contextlib.suppress(OSError):
             _write_result(result_fd, False, _error("The call's bootstrap failed.", traceback.format_exc()))
-        except OSError:
-            pass
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(OSError, ValueError):
             stream.flush()
-        except (OSError, ValueError):
-            pass
     return code
 
 
@@ -411,6 +407,8 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
     os.close(devnull)
+    os.environ.update(request.get("envVars") or {})
+    os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
     try:
         os.chdir(code_dir)
         module = import_handler(code_dir, function_path)
@@ -449,10 +447,8 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
                 msg, fds = b"", []
             if not msg:
                 for pid in children:  # the server is gone: so are its calls
-                    try:
+                    with contextlib.suppress(OSError):
                         os.killpg(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
                 return 0
             request = json.loads(msg)
             op = request.get("op")
@@ -486,9 +482,11 @@ def _add_site_dirs(site_dirs: list[str] | None) -> None:
     if site_dirs:
         import site
 
+        before = list(sys.path)
         for d in site_dirs:
-            if d not in sys.path:
-                site.addsitedir(d)
+            site.addsitedir(d)
+        # the function's own packages come first, before the baseline's site-packages
+        sys.path[:] = [p for p in sys.path if p not in before] + before
 
 
 def main(argv: list[str] | None = None) -> int:

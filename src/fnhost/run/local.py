@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from fnhost.clock import now_ms
-from fnhost.run.abc import CallJob, CallLimits, CallOutcome, EnvironmentLike, Executor, PrepareResult
+from fnhost.run.abc import (
+    CallJob,
+    CallLimits,
+    CallOutcome,
+    EnvironmentLike,
+    Executor,
+    PrepareResult,
+)
 from fnhost.run.zygote import (
     BOOTSTRAP,
     EnvZygote,
@@ -30,6 +37,7 @@ from fnhost.run.zygote import (
     LogCollector,
     Running,
     ZygoteDied,
+    clean_environ,
     decode_status,
     interpreter_of,
     kill_call,
@@ -168,11 +176,12 @@ class LocalExecutor(Executor):
         self._envs: dict[str, EnvZygote] = {}
         self._functions: dict[tuple[str, str, str], FunctionZygote] = {}
         self._starting: dict[tuple[str, str, str], asyncio.Future[FunctionZygote]] = {}
-        self._specs: dict[tuple[str, str, str], tuple[EnvironmentLike, str, str]] = {}
+        self._specs: dict[tuple[str, str, str], tuple[EnvironmentLike, str, str, dict[str, str]]] = {}
         self._restarts: dict[tuple[str, str, str], list[int]] = {}
         self._running: dict[int, Running] = {}
         self._spawned: dict[int, subprocess.Popen[bytes]] = {}
         self._stopping = False
+        self._evictor: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -192,7 +201,7 @@ class LocalExecutor(Executor):
         def main() -> None:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
-            loop.create_task(self._evict_loop())
+            self._evictor = loop.create_task(self._evict_loop())
             loop.run_forever()
             loop.close()
 
@@ -215,9 +224,8 @@ class LocalExecutor(Executor):
     async def _shutdown(self) -> None:
         for call_id in list(self._running):
             self._cancel(call_id, "The server stopped while the call ran.")
-        for task in [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]:
-            if task.get_coro().__name__ == "_evict_loop":  # type: ignore[union-attr]
-                task.cancel()
+        if self._evictor is not None:
+            self._evictor.cancel()
         # let the cancelled calls record their outcome
         for _ in range(100):
             if not self._running:
@@ -236,8 +244,16 @@ class LocalExecutor(Executor):
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     # -- public API ----------------------------------------------------------------------------
-    def prepare(self, env: EnvironmentLike, code_dir: Path, function_path: str) -> PrepareResult:
-        return self._call_soon(self._prepare(env, str(code_dir), function_path, fresh=True)).result()  # type: ignore[no-any-return]
+    def prepare(
+        self,
+        env: EnvironmentLike,
+        code_dir: Path,
+        function_path: str,
+        env_vars: dict[str, str] | None = None,
+    ) -> PrepareResult:
+        coro = self._prepare(env, str(code_dir), function_path, env_vars or {}, fresh=True)
+        result: PrepareResult = self._call_soon(coro).result()
+        return result
 
     def submit(self, job: CallJob) -> Future[CallOutcome]:
         return self._call_soon(self._run_safely(job))
@@ -270,7 +286,8 @@ class LocalExecutor(Executor):
                 "running": len(self._running),
             }
 
-        return self._call_soon(collect()).result(10)  # type: ignore[no-any-return]
+        stats: dict[str, Any] = self._call_soon(collect()).result(10)
+        return stats
 
     # -- zygotes --------------------------------------------------------------------------------
     @staticmethod
@@ -294,10 +311,12 @@ class LocalExecutor(Executor):
             if not self._stopping:
                 log.warning("environment zygote pid %s for %s exited", ez.pid, ez.env_hash)
 
-    async def _prepare(self, env: EnvironmentLike, code_dir: str, function_path: str, *, fresh: bool) -> PrepareResult:
+    async def _prepare(
+        self, env: EnvironmentLike, code_dir: str, function_path: str, env_vars: dict[str, str], *, fresh: bool
+    ) -> PrepareResult:
         key = self._key(env, code_dir, function_path)
         try:
-            fz = await self._function_zygote(env, code_dir, function_path, fresh=fresh)
+            fz = await self._function_zygote(env, code_dir, function_path, env_vars, fresh=fresh)
         except _ImportFailed as exc:
             return PrepareResult(False, exc.message, exc.trace)
         except (ZygoteDied, TimeoutError, OSError) as exc:
@@ -306,7 +325,13 @@ class LocalExecutor(Executor):
         return PrepareResult(True, fork_safe=fz.fork_safe and fz.env.fork_safe, args=fz.args)
 
     async def _function_zygote(
-        self, env: EnvironmentLike, code_dir: str, function_path: str, *, fresh: bool = False
+        self,
+        env: EnvironmentLike,
+        code_dir: str,
+        function_path: str,
+        env_vars: dict[str, str],
+        *,
+        fresh: bool = False,
     ) -> FunctionZygote:
         key = self._key(env, code_dir, function_path)
         starting = self._starting.get(key)
@@ -321,14 +346,20 @@ class LocalExecutor(Executor):
             if current is not None and fresh and not current.calls:
                 current.stop()
             ez = await self._env_zygote(env)
-            fz = ez.fork_function(code_dir, function_path)
+            fz = ez.fork_function(code_dir, function_path, env_vars)
             fz.on_exit = self._function_exited
-            msg = await asyncio.wait_for(asyncio.shield(fz.ready), ZYGOTE_START_TIMEOUT_S)
+            try:
+                msg = await asyncio.wait_for(asyncio.shield(fz.ready), ZYGOTE_START_TIMEOUT_S)
+            except TimeoutError:
+                fz.stop()
+                raise _ImportFailed(
+                    f"Importing {function_path} took longer than {ZYGOTE_START_TIMEOUT_S:g} s.", ""
+                ) from None
             if not msg.get("ok"):
                 fz.stop()
                 raise _ImportFailed(str(msg.get("message")), str(msg.get("trace") or ""))
             self._functions[key] = fz
-            self._specs[key] = (env, code_dir, function_path)
+            self._specs[key] = (env, code_dir, function_path, env_vars)
             future.set_result(fz)
             return fz
         except BaseException as exc:
@@ -423,7 +454,7 @@ class LocalExecutor(Executor):
         if fz is None or not fz.alive:
             mode = "fork-cold"
             try:
-                fz = await self._function_zygote(job.env, code_dir, job.function_path)
+                fz = await self._function_zygote(job.env, code_dir, job.function_path, job.env_vars)
             except _ImportFailed as exc:
                 return CallOutcome(
                     "Failed",
@@ -534,6 +565,7 @@ class LocalExecutor(Executor):
                 *site_args(job.env.site_dirs),
             ],
             pass_fds=fds,
+            env=clean_environ(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -545,9 +577,12 @@ class LocalExecutor(Executor):
         def wait() -> None:
             status = os.waitpid(proc.pid, 0)[1]
             proc.returncode = 0  # reaped here; keep Popen from waiting again
-            loop.call_soon_threadsafe(
-                lambda: run.exit.done() or run.exit.set_result(decode_status(status))
-            )
+
+            def report() -> None:
+                if not run.exit.done():
+                    run.exit.set_result(decode_status(status))
+
+            loop.call_soon_threadsafe(report)
 
         loop.run_in_executor(None, wait)
 

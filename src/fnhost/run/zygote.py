@@ -101,6 +101,14 @@ def site_args(site_dirs: Any) -> list[str]:
     return out
 
 
+# what a function's processes inherit from the server's environment: nothing secret
+PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+
+
+def clean_environ() -> dict[str, str]:
+    return {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+
+
 class EnvZygote:
     """``python bootstrap.py zygote`` for one environment."""
 
@@ -124,6 +132,7 @@ class EnvZygote:
                     "--control-fd", str(theirs.fileno()), *site_args(self.site_dirs),
                 ],
                 pass_fds=[theirs.fileno()],
+                env=clean_environ(),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
@@ -162,12 +171,13 @@ class EnvZygote:
     def alive(self) -> bool:
         return self.channel is not None and not self.channel.closed
 
-    def fork_function(self, code_dir: str, function_path: str) -> FunctionZygote:
+    def fork_function(self, code_dir: str, function_path: str, env_vars: dict[str, str]) -> FunctionZygote:
         assert self.channel is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.channel.send(
-                {"op": "function", "codeDir": code_dir, "functionPath": function_path}, [theirs.fileno()]
+                {"op": "function", "codeDir": code_dir, "functionPath": function_path, "envVars": env_vars},
+                [theirs.fileno()],
             )
         except ZygoteDied:
             ours.close()

@@ -1,0 +1,125 @@
+"""/functions/{id}/call and /functions/{id}/calls/…: call, list, byids, response, logs, wait."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body
+
+from fnhost.api.deps import (
+    PrincipalDep,
+    SystemDep,
+    body_items,
+    check_limit,
+    ignore_unknown,
+    int_cursor,
+)
+from fnhost.api.wire import drop_none, items
+from fnhost.errors import InvalidRequest
+from fnhost.store.calls import CallRow
+
+router = APIRouter(tags=["calls"])
+
+
+def call_out(row: CallRow) -> dict[str, Any]:
+    return drop_none(
+        {
+            "id": row.id,
+            "startTime": row.start_time,
+            "endTime": row.end_time,
+            "status": row.status,
+            "functionId": row.function_id,
+            "scheduledTime": row.scheduled_time,
+            "scheduleId": row.schedule_id,
+            "error": row.error,
+        }
+    )
+
+
+def _call_ids(values: list[dict[str, Any]]) -> list[int]:
+    ids = []
+    for v in values:
+        value = v.get("id")
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidRequest("Each item must be {'id': <call id>}.")
+        ids.append(value)
+    return ids
+
+
+@router.post("/functions/{function_id}/call")
+def call_function(
+    project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+) -> dict[str, Any]:
+    row = system.calls.call(project, principal, function_id, body if body is not None else {})
+    return call_out(row)
+
+
+@router.post("/functions/{function_id}/calls/list")
+def list_calls(
+    project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+) -> dict[str, Any]:
+    body = body or {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be an object.")
+    filt = body.get("filter") or {}
+    if not isinstance(filt, dict):
+        raise InvalidRequest("filter must be an object.")
+    limit = check_limit(body.get("limit"), default=100, maximum=10_000)
+    rows, next_cursor = system.calls.list(
+        project, principal, function_id, limit=limit, cursor=int_cursor(body.get("cursor")), filt=filt
+    )
+    out = items([call_out(r) for r in rows])
+    if next_cursor is not None:
+        out["nextCursor"] = str(next_cursor)
+    return out
+
+
+@router.post("/functions/{function_id}/calls/byids")
+def calls_by_ids(
+    project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+) -> dict[str, Any]:
+    values = body_items(body)
+    rows = system.calls.by_ids(project, principal, function_id, _call_ids(values), ignore_unknown(body))
+    return items([call_out(r) for r in rows])
+
+
+@router.get("/functions/{function_id}/calls/{call_id}")
+def get_call(
+    project: str,
+    function_id: int,
+    call_id: int,
+    system: SystemDep,
+    principal: PrincipalDep,
+    waitSeconds: float = 0,
+) -> dict[str, Any]:
+    """One call. fnhost extension: ``?waitSeconds=N`` (≤ 60) answers when the call ends."""
+    return call_out(system.calls.get(project, principal, function_id, call_id, wait_seconds=waitSeconds))
+
+
+@router.post("/functions/{function_id}/calls/{call_id}/wait")
+def wait_call(
+    project: str,
+    function_id: int,
+    call_id: int,
+    system: SystemDep,
+    principal: PrincipalDep,
+    waitSeconds: float = 30,
+) -> dict[str, Any]:
+    """fnhost extension: the call once it has ended, or as it is after ``waitSeconds``."""
+    return call_out(system.calls.get(project, principal, function_id, call_id, wait_seconds=waitSeconds))
+
+
+@router.get("/functions/{function_id}/calls/{call_id}/response")
+def call_response(
+    project: str, function_id: int, call_id: int, system: SystemDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    response = system.calls.response(project, principal, function_id, call_id)
+    return {"callId": call_id, "functionId": function_id, "response": response}
+
+
+@router.get("/functions/{function_id}/calls/{call_id}/logs")
+def call_logs(
+    project: str, function_id: int, call_id: int, system: SystemDep, principal: PrincipalDep
+) -> dict[str, Any]:
+    rows = system.calls.logs(project, principal, function_id, call_id)
+    return items([{"timestamp": r.timestamp, "message": r.message} for r in rows])

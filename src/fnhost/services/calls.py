@@ -1,0 +1,520 @@
+"""Calls: accept, queue, run and record function calls.
+
+A call is written ``Running`` before anything runs and always ends ``Completed``,
+``Failed`` or ``Timeout``. Between the two it may wait: for its function to become Ready,
+or for a free slot (per function and per project, FIFO per function). The executor runs
+it; this module records the outcome, its logs and ``lastCalled``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fnhost.auth.capabilities import Principal
+from fnhost.clock import now_ms
+from fnhost.errors import InvalidRequest, NotFound, PayloadTooLarge
+from fnhost.run.abc import CallJob, CallLimits, CallOutcome, Executor
+from fnhost.services.access import Access
+from fnhost.services.functions import Functions
+from fnhost.services.loop import Service
+from fnhost.services.sessions import Sessions
+from fnhost.settings import Settings
+from fnhost.store import calls as store
+from fnhost.store import functions as function_store
+from fnhost.store.calls import CallLogRow, CallRow
+from fnhost.store.db import Database
+from fnhost.store.functions import FunctionRow
+
+log = logging.getLogger("fnhost.calls")
+
+STATUSES = ("Running", "Completed", "Failed", "Timeout")
+CALL_SESSION_LIFETIME_MS = 24 * 3600 * 1000
+MAX_WAIT_SECONDS = 60.0
+
+
+@dataclass
+class _Pending:
+    call_id: int
+    project: str
+    function_id: int
+    session_id: int | None
+    data: Any
+    schedule_id: int | None = None
+    scheduled_time: int | None = None
+    accepted: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _FunctionState:
+    status: str
+    row: FunctionRow
+    prepared: Any = None  # build.builder.PreparedFunction once Ready and local
+    error: str | None = None
+
+
+class Calls:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        access: Access,
+        sessions: Sessions,
+        functions: Functions,
+        executor: Executor,
+        settings: Settings,
+        replica_id: str,
+        public_url: str,
+        builder: Any = None,
+        metrics: Any = None,
+    ) -> None:
+        self.db = db
+        self.access = access
+        self.sessions = sessions
+        self.functions = functions
+        self.executor = executor
+        self.settings = settings
+        self.replica_id = replica_id
+        self.public_url = public_url
+        self.builder = builder
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._waiting: deque[_Pending] = deque()
+        self._by_function: Counter[int] = Counter()
+        self._by_project: Counter[str] = Counter()
+        self._states: dict[int, _FunctionState] = {}
+        self._ended = threading.Condition(self._lock)
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="fnhost-calls")
+        functions.on_deleted.append(self._on_function_deleted)
+
+    # -- accept --------------------------------------------------------------------------------
+    def call(self, project: str, caller: Principal, function_id: int, body: Any) -> CallRow:
+        self.access.require(caller, project, "functionsAcl", "RUN")
+        if not isinstance(body, dict):
+            raise InvalidRequest("The body must be an object with 'data' and 'nonce'.")
+        data = body.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise InvalidRequest("data must be a JSON object.")
+        size = len(json.dumps(data))
+        if size > self.settings.call_data_max_bytes:
+            raise PayloadTooLarge(
+                f"data is {size} bytes of JSON, more than the limit of "
+                f"{self.settings.call_data_max_bytes} bytes."
+            )
+        row = self._function(project, function_id)
+        session = self.sessions.redeem(project, body.get("nonce"), lifetime_ms=CALL_SESSION_LIFETIME_MS)
+        return self._accept(row, session.id, data)
+
+    def start_scheduled_call(
+        self,
+        project: str,
+        function_id: int,
+        session_id: int | None,
+        data: Any,
+        schedule_id: int,
+        scheduled_time: int,
+    ) -> CallRow:
+        """For the scheduler: everything after the nonce was redeemed (when the schedule was made)."""
+        row = self._function(project, function_id)
+        return self._accept(row, session_id, data, schedule_id=schedule_id, scheduled_time=scheduled_time)
+
+    def _function(self, project: str, function_id: int) -> FunctionRow:
+        with self.db.read() as s:
+            row = function_store.get(project, function_id, session=s)
+        if row is None:
+            raise NotFound(f"Function {function_id} does not exist.", missing=[{"id": function_id}])
+        if row.status == "Failed":
+            message = (row.error or {}).get("message") or "unknown error"
+            raise InvalidRequest(
+                f"Function {function_id} failed to deploy and cannot be called: {message}"
+            )
+        return row
+
+    def _accept(
+        self,
+        function: FunctionRow,
+        session_id: int | None,
+        data: Any,
+        *,
+        schedule_id: int | None = None,
+        scheduled_time: int | None = None,
+    ) -> CallRow:
+        with self.db.write() as s:
+            row = store.add(
+                CallRow(
+                    project=function.project,
+                    function_id=function.id,
+                    status="Running",
+                    start_time=now_ms(),
+                    session_id=session_id,
+                    data=data,
+                    schedule_id=schedule_id,
+                    scheduled_time=scheduled_time,
+                    owner=self.replica_id,
+                ),
+                session=s,
+            )
+        if self.metrics is not None:
+            self.metrics.call_started(function.project, function.id)
+        pending = _Pending(
+            row.id, function.project, function.id, session_id, data, schedule_id, scheduled_time
+        )
+        with self._lock:
+            if function.id not in self._states or self._states[function.id].status != "Ready":
+                self._states[function.id] = _FunctionState(function.status, function)
+            self._waiting.append(pending)
+        self._pump()
+        return row
+
+    # -- dispatch ------------------------------------------------------------------------------
+    def _pump(self) -> None:
+        s = self.settings
+        start: list[tuple[_Pending, _FunctionState]] = []
+        with self._lock:
+            if not self._waiting:
+                return
+            keep: deque[_Pending] = deque()
+            for p in self._waiting:
+                state = self._states.get(p.function_id)
+                if (
+                    state is None
+                    or state.status != "Ready"
+                    or self._by_function[p.function_id] >= s.max_running_calls_per_function
+                    or self._by_project[p.project] >= s.max_running_calls_per_project
+                ):
+                    keep.append(p)
+                    continue
+                self._by_function[p.function_id] += 1
+                self._by_project[p.project] += 1
+                start.append((p, state))
+            self._waiting = keep
+        for p, state in start:
+            try:
+                self._start(p, state)
+            except Exception as exc:
+                log.exception("call %s could not start", p.call_id)
+                self._finish(
+                    p,
+                    CallOutcome(
+                        "Failed",
+                        error={"message": f"The call could not start: {exc}", "trace": ""},
+                        start_ms=now_ms(),
+                        end_ms=now_ms(),
+                    ),
+                )
+
+    def limits_for(self, row: FunctionRow) -> CallLimits:
+        s = self.settings
+        return CallLimits(
+            timeout_s=float(s.call_timeout_seconds),
+            memory_bytes=int(row.memory * 1024**3),
+            cpu=row.cpu,
+            max_processes=s.call_max_processes,
+            max_file_bytes=s.call_max_file_bytes,
+            max_open_files=s.call_max_open_files,
+            response_max_bytes=s.response_max_bytes,
+            log_max_bytes=s.log_max_bytes,
+        )
+
+    def _start(self, p: _Pending, state: _FunctionState) -> None:
+        row = state.row
+        if state.prepared is None:
+            if self.builder is None:
+                raise RuntimeError("no builder to prepare the function's code")
+            state.prepared = self.builder.ensure_local(row)
+        prepared = state.prepared
+        session_id = p.session_id
+        lifetime = int(self.settings.call_timeout_seconds) + 600
+
+        def token() -> str:
+            if session_id is None:
+                raise RuntimeError("the call has no session")
+            return self.sessions.mint_token(session_id, lifetime)
+
+        job = CallJob(
+            call_id=p.call_id,
+            function_id=p.function_id,
+            project=p.project,
+            env=prepared.env,
+            code_dir=Path(prepared.code_dir),
+            function_path=row.function_path,
+            data=p.data,
+            secrets=self.functions.secrets_of(row),
+            env_vars=dict(row.env_vars or {}),
+            base_url=self.public_url,
+            token=token if session_id is not None else None,
+            schedule_id=p.schedule_id,
+            scheduled_time=p.scheduled_time,
+            limits=self.limits_for(row),
+        )
+        future = self.executor.submit(job)
+
+        def done(f: Future[CallOutcome]) -> None:
+            self._pool.submit(self._finish, p, f.result())
+
+        future.add_done_callback(done)
+
+    def _finish(self, p: _Pending, outcome: CallOutcome) -> None:
+        try:
+            with self.db.write() as s:
+                row = store.get_any(p.call_id, session=s)
+                if row is not None and row.status == "Running":
+                    row.status = outcome.status
+                    row.end_time = max(outcome.end_ms or now_ms(), row.start_time)
+                    row.run_start_time = outcome.start_ms or None
+                    row.error = outcome.error
+                    row.response = outcome.response
+                    if outcome.logs:
+                        store.add_logs(p.call_id, 0, outcome.logs, session=s)
+                    function = function_store.get_any(p.function_id, session=s)
+                    if function is not None:
+                        function.last_called = row.start_time
+        except Exception:
+            log.exception("the outcome of call %s could not be recorded", p.call_id)
+        finally:
+            with self._lock:
+                self._by_function[p.function_id] -= 1
+                self._by_project[p.project] -= 1
+                self._ended.notify_all()
+            if self.metrics is not None:
+                self.metrics.call_finished(
+                    p.project,
+                    p.function_id,
+                    outcome.status,
+                    (outcome.end_ms - outcome.start_ms) / 1000 if outcome.end_ms else None,
+                )
+            self._pump()
+
+    def _fail_pending(self, p: _Pending, message: str) -> None:
+        with self._lock:
+            self._by_function[p.function_id] += 1
+            self._by_project[p.project] += 1
+        self._finish(p, CallOutcome("Failed", error={"message": message, "trace": ""}, end_ms=now_ms()))
+
+    def check_waiting(self) -> None:
+        """Follow functions that calls wait for: Ready → run them; Failed or gone → fail them."""
+        with self._lock:
+            ids = {p.function_id for p in self._waiting}
+            ids = {i for i in ids if self._states.get(i) is None or self._states[i].status != "Ready"}
+        if not ids:
+            return
+        with self.db.read() as s:
+            rows = {i: function_store.get_any(i, session=s) for i in ids}
+        failed: list[_Pending] = []
+        with self._lock:
+            for fid, row in rows.items():
+                if row is None:
+                    self._states.pop(fid, None)
+                    continue
+                self._states[fid] = _FunctionState(row.status, row)
+            keep: deque[_Pending] = deque()
+            for p in self._waiting:
+                row = rows.get(p.function_id, ...)  # type: ignore[arg-type]
+                if p.function_id in rows and (row is None or row.status == "Failed"):
+                    failed.append(p)
+                else:
+                    keep.append(p)
+            self._waiting = keep
+        for p in failed:
+            row = rows.get(p.function_id)
+            if row is None:
+                message = "The function was deleted before the call could run."
+            else:
+                reason = (row.error or {}).get("message") or "unknown error"
+                message = f"The function failed to deploy, so the call could not run: {reason}"
+            self._fail_pending(p, message)
+        self._pump()
+
+    def _on_function_deleted(self, project: str, function_id: int) -> None:
+        with self._lock:
+            state = self._states.pop(function_id, None)
+            dropped = [p for p in self._waiting if p.function_id == function_id]
+            self._waiting = deque(p for p in self._waiting if p.function_id != function_id)
+        for p in dropped:
+            self._fail_pending(p, "The function was deleted before the call could run.")
+        code_dir = None
+        if state is not None and state.prepared is not None:
+            code_dir = Path(state.prepared.code_dir)
+        elif self.builder is not None:
+            code_dir = Path(self.builder.code_dir(function_id))
+        if code_dir is not None:
+            self.executor.drop(code_dir, "The function was deleted while the call ran.")
+
+    def recover(self) -> int:
+        """Calls left Running by a server that is gone fail with a message saying so."""
+        now = now_ms()
+        count = 0
+        with self.db.write() as s:
+            for row in store.running_owned_by(None, session=s):
+                if row.owner == self.replica_id:
+                    continue
+                if row.owner is not None and not self._owner_is_dead(row.owner):
+                    continue
+                row.status = "Failed"
+                row.end_time = max(now, row.start_time)
+                row.error = {
+                    "message": "The server running this call stopped before the call ended.",
+                    "trace": "",
+                }
+                count += 1
+        if count:
+            log.warning("failed %d call(s) left Running by a stopped server", count)
+        return count
+
+    def _owner_is_dead(self, owner: str) -> bool:
+        """Owners are ``host-pid-random``; on this host a missing pid means a dead server."""
+        import os
+        import socket
+
+        try:
+            host, pid, _ = owner.rsplit("-", 2)
+            pid_value = int(pid)
+        except ValueError:
+            return True
+        if host != socket.gethostname():
+            return self.db.is_sqlite  # a SQLite database is not shared with other hosts
+        try:
+            os.kill(pid_value, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def prewarm(self) -> None:
+        """Start zygotes for the Ready functions this server may run (after a restart)."""
+        if self.builder is None:
+            return
+        with self.db.read() as s:
+            rows = function_store.ready_functions(session=s)
+        for row in sorted(rows, key=lambda r: r.last_called or 0, reverse=True)[:20]:
+            try:
+                prepared = self.builder.ensure_local(row)
+                self.executor.prepare(prepared.env, Path(prepared.code_dir), row.function_path)
+                with self._lock:
+                    self._states.setdefault(row.id, _FunctionState("Ready", row, prepared))
+            except Exception as exc:
+                log.warning("could not prewarm function %s: %s", row.id, exc)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- read ------------------------------------------------------------------------------------
+    def _call_row(self, project: str, function_id: int, call_id: int) -> CallRow:
+        with self.db.read() as s:
+            row = store.get(project, function_id, call_id, session=s)
+        if row is None:
+            raise NotFound(f"Call {call_id} of function {function_id} does not exist.", missing=[{"id": call_id}])
+        return row
+
+    def get(
+        self, project: str, caller: Principal, function_id: int, call_id: int, wait_seconds: float = 0
+    ) -> CallRow:
+        """One call; with ``wait_seconds``, wait up to that long for it to end (long poll)."""
+        self.access.require(caller, project, "functionsAcl", "READ")
+        wait_seconds = min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            row = self._call_row(project, function_id, call_id)
+            remaining = deadline - time.monotonic()
+            if row.status != "Running" or remaining <= 0:
+                return row
+            with self._lock:
+                # ours end with a notify; other replicas' are seen by the periodic re-read
+                self._ended.wait(min(remaining, 0.5))
+
+    def by_ids(
+        self, project: str, caller: Principal, function_id: int, ids: list[int], ignore_unknown: bool
+    ) -> list[CallRow]:
+        self.access.require(caller, project, "functionsAcl", "READ")
+        with self.db.read() as s:
+            rows = [store.get(project, function_id, i, session=s) for i in ids]
+        missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
+        if missing and not ignore_unknown:
+            raise NotFound("Calls not found.", missing=missing)
+        return [r for r in rows if r is not None]
+
+    def list(
+        self, project: str, caller: Principal, function_id: int, *, limit: int, cursor: int, filt: dict[str, Any]
+    ) -> tuple[list[CallRow], int | None]:
+        self.access.require(caller, project, "functionsAcl", "READ")
+        status = filt.get("status")
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest(f"Unknown call status {status!r}; one of {', '.join(STATUSES)}.")
+        ranges: dict[str, dict[str, Any]] = {}
+        for key in ("startTime", "endTime"):
+            value = filt.get(key) or {}
+            if not isinstance(value, dict):
+                raise InvalidRequest(f"{key} must be an object with min and/or max.")
+            ranges[key] = value
+        with self.db.read() as s:
+            if function_store.get(project, function_id, session=s) is None:
+                raise NotFound(f"Function {function_id} does not exist.", missing=[{"id": function_id}])
+            rows = store.list_page(
+                project,
+                function_id,
+                session=s,
+                limit=limit + 1,
+                before_id=cursor or None,
+                status=status,
+                schedule_id=filt.get("scheduleId"),
+                start_min=ranges["startTime"].get("min"),
+                start_max=ranges["startTime"].get("max"),
+                end_min=ranges["endTime"].get("min"),
+                end_max=ranges["endTime"].get("max"),
+            )
+        next_cursor = rows[limit - 1].id if len(rows) > limit else None
+        return rows[:limit], next_cursor
+
+    def response(self, project: str, caller: Principal, function_id: int, call_id: int) -> Any:
+        self.access.require(caller, project, "functionsAcl", "READ")
+        row = self._call_row(project, function_id, call_id)
+        return None if row.response is None else json.loads(row.response)
+
+    def logs(
+        self, project: str, caller: Principal, function_id: int, call_id: int
+    ) -> builtins.list[CallLogRow]:
+        self.access.require(caller, project, "functionsAcl", "READ")
+        row = self._call_row(project, function_id, call_id)
+        with self.db.read() as s:
+            return store.logs(row.id, session=s)
+
+
+class CallsService(Service):
+    """Lifecycle of the executor and the calls dispatcher inside the app."""
+
+    name = "calls"
+    interval = 0.25
+
+    def __init__(self, calls: Calls, executor: Executor) -> None:
+        super().__init__()
+        self.calls = calls
+        self.executor = executor
+
+    async def start(self) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.executor.start)
+        await asyncio.to_thread(self.calls.recover)
+        await super().start()
+        self._prewarm = asyncio.create_task(asyncio.to_thread(self.calls.prewarm))
+
+    async def run_once(self) -> None:
+        import asyncio
+
+        await asyncio.to_thread(self.calls.check_waiting)
+
+    async def stop(self) -> None:
+        import asyncio
+
+        await super().stop()
+        await asyncio.to_thread(self.executor.stop)
+        await asyncio.to_thread(self.calls.close)
