@@ -173,6 +173,13 @@ class Settings(BaseSettings):
     max_running_calls_per_project: int = Field(
         default=250, description="Calls of one project running at once; more wait in order."
     )
+    zygote_memory_budget_mb: int = Field(
+        default=2048,
+        description=(
+            "Memory (PSS) that idle function zygotes may hold together; beyond it the least "
+            "recently used idle ones are stopped (their next call starts one again)."
+        ),
+    )
     max_functions_per_project: int = Field(default=100, description="Functions one project may hold.")
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,

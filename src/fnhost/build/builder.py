@@ -30,6 +30,7 @@ from fnhost.build.runtimes import Runtime
 from fnhost.build.zips import CodeError, ZipLimits
 from fnhost.clock import now_ms
 from fnhost.errors import NotFound
+from fnhost.metrics import Metrics
 from fnhost.services.files import Files
 from fnhost.services.functions import Functions
 from fnhost.services.loop import Service
@@ -82,6 +83,7 @@ class Builder(Service):
         runtimes: dict[str, Runtime],
         home: Path,
         replica_id: str,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -92,6 +94,9 @@ class Builder(Service):
         self.code_root = home / "code"
         self.replica_id = replica_id
         self.envs = EnvironmentCache(settings, runtimes)
+        self.metrics = metrics
+        if metrics is not None:
+            self.envs.on_lookup.append(metrics.environment)
         self.limits = zip_limits(settings)
         self._running: set[asyncio.Task[None]] = set()
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -231,6 +236,8 @@ class Builder(Service):
             row.ready_time = now_ms() if status == "Ready" else None
             row.build_owner = None
             row.build_lease_until = None
+            if self.metrics is not None:
+                self.metrics.deploy_finished(status, (now_ms() - row.created_time) / 1000)
 
     def _prepare(self, row: FunctionRow, *, fresh: bool) -> PreparedFunction:
         code_dir = self.code_dir(row.id)
@@ -262,8 +269,19 @@ class Builder(Service):
         """
         return self._prepare(row, fresh=False)
 
+    # the executor (``run.abc.Executor``), set by ``System``: its ``prepare`` imports the
+    # handler in a fork of the environment's warm zygote, which then serves the calls
+    executor: Any = None
+
     def _import_check(self, row: FunctionRow, prepared: PreparedFunction) -> None:
         """Import the handler inside its environment, as calls will. Raises ``CodeError``."""
+        if self.executor is not None:
+            result = self.executor.prepare(
+                prepared.env, prepared.code_dir, row.function_path, env_vars=row.env_vars
+            )
+            if not result.ok:
+                raise CodeError(result.message, result.trace)
+            return
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
         env.update(row.env_vars or {})
         env["PYTHONPATH"] = prepared.env.pythonpath()

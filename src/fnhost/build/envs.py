@@ -31,7 +31,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +110,8 @@ class EnvironmentCache:
         self._children: set[subprocess.Popen[str]] = set()
         self._children_lock = threading.Lock()
         self._closed = False
+        # called with True (reused) or False (built) on each lookup: the metrics hook
+        self.on_lookup: list[Callable[[bool], None]] = []
 
     # -- public ----------------------------------------------------------------------------
     def baseline(self, runtime: str) -> Environment:
@@ -187,9 +189,12 @@ class EnvironmentCache:
         """The environment for these inputs: a cache hit, or a build. Raises ``CodeError``."""
         base = self.baseline(runtime)
         h = self.key(runtime, requirements, index_url, extra_index_urls, code_digest)
+        final = self.root / f"req-{h}"
+        hit = h is None or final.is_dir()
+        for hook in self.on_lookup:
+            hook(hit)
         if h is None:
             return base
-        final = self.root / f"req-{h}"
         env = Environment(hash=h, python=base.python, site_dirs=[str(final / "site")])
         if final.is_dir():
             return env

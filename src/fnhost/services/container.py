@@ -97,8 +97,28 @@ class System:
             runtimes=self.runtimes,
             home=self.home,
             replica_id=self.replica_id,
+            metrics=self.metrics,
         )
         self.background.append(self.builder)
+        # calls: the executor runs them, the calls service queues and records them
+        from fnhost.run.local import LocalExecutor
+        from fnhost.services.calls import Calls, CallsService
+
+        self.executor = LocalExecutor(memory_budget_bytes=settings.zygote_memory_budget_mb * 1024 * 1024)
+        self.builder.executor = self.executor
+        self.calls = Calls(
+            db=self.db,
+            access=self.access,
+            sessions=self.sessions,
+            functions=self.functions,
+            executor=self.executor,
+            settings=settings,
+            replica_id=self.replica_id,
+            public_url=self.public_url,
+            builder=self.builder,
+            metrics=self.metrics,
+        )
+        self.background.insert(0, CallsService(self.calls, self.executor))
 
     async def start(self) -> None:
         for service in self.background:
