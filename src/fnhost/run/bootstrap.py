@@ -201,6 +201,8 @@ def _redirect_output(log_fd: int) -> None:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s:%(name)s:%(message)s", force=True
     )
+    for noisy in ("httpx", "httpx2", "httpcore", "urllib3"):  # one line per request of `client`
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _read_job(job_fd: int) -> dict[str, Any]:
