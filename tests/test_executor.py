@@ -1,0 +1,314 @@
+"""Executor contract: what every backend must do with a call. Runs the real local executor
+against this project's own Python (which has cognite-sdk), with handler code in temp dirs.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from fnhost.run.abc import CallJob, CallLimits, CallOutcome, Executor
+from fnhost.run.local import LocalExecutor
+
+PYTHON = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python")
+
+
+@dataclass(frozen=True)
+class Env:
+    hash: str
+    python: str
+    site_dirs: list[str] = field(default_factory=list)
+
+
+ENV = Env("test-env", PYTHON)
+
+HANDLER = '''
+import json, logging, os, sys, time
+STATE = {"calls": 0}
+
+def handle(data, secrets, function_call_info):
+    STATE["calls"] += 1
+    case = data.get("case")
+    if case == "echo":
+        print("hello", secrets["token"])
+        print("to stderr", file=sys.stderr)
+        logging.getLogger("mine").warning("a log record")
+        return {"data": data, "info": function_call_info, "env": os.environ.get("MY_VAR"),
+                "cwd": os.getcwd(), "calls": STATE["calls"], "pid": os.getpid()}
+    if case == "raise":
+        raise ValueError("bad input " + secrets["token"])
+    if case == "set":
+        import handler_state
+        handler_state.value = data["value"]
+        return getattr(sys.modules[__name__], "STATE")["calls"]
+    if case == "nonjson":
+        return {"when": object()}
+    if case == "big":
+        return "x" * data["n"]
+    if case == "sleep":
+        time.sleep(data["seconds"])
+        return "slept"
+    if case == "oom":
+        blocks = []
+        while True:
+            blocks.append(bytearray(50 * 1024 * 1024))
+    if case == "exit":
+        os._exit(3)
+    if case == "spam":
+        line = "y" * 1000
+        for _ in range(data["lines"]):
+            print(line)
+        return "spammed"
+    if case == "forks":
+        n = 0
+        kids = []
+        try:
+            for _ in range(200):
+                pid = os.fork()
+                if pid == 0:
+                    time.sleep(5)
+                    os._exit(0)
+                kids.append(pid)
+                n += 1
+        except OSError as exc:
+            return {"forked": n, "error": str(exc)}
+        return {"forked": n}
+    if case == "bigfile":
+        with open("/tmp/fnhost-test-bigfile", "wb") as f:
+            f.write(b"z" * data["n"])
+        return "wrote"
+    return None
+'''
+
+
+def write(dir: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return dir
+
+
+@pytest.fixture(scope="module")
+def executor() -> Iterator[Executor]:
+    ex = LocalExecutor()
+    ex.start()
+    yield ex
+    ex.stop()
+
+
+@pytest.fixture(scope="module")
+def code(tmp_path_factory: pytest.TempPathFactory, executor: Executor) -> Path:
+    d = write(tmp_path_factory.mktemp("code"), {"handler.py": HANDLER, "handler_state.py": "value = None\n"})
+    result = executor.prepare(ENV, d, "handler.py", env_vars={"MY_VAR": "set"})
+    assert result.ok, result
+    assert result.fork_safe
+    assert result.args == ("data", "secrets", "function_call_info")
+    return d
+
+
+_ids = iter(range(1, 10**6))
+
+
+def run(executor: Executor, code: Path, data: dict, **limits: float) -> CallOutcome:
+    job = CallJob(
+        call_id=next(_ids),
+        function_id=7,
+        project="p",
+        env=ENV,
+        code_dir=code,
+        function_path="handler.py",
+        data=data,
+        secrets={"token": "s3cr3t-value"},
+        env_vars={"MY_VAR": "set"},
+        schedule_id=data.get("schedule"),
+        scheduled_time=data.get("scheduledTime"),
+        limits=CallLimits(**{"timeout_s": 30, **limits}),  # type: ignore[arg-type]
+    )
+    return executor.submit(job).result(120)
+
+
+def messages(outcome: CallOutcome) -> list[str]:
+    return [m for _, m in outcome.logs]
+
+
+def test_response_logs_info_env_and_redaction(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "echo", "schedule": 5, "scheduledTime": 1000})
+    assert out.status == "Completed", out.error
+    import json
+
+    body = json.loads(out.response or "null")
+    assert body["data"]["case"] == "echo"
+    assert body["info"] == {"function_id": 7, "call_id": body["info"]["call_id"], "schedule_id": 5, "scheduled_time": 1000}
+    assert body["env"] == "set"
+    assert body["cwd"] == str(code)
+    lines = messages(out)
+    assert lines[:3] == ["hello ***", "to stderr", "WARNING:mine:a log record"]
+    assert not any("s3cr3t-value" in m for m in lines)
+    ts = [t for t, _ in out.logs]
+    assert ts == sorted(ts) and ts[0] > 1_600_000_000_000
+    assert out.end_ms >= out.start_ms
+
+
+def test_exception_fails_with_trace_in_error_and_logs(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "raise"})
+    assert out.status == "Failed"
+    assert out.error is not None
+    assert out.error["message"] == "ValueError: bad input ***"
+    assert "Traceback" in out.error["trace"] and "s3cr3t" not in out.error["trace"]
+    assert any(m.startswith("Traceback") for m in messages(out))
+    assert "ValueError: bad input ***" in messages(out)
+
+
+def test_calls_are_separate_processes(executor: Executor, code: Path) -> None:
+    first = run(executor, code, {"case": "set", "value": 1})
+    second = run(executor, code, {"case": "echo"})
+    assert first.response == "1"
+    import json
+
+    body = json.loads(second.response or "null")
+    assert body["calls"] == 1  # module state set by the first call is not seen
+    assert body["pid"] != os.getpid()
+    third = json.loads(run(executor, code, {"case": "echo"}).response or "null")
+    assert third["pid"] != body["pid"]
+
+
+def test_non_json_and_oversized_response(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "nonjson"})
+    assert out.status == "Failed"
+    assert out.error and out.error["message"].startswith("The return value is not JSON-serializable")
+    out = run(executor, code, {"case": "big", "n": 2000}, response_max_bytes=1000)
+    assert out.status == "Failed"
+    assert out.error and "more than the limit of 1000 bytes" in out.error["message"]
+    ok = run(executor, code, {"case": "big", "n": 900}, response_max_bytes=1000)
+    assert ok.status == "Completed" and ok.response == '"' + "x" * 900 + '"'
+
+
+def test_timeout(executor: Executor, code: Path) -> None:
+    t0 = time.monotonic()
+    out = run(executor, code, {"case": "sleep", "seconds": 60}, timeout_s=1)
+    assert time.monotonic() - t0 < 10
+    assert out.status == "Timeout"
+    assert out.error and "time limit of 1 seconds" in out.error["message"]
+
+
+def test_out_of_memory(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "oom"}, memory_bytes=300 * 1024 * 1024)
+    assert out.status == "Failed"
+    assert out.error and "ran out of memory" in out.error["message"]
+    assert "0.292969 GB" in out.error["message"]
+
+
+def test_os_exit(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "exit"})
+    assert out.status == "Failed"
+    assert out.error and "exited with code 3" in out.error["message"]
+
+
+def test_log_cap_and_truncation_line(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "spam", "lines": 20_000}, log_max_bytes=50_000)
+    assert out.status == "Completed"
+    lines = messages(out)
+    assert sum(len(m) + 1 for m in lines[:-1]) <= 50_000
+    assert lines[-1].startswith("[fnhost] Log truncated")
+
+
+def test_process_limit(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "forks"}, max_processes=10)
+    assert out.status == "Completed", out.error
+    import json
+
+    body = json.loads(out.response or "null")
+    assert body["forked"] < 10 and "error" in body
+
+
+def test_file_size_limit(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "bigfile", "n": 2_000_000}, max_file_bytes=1_000_000)
+    assert out.status == "Failed"
+    assert out.error and "File too large" in out.error["message"]
+
+
+def test_cancel_ends_a_running_call(executor: Executor, code: Path) -> None:
+    job = CallJob(
+        call_id=next(_ids), function_id=7, project="p", env=ENV, code_dir=code,
+        function_path="handler.py", data={"case": "sleep", "seconds": 60},
+    )
+    future = executor.submit(job)
+    time.sleep(0.5)
+    executor.cancel(job.call_id, "stopped by test")
+    out = future.result(20)
+    assert out.status == "Failed" and out.error and out.error["message"] == "stopped by test"
+
+
+def test_import_error_and_fork_unsafe_handler(executor: Executor, tmp_path: Path) -> None:
+    bad = write(tmp_path / "bad", {"handler.py": "import not_a_module\ndef handle():\n    return 1\n"})
+    result = executor.prepare(ENV, bad, "handler.py")
+    assert not result.ok and "not_a_module" in result.message
+
+    threaded = write(
+        tmp_path / "threads",
+        {"handler.py": """
+            import threading, time, os
+            threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+            def handle(data):
+                return {"pid": os.getpid(), "threads": threading.active_count()}
+        """},
+    )
+    result = executor.prepare(ENV, threaded, "handler.py")
+    assert result.ok and not result.fork_safe
+    job = CallJob(call_id=next(_ids), function_id=8, project="p", env=ENV, code_dir=threaded,
+                  function_path="handler.py", data={})
+    out = executor.submit(job).result(120)
+    assert out.status == "Completed", out.error
+    assert out.mode == "spawn"
+    assert '"threads": 2' in (out.response or "")
+
+
+def test_zygote_crash_fails_calls_in_flight_and_restarts(executor: Executor, tmp_path: Path) -> None:
+    d = write(tmp_path / "crash", {"handler.py": "import time\ndef handle(data):\n    time.sleep(data['s'])\n    return 'ok'\n"})
+    assert executor.prepare(ENV, d, "handler.py").ok
+    pid = executor.stats()["functions"][str(d)]["pid"]
+    job = CallJob(call_id=next(_ids), function_id=9, project="p", env=ENV, code_dir=d,
+                  function_path="handler.py", data={"s": 60})
+    future = executor.submit(job)
+    time.sleep(0.5)
+    os.kill(pid, 9)
+    out = future.result(20)
+    assert out.status == "Failed" and out.error and "ended unexpectedly" in out.error["message"]
+
+    def restarted() -> bool:
+        info = executor.stats()["functions"].get(str(d))
+        return bool(info and info["pid"] and info["pid"] != pid)
+
+    deadline = time.monotonic() + 20
+    while not restarted() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert restarted()
+    job = CallJob(call_id=next(_ids), function_id=9, project="p", env=ENV, code_dir=d,
+                  function_path="handler.py", data={"s": 0})
+    assert executor.submit(job).result(30).status == "Completed"
+
+
+def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
+    d = write(tmp_path / "c", {"handler.py": "import time\ndef handle():\n    time.sleep(60)\n"})
+    ex = LocalExecutor()
+    ex.start()
+    assert ex.prepare(ENV, d, "handler.py").ok
+    stats = ex.stats()
+    pids = [f["pid"] for f in stats["functions"].values()] + [e["pid"] for e in stats["envs"].values()]
+    future = ex.submit(CallJob(call_id=next(_ids), function_id=1, project="p", env=ENV, code_dir=d,
+                               function_path="handler.py"))
+    time.sleep(0.5)
+    ex.stop()
+    out = future.result(5)
+    assert out.status == "Failed" and "server stopped" in (out.error or {}).get("message", "")
+    time.sleep(0.3)
+    for pid in pids:
+        alive = os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]
+        assert not alive, pid
