@@ -310,5 +310,6 @@ def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
     assert out.status == "Failed" and "server stopped" in (out.error or {}).get("message", "")
     time.sleep(0.3)
     for pid in pids:
-        alive = os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]
+        stat = Path(f"/proc/{pid}/stat")
+        alive = stat.exists() and stat.read_text().split()[2] != "Z"
         assert not alive, pid
