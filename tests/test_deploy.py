@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from cognite.client import CogniteClient
 from cognite.client.data_classes import Function
-from cognite.client.exceptions import CogniteAPIError
+from cognite.client.exceptions import CogniteAPIError, CogniteFileUploadError
 
 from tests.live import SHARED_ENV_DIR, LiveServer, wait_for
 from tests.pkgindex import PackageIndex
@@ -336,9 +336,10 @@ def test_size_limits(tmp_path: Path) -> None:
     ).start()
     try:
         client = live.client(live.create_client("limited"))
-        with pytest.raises(CogniteAPIError) as info:
+        with pytest.raises(CogniteFileUploadError) as upload_info:
             client.files.upload_bytes(b"x" * 70000, name="big.zip")
-        assert info.value.code == 413
+        assert upload_info.value.code == 413
+        assert "larger than the limit of 60000 bytes" in upload_info.value.message
 
         unpacked = zip_of({**GOOD, "data.txt": "y" * 60000})  # small zip, large code
         err = create_error(client, name="big", file_id=upload(client, unpacked))
