@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from fnhost import serverlog
 from fnhost.commands import register_user_commands
 from fnhost.settings import Settings
+
+if TYPE_CHECKING:
+    from fnhost.services.container import System
 
 app = typer.Typer(help="fnhost: a self-hosted Functions service for Python.", no_args_is_help=True)
 admin_app = typer.Typer(help="Operator commands: projects, clients, groups.", no_args_is_help=True)
@@ -61,14 +64,8 @@ def serve(
     )
 
 
-@admin_app.command("create-client")
-def create_client(
-    name: Annotated[str, typer.Argument(help="A name for the client.")],
-    project: Annotated[str | None, typer.Option(help="Project the client is for.")] = None,
-    admin: Annotated[bool, typer.Option(help="Grant every capability in every project.")] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
-) -> None:
-    """Create a service client; prints its id and secret (shown only once)."""
+def _operator_system() -> System:
+    """A System over the server's data directory, for operator commands (no HTTP)."""
     from fnhost.services.container import System, read_server_info
 
     settings = _settings()
@@ -77,13 +74,275 @@ def create_client(
         settings = _settings(public_url=info["base_url"])
     system = System(settings)
     system.migrate()
-    creds = system.create_client(name, admin=admin, project=project)
-    system.close()
+    return system
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _print(rows: list[dict[str, Any]], as_json: bool, columns: list[str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        typer.echo("  ".join(f"{c}={json.dumps(row.get(c))}" for c in columns))
+
+
+CapabilityOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--capability",
+        "-c",
+        help="Capability as ACL:ACTION[,ACTION], e.g. functionsAcl:READ,RUN. Repeatable.",
+    ),
+]
+
+
+def _new_client(
+    name: str, project: str | None, admin: bool | None, capability: list[str] | None, as_json: bool
+) -> None:
+    from fnhost.errors import FnhostError
+    from fnhost.services.groups import parse_capability
+
+    system = _operator_system()
+    try:
+        capabilities = [parse_capability(c) for c in capability or []]
+        # a client given capabilities holds exactly those, so it is not an admin
+        is_admin = admin if admin is not None else not capabilities
+        creds = system.create_client(name, admin=is_admin, project=project)
+        if capabilities:
+            system.groups.add(
+                creds["project"],
+                [{"name": f"client:{creds['client_id']}", "capabilities": capabilities,
+                  "members": [creds["client_id"]]}],
+            )
+    except FnhostError as exc:
+        _fail(exc.message)
+    finally:
+        system.close()
     if as_json:
         typer.echo(json.dumps(creds))
     else:
         for key, value in creds.items():
             typer.echo(f"{key}: {value}")
+
+
+@admin_app.command("create-client")
+def create_client(
+    name: Annotated[str, typer.Argument(help="A name for the client.")],
+    project: Annotated[str | None, typer.Option(help="Project the client is for.")] = None,
+    admin: Annotated[
+        bool | None,
+        typer.Option(
+            "--admin/--no-admin",
+            help="Grant every capability in every project (the default without --capability).",
+        ),
+    ] = None,
+    capability: CapabilityOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create a service client; prints its id and secret (shown only once)."""
+    _new_client(name, project, admin, capability, as_json)
+
+
+@admin_app.command("rotate-secrets")
+def rotate_secrets() -> None:
+    """Re-encrypt every secret at rest with the first key of FNHOST_SECRET_KEY."""
+    from fnhost.services import secrets_at_rest
+
+    system = _operator_system()
+    try:
+        report = secrets_at_rest.rotate(system.db, system.secret_box)
+    finally:
+        system.close()
+    if report.failed:
+        _fail(f"{len(report.failed)} of {report.total} functions' secrets do not decrypt "
+              f"with the configured keys (function ids {report.failed}); nothing was lost.")
+    typer.echo(f"re-encrypted the secrets of {report.total} function(s) with the first key")
+
+
+@admin_app.command("check-secrets")
+def check_secrets() -> None:
+    """Check that every secret at rest decrypts with the configured keys."""
+    from fnhost.services import secrets_at_rest
+
+    system = _operator_system()
+    try:
+        report = secrets_at_rest.check(system.db, system.secret_box)
+    finally:
+        system.close()
+    if report.failed:
+        _fail(f"{len(report.failed)} of {report.total} functions' secrets do not decrypt "
+              f"(function ids {report.failed}).")
+    typer.echo(f"all secrets of {report.total} function(s) decrypt")
+
+
+# -- fnhost admin projects ------------------------------------------------------------------
+projects_app = typer.Typer(help="Projects: the tenancy boundary.", no_args_is_help=True)
+admin_app.add_typer(projects_app, name="projects")
+
+
+@projects_app.command("create")
+def projects_create(name: Annotated[str, typer.Argument(help="Project name (URL name).")]) -> None:
+    """Create a project (no-op if it exists)."""
+    import re
+
+    from fnhost.store import projects as project_store
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,63}", name):
+        _fail("A project name is 1-64 lowercase letters, digits and dashes, starting with a letter or digit.")
+    system = _operator_system()
+    try:
+        with system.db.write() as s:
+            project_store.ensure(name, session=s)
+    finally:
+        system.close()
+    typer.echo(f"project {name}")
+
+
+@projects_app.command("list")
+def projects_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List projects."""
+    from fnhost.store import projects as project_store
+
+    system = _operator_system()
+    try:
+        with system.db.read() as s:
+            rows = [{"name": p.name, "createdTime": p.created_time} for p in project_store.list_all(session=s)]
+    finally:
+        system.close()
+    _print(rows, as_json, ["name", "createdTime"])
+
+
+# -- fnhost admin clients -------------------------------------------------------------------
+clients_app = typer.Typer(help="Service clients of the built-in identity provider.", no_args_is_help=True)
+admin_app.add_typer(clients_app, name="clients")
+
+
+@clients_app.command("create")
+def clients_create(
+    name: Annotated[str, typer.Argument(help="A name for the client.")],
+    project: Annotated[str | None, typer.Option(help="Project of --capability grants.")] = None,
+    admin: Annotated[
+        bool | None,
+        typer.Option("--admin/--no-admin", help="Every capability in every project."),
+    ] = None,
+    capability: CapabilityOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Create a service client (same as `fnhost admin create-client`)."""
+    _new_client(name, project, admin, capability, as_json)
+
+
+@clients_app.command("list")
+def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List service clients (never their secrets, which are stored only as hashes)."""
+    from fnhost.store import clients as client_store
+
+    system = _operator_system()
+    try:
+        with system.db.read() as s:
+            rows = [
+                {"clientId": c.client_id, "name": c.name, "admin": c.is_admin, "createdTime": c.created_time}
+                for c in client_store.list_all(session=s)
+            ]
+    finally:
+        system.close()
+    _print(rows, as_json, ["clientId", "name", "admin"])
+
+
+@clients_app.command("delete")
+def clients_delete(client_id: Annotated[str, typer.Argument(help="The client id.")]) -> None:
+    """Delete a client: its tokens and sessions stop working at once."""
+    from fnhost.store import clients as client_store
+
+    system = _operator_system()
+    try:
+        with system.db.write() as s:
+            found = client_store.delete(client_id, session=s)
+    finally:
+        system.close()
+    if not found:
+        _fail(f"No client {client_id!r}.")
+    typer.echo(f"deleted client {client_id}")
+
+
+# -- fnhost admin groups --------------------------------------------------------------------
+groups_app = typer.Typer(help="Groups: capabilities granted to members in a project.", no_args_is_help=True)
+admin_app.add_typer(groups_app, name="groups")
+
+
+@groups_app.command("create")
+def groups_create(
+    name: Annotated[str, typer.Argument(help="Group name.")],
+    capability: CapabilityOpt = None,
+    project: Annotated[str | None, typer.Option(help="Project (default: FNHOST_DEFAULT_PROJECT).")] = None,
+    member: Annotated[
+        list[str] | None, typer.Option("--member", "-m", help="Client id (or external subject). Repeatable.")
+    ] = None,
+    source_id: Annotated[
+        str | None, typer.Option(help="IdP group id: tokens whose groups claim holds it are members.")
+    ] = None,
+    all_users: Annotated[bool, typer.Option("--all-users", help="Every authenticated principal.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Create a group."""
+    from fnhost.errors import FnhostError
+    from fnhost.services.groups import ALL_USER_ACCOUNTS, group_out, parse_capability
+
+    system = _operator_system()
+    project = project or system.settings.default_project
+    try:
+        item: dict[str, Any] = {"name": name, "capabilities": [parse_capability(c) for c in capability or []]}
+        if source_id is not None:
+            item["sourceId"] = source_id
+        if all_users:
+            item["members"] = ALL_USER_ACCOUNTS
+        elif member:
+            item["members"] = member
+        (row,) = system.groups.add(project, [item])
+    except FnhostError as exc:
+        _fail(exc.message)
+    finally:
+        system.close()
+    out = {**group_out(row), "project": project}
+    _print([out], as_json, ["id", "name", "project", "sourceId", "members", "capabilities"])
+
+
+@groups_app.command("list")
+def groups_list(
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List groups."""
+    from fnhost.services.groups import group_out
+
+    system = _operator_system()
+    try:
+        rows = [{**group_out(g), "project": g.project} for g in system.groups.list_all(project)]
+    finally:
+        system.close()
+    _print(rows, as_json, ["id", "name", "project", "sourceId", "members", "capabilities"])
+
+
+@groups_app.command("delete")
+def groups_delete(
+    group_id: Annotated[int, typer.Argument(help="Group id.")],
+    project: Annotated[str | None, typer.Option(help="Project (default: FNHOST_DEFAULT_PROJECT).")] = None,
+) -> None:
+    """Delete a group."""
+    from fnhost.errors import FnhostError
+
+    system = _operator_system()
+    try:
+        system.groups.remove(project or system.settings.default_project, [group_id])
+    except FnhostError as exc:
+        _fail(exc.message)
+    finally:
+        system.close()
+    typer.echo(f"deleted group {group_id}")
 
 
 def main() -> None:

@@ -44,4 +44,8 @@ class SecretBox:
             raise ValueError("secret cannot be decrypted with the configured keys") from None
 
     def rotate(self, token: str) -> str:
-        return self._fernet.rotate(token.encode()).decode()
+        """Re-encrypt with the first key; raises ValueError if no configured key decrypts it."""
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise ValueError("secret cannot be decrypted with the configured keys") from None
