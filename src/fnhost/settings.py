@@ -186,6 +186,41 @@ class Settings(BaseSettings):
         description="Largest JSON request body (after gzip decompression).",
     )
 
+    max_schedules_per_function: int = Field(default=100, description="Schedules one function may have.")
+    max_schedules_per_project: int = Field(default=1000, description="Schedules one project may have.")
+    scheduler_enabled: bool = Field(
+        default=True,
+        description="Run the scheduler in this process (every replica may; leases keep fires unique).",
+    )
+    scheduler_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "Longest the scheduler sleeps between looks at the database; it wakes earlier for "
+            "a schedule due sooner in this process."
+        ),
+    )
+    scheduler_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a replica holds a claimed schedule before another may take it over.",
+    )
+    scheduler_missed_run_grace_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description=(
+            "Missed-run policy: a due time found late (server down or overloaded) still runs, "
+            "once, if it is late by less than this; older due times are recorded as missed."
+        ),
+    )
+    scheduler_seconds_cron: bool = Field(
+        default=False,
+        description=(
+            "Testing aid: also accept 6-field cron expressions whose first field is seconds. "
+            "Keep off in production."
+        ),
+    )
+
     log_format: Literal["text", "json"] = Field(
         default="text",
         description=(

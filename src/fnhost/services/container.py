@@ -119,6 +119,10 @@ class System:
             metrics=self.metrics,
         )
         self.background.insert(0, CallsService(self.calls, self.executor))
+        # schedules and the scheduler; keep last, so the scheduler starts after what it fires into
+        from fnhost.schedule import wire_schedules
+
+        self.schedules, self.scheduler = wire_schedules(self)
 
     async def start(self) -> None:
         for service in self.background:
