@@ -221,6 +221,18 @@ class Settings(BaseSettings):
         ),
     )
 
+    blob_store: Literal["local", "database"] = Field(
+        default="local",
+        description=(
+            "Where uploaded file bytes live: `local` (a directory under `{home}/blobs`) or "
+            "`database` (shared by every replica on the same database; capped by "
+            "`database_blob_max_bytes`)."
+        ),
+    )
+    database_blob_max_bytes: int = Field(
+        default=100 * 1024 * 1024, description="Largest blob kept in the database blob store."
+    )
+
     log_format: Literal["text", "json"] = Field(
         default="text",
         description=(
