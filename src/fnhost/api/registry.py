@@ -17,6 +17,7 @@ PROJECT_ROUTER_MODULES = [
     "fnhost.api.assets",
     "fnhost.api.raw",
     "fnhost.api.groups",
+    "fnhost.api.logstream",
 ]
 ROOT_ROUTER_MODULES = ["fnhost.api.projects", "fnhost.api.metrics", "fnhost.ui.routes"]
 

@@ -9,6 +9,7 @@ from typing import Any
 from fnhost.commands._common import (
     FAILED,
     Connection,
+    check,
     console,
     emit_json,
     err_console,
@@ -18,8 +19,27 @@ from fnhost.commands._common import (
 
 
 def wait(conn: Connection, function_id: int, call_id: int, timeout: float) -> Any:
-    """Until the call is no longer Running; polls quickly at first, then every half second."""
+    """Until the call is no longer Running.
+
+    Uses fnhost's long-poll (``POST …/calls/{id}/wait?waitSeconds=``), which answers as soon
+    as the call ends; a server without it is polled through the SDK instead.
+    """
     deadline = time.monotonic() + timeout
+    path = f"/functions/{function_id}/calls/{call_id}/wait"
+    with conn.http(timeout=90) as http:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                fail(f"Call {call_id} still Running after {timeout:.0f}s.", FAILED)
+            r = http.post(path, params={"waitSeconds": min(30.0, remaining)})
+            if r.status_code == 404 and "no such endpoint" in r.text:
+                return _poll(conn, function_id, call_id, deadline, timeout)
+            item = check(r).json()
+            if item["status"] != "Running":
+                return conn.client.functions.calls.retrieve(call_id=call_id, function_id=function_id)
+
+
+def _poll(conn: Connection, function_id: int, call_id: int, deadline: float, timeout: float) -> Any:
     delay = 0.05
     while True:
         c = conn.client.functions.calls.retrieve(call_id=call_id, function_id=function_id)

@@ -62,6 +62,8 @@ class CallJob:
     schedule_id: int | None = None
     scheduled_time: int | None = None
     limits: CallLimits = field(default_factory=CallLimits)
+    # called with (ms timestamp, line) as each log line is read, for live log streams
+    on_log: Callable[[int, str], None] | None = None
 
 
 @dataclass

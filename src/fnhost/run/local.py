@@ -501,6 +501,7 @@ class LocalExecutor(Executor):
         log_r, log_w = os.pipe2(os.O_CLOEXEC)
         secrets = list(job.secrets.values())
         collector = LogCollector(loop, log_r, secrets, limits.log_max_bytes)
+        collector.on_line = job.on_log
         self._running[job.call_id] = run
         timed_out = False
         try:

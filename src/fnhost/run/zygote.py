@@ -316,6 +316,7 @@ class LogCollector:
         self.truncated = False
         self.buf = bytearray()
         self.eof: asyncio.Future[None] = loop.create_future()
+        self.on_line: Any = None  # called with (ms, line) as each kept line is read (live logs)
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._readable)
 
@@ -360,9 +361,18 @@ class LogCollector:
                 (now_ms(), f"[fnhost] Log truncated: this call wrote more than {self.max_bytes} bytes "
                  "of output; the rest was dropped.")
             )
+            self._published(self.lines[-1])
             return
         self.size += size
         self.lines.append((now_ms(), text))
+        self._published(self.lines[-1])
+
+    def _published(self, line: tuple[int, str]) -> None:
+        if self.on_line is not None:
+            try:
+                self.on_line(*line)
+            except Exception:
+                log.exception("live log subscriber failed")
 
     def close(self) -> None:
         if self.eof.done():

@@ -25,6 +25,7 @@ from fnhost.errors import InvalidRequest, NotFound, PayloadTooLarge
 from fnhost.run.abc import CallJob, CallLimits, CallOutcome, Executor
 from fnhost.services.access import Access
 from fnhost.services.functions import Functions
+from fnhost.services.livelogs import LiveLogs
 from fnhost.services.loop import Service
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
@@ -93,6 +94,7 @@ class Calls:
         self._states: dict[int, _FunctionState] = {}
         self._ended = threading.Condition(self._lock)
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="fnhost-calls")
+        self.live = LiveLogs()  # running calls' log lines, for GET …/logs/stream
         functions.on_deleted.append(self._on_function_deleted)
 
     # -- accept --------------------------------------------------------------------------------
@@ -254,6 +256,7 @@ class Calls:
             schedule_id=p.schedule_id,
             scheduled_time=p.scheduled_time,
             limits=self.limits_for(row),
+            on_log=self.live.publisher(p.call_id),
         )
         future = self.executor.submit(job)
 
@@ -280,6 +283,7 @@ class Calls:
         except Exception:
             log.exception("the outcome of call %s could not be recorded", p.call_id)
         finally:
+            self.live.end(p.call_id, outcome.status)  # after the outcome is recorded
             with self._lock:
                 self._by_function[p.function_id] -= 1
                 self._by_project[p.project] -= 1
