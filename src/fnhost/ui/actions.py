@@ -1,0 +1,214 @@
+"""What the page's forms do, as calls into the domain services with the signed-in principal.
+
+No HTTP here: the routes turn form fields into these calls and the results into pages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from fnhost.errors import FnhostError, InvalidRequest
+from fnhost.services.container import System
+from fnhost.ui.session import UiSession
+
+# form field → the key the domain's messages name (first match wins, longest first)
+FIELD_KEYS = (
+    ("external_id", "externalId"),
+    ("function_path", "functionPath"),
+    ("env_vars", "envVars"),
+    ("index_url", "indexUrl"),
+    ("secrets", "secret"),
+    ("runtime", "untime"),
+    ("memory", "memory"),
+    ("cpu", "cpu"),
+    ("description", "description"),
+    ("owner", "owner"),
+    ("name", "name"),
+    ("file", "zip"),
+    ("file", "fileId"),
+    ("file", "handle"),
+)
+_KV_LINE = re.compile(r"^\s*([^=\s][^=]*?)\s*=(.*)$")
+
+
+def field_of(message: str) -> str:
+    """The upload form field a domain error message is about ("_" when none)."""
+    for field, key in FIELD_KEYS:
+        if key in message:
+            return field
+    return "_"
+
+
+def _pairs(text: str, label: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        m = _KV_LINE.match(line)
+        if m is None:
+            raise InvalidRequest(f"{label} line {n}: write KEY=value, one per line.")
+        out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def function_item(values: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A FunctionWrite (wire keys) from the upload form, and errors per form field."""
+    item: dict[str, Any] = {"name": values.get("name") or None}
+    errors: dict[str, str] = {}
+    if not item["name"]:
+        errors["name"] = "Give the function a name."
+    for form_key, wire_key in (
+        ("external_id", "externalId"),
+        ("description", "description"),
+        ("owner", "owner"),
+        ("function_path", "functionPath"),
+        ("runtime", "runtime"),
+        ("index_url", "indexUrl"),
+    ):
+        if values.get(form_key):
+            item[wire_key] = values[form_key]
+    for form_key, wire_key, label in (("env_vars", "envVars", "Environment variables"), ("secrets", "secrets", "Secrets")):
+        try:
+            pairs = _pairs(values.get(form_key, ""), label)
+        except InvalidRequest as exc:
+            errors[form_key] = exc.message
+            continue
+        if pairs:
+            item[wire_key] = pairs
+    for key in ("cpu", "memory"):
+        if values.get(key):
+            try:
+                item[key] = float(values[key])
+            except ValueError:
+                errors[key] = f"{key} must be a number, got {values[key]!r}."
+    return item, errors
+
+
+def upload_zip(system: System, sess: UiSession, filename: str, content: bytes) -> int:
+    """Store a zip as a file (create the row, then upload the bytes); return its id."""
+    name = filename.rsplit("/", 1)[-1] or "function.zip"
+    row = system.files.create(
+        sess.project, sess.principal, {"name": name, "mimeType": "application/zip"}, overwrite=False
+    )
+    assert row.upload_token is not None
+    system.files.upload(sess.project, sess.principal, row.id, row.upload_token, iter([content]))
+    return row.id
+
+
+# -- calls ----------------------------------------------------------------------------------------
+def calls_available(system: System) -> bool:
+    return getattr(system, "calls", None) is not None
+
+
+def start_call(system: System, sess: UiSession, function_id: int, data: dict[str, Any]) -> int:
+    """Call a function as the signed-in principal (a token-exchange session, as the SDK makes)."""
+    if not calls_available(system):
+        raise InvalidRequest("Calling functions is not available on this server yet.")
+    created = system.sessions.create(sess.project, sess.principal, {"tokenExchange": True})
+    call = system.calls.create(  # type: ignore[attr-defined]
+        sess.project, sess.principal, function_id, {"data": data, "nonce": created.nonce}
+    )
+    return int(call.id)
+
+
+# -- schedules ------------------------------------------------------------------------------------
+def schedules_available(system: System) -> bool:
+    return getattr(system, "schedules", None) is not None
+
+
+def schedule_counts(system: System, sess: UiSession) -> dict[int, int]:
+    if not schedules_available(system):
+        return {}
+    rows = system.schedules.list(sess.project, sess.principal, limit=10_000, filt={})  # type: ignore[attr-defined]
+    counts: dict[int, int] = {}
+    for r in rows:
+        counts[r.function_id] = counts.get(r.function_id, 0) + 1
+    return counts
+
+
+def schedules_of(system: System, sess: UiSession, function_id: int) -> list[dict[str, Any]]:
+    if not schedules_available(system):
+        return []
+    svc = system.schedules  # type: ignore[attr-defined]
+    rows = svc.list(sess.project, sess.principal, limit=10_000, filt={"functionId": function_id})
+    out = []
+    for r in rows:
+        out.append(
+            {
+                "id": r.id,
+                "name": r.name,
+                "cron": r.cron_expression,
+                "description": r.description,
+                "when": svc.describe(r) if hasattr(svc, "describe") else "",
+                "paused": bool(getattr(r, "paused", False)),
+                "next": svc.next_fire_times(r, 3) if hasattr(svc, "next_fire_times") else [],
+            }
+        )
+    return out
+
+
+def create_schedule(
+    system: System, sess: UiSession, function_id: int, values: dict[str, str]
+) -> dict[str, str]:
+    """Create a schedule from the form; return errors per form field (empty when created)."""
+    if not schedules_available(system):
+        return {"_": "Schedules are not available on this server yet."}
+    errors: dict[str, str] = {}
+    if not values["name"]:
+        errors["name"] = "Give the schedule a name."
+    if not values["cron"]:
+        errors["cron"] = "Enter a cron expression, for example */15 * * * *."
+    data: Any = None
+    try:
+        data = json.loads(values["data"]) if values["data"] else None
+    except json.JSONDecodeError as exc:
+        errors["data"] = f"Invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
+    else:
+        if data is not None and not isinstance(data, dict):
+            errors["data"] = "The data must be a JSON object, like {\"x\": 1}."
+    if bool(values["client_id"]) != bool(values["client_secret"]):
+        errors["client_id"] = "Give both a client id and a client secret, or neither."
+    if errors:
+        return errors
+    try:
+        system.schedules.validate_cron(values["cron"])  # type: ignore[attr-defined]
+    except InvalidRequest as exc:
+        return {"cron": exc.message}
+    session_item: dict[str, Any] = (
+        {"clientId": values["client_id"], "clientSecret": values["client_secret"]}
+        if values["client_id"]
+        else {"tokenExchange": True}
+    )
+    item: dict[str, Any] = {
+        "name": values["name"],
+        "functionId": function_id,
+        "cronExpression": values["cron"],
+    }
+    if values["description"]:
+        item["description"] = values["description"]
+    if data:
+        item["data"] = data
+    try:
+        created = system.sessions.create(sess.project, sess.principal, session_item)
+        item["nonce"] = created.nonce
+        system.schedules.create(sess.project, sess.principal, item)  # type: ignore[attr-defined]
+    except FnhostError as exc:
+        text = exc.message.lower()
+        key = "cron" if "cron" in text else "client_id" if "client" in text else "_"
+        return {key: exc.message}
+    return {}
+
+
+def schedule_action(system: System, sess: UiSession, schedule_id: int, action: str) -> str:
+    if not schedules_available(system):
+        raise InvalidRequest("Schedules are not available on this server yet.")
+    svc = system.schedules  # type: ignore[attr-defined]
+    if action == "delete":
+        svc.delete(sess.project, sess.principal, [{"id": schedule_id}], False)
+        return f"Schedule {schedule_id} was deleted."
+    if action in ("pause", "resume"):
+        svc.set_paused(sess.project, sess.principal, schedule_id, action == "pause")
+        return f"Schedule {schedule_id} was {'paused' if action == 'pause' else 'resumed'}."
+    raise InvalidRequest(f"Unknown schedule action {action!r}.")

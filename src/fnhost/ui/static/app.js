@@ -1,0 +1,240 @@
+// fnhost web page: small plain JavaScript, no build step and no dependencies.
+"use strict";
+(function () {
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const $$ = (sel, root) => Array.from((root || document).querySelectorAll(sel));
+  const csrf = () => { const m = $('meta[name="csrf-token"]'); return m ? m.content : ""; };
+  const POLL_MS = 500;
+
+  // A fetch that knows about expired sign-ins: the server answers 401 with {error, signin}.
+  async function getJSON(url, options) {
+    const opts = Object.assign({ headers: {} }, options || {});
+    opts.headers = Object.assign({ "Accept": "application/json", "X-CSRF-Token": csrf() }, opts.headers);
+    opts.credentials = "same-origin";
+    const resp = await fetch(url, opts);
+    let body = {};
+    try { body = await resp.json(); } catch (e) { body = { error: "Unexpected answer from the server (" + resp.status + ")." }; }
+    return { ok: resp.ok, status: resp.status, body: body };
+  }
+
+  function showError(el, message, signin) {
+    el.textContent = message + " ";
+    if (signin) {
+      const a = document.createElement("a");
+      a.href = signin; a.textContent = "Sign in again";
+      el.appendChild(a);
+    }
+    el.hidden = false;
+  }
+
+  // -- drafts: a form's text survives an expired sign-in ------------------------------------------
+  function draftKey(form) { return "fnhost-draft:" + form.dataset.draft; }
+  function saveDraft(form) {
+    const values = {};
+    $$("input, textarea, select", form).forEach((el) => {
+      if (!el.name || el.type === "file" || el.type === "hidden" || el.type === "password" || el.hasAttribute("data-no-draft")) return;
+      values[el.name] = el.value;
+    });
+    try { sessionStorage.setItem(draftKey(form), JSON.stringify(values)); } catch (e) { /* private mode */ }
+  }
+  function restoreDraft(form) {
+    let values = null;
+    try { values = JSON.parse(sessionStorage.getItem(draftKey(form)) || "null"); } catch (e) { values = null; }
+    if (!values) return;
+    Object.keys(values).forEach((name) => {
+      const el = form.elements[name];
+      if (el && "value" in el) el.value = values[name];
+    });
+    sessionStorage.removeItem(draftKey(form));
+  }
+  const restoring = new URLSearchParams(location.search).get("restore") === "1";
+  $$("form[data-draft]").forEach((form) => {
+    if (restoring) restoreDraft(form);
+    form.addEventListener("submit", () => saveDraft(form));
+    form.addEventListener("input", () => saveDraft(form));
+  });
+  if (restoring && history.replaceState) {
+    const url = new URL(location.href); url.searchParams.delete("restore");
+    history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+
+  // -- confirm before destructive forms ---------------------------------------------------------
+  $$("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (e) => { if (!confirm(form.dataset.confirm)) e.preventDefault(); });
+  });
+
+  // -- filter boxes ---------------------------------------------------------------------------------
+  $$("input[data-filter-table]").forEach((input) => {
+    const table = document.getElementById(input.dataset.filterTable);
+    if (!table) return;
+    const apply = () => {
+      const words = input.value.toLowerCase().split(/\s+/).filter(Boolean);
+      let shown = 0;
+      $$("tbody tr", table).forEach((tr) => {
+        const text = tr.textContent.toLowerCase();
+        const match = words.every((w) => text.includes(w));
+        tr.hidden = !match;
+        if (match) shown++;
+      });
+      const empty = $(".empty-filter");
+      if (empty) empty.hidden = shown > 0;
+    };
+    input.addEventListener("input", apply);
+    apply();
+  });
+
+  // -- drag and drop upload ---------------------------------------------------------------------------
+  const zone = $("#dropzone");
+  if (zone) {
+    const input = $("input[type=file]", zone);
+    const text = $(".dz-text", zone);
+    const show = () => {
+      if (input.files && input.files.length) {
+        const f = input.files[0];
+        text.textContent = f.name + " (" + Math.max(1, Math.round(f.size / 1024)) + " KB)";
+        zone.classList.remove("invalid");
+      }
+    };
+    input.addEventListener("change", show);
+    ["dragenter", "dragover"].forEach((ev) => zone.addEventListener(ev, (e) => { e.preventDefault(); zone.classList.add("over"); }));
+    ["dragleave", "drop"].forEach((ev) => zone.addEventListener(ev, () => zone.classList.remove("over")));
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      if (e.dataTransfer && e.dataTransfer.files.length) { input.files = e.dataTransfer.files; show(); }
+    });
+  }
+
+  // -- live deploy progress ---------------------------------------------------------------------------
+  const ORDER = ["Queued", "Deploying", "Ready"];
+  function paintSteps(status) {
+    const at = status === "Failed" ? 1 : ORDER.indexOf(status);
+    $$(".steps li").forEach((li, i) => {
+      li.className = "";
+      if (status === "Failed" && i === 2) { li.className = "failed"; li.textContent = "Failed"; return; }
+      li.textContent = ORDER[i];
+      if (i < at || (status === "Ready" && i === at)) li.className = "done";
+      else if (i === at) li.className = "current";
+    });
+  }
+  function paintBadge(el, status) { el.textContent = status; el.className = "badge " + status.toLowerCase(); }
+  const deploy = $("#deploy");
+  if (deploy) {
+    paintSteps(deploy.dataset.status);
+    const url = deploy.dataset.stateUrl;
+    if (url) {
+      const tick = async () => {
+        const r = await getJSON(url);
+        if (!r.ok) { setTimeout(tick, 2000); return; }
+        const st = r.body.status;
+        deploy.dataset.status = st;
+        paintSteps(st);
+        paintBadge($("#status-badge"), st);
+        if (st === "Failed") {
+          const err = r.body.error || {};
+          $("#deploy-error-message").textContent = err.message || "The deployment failed.";
+          $("#deploy-error-trace").textContent = err.trace || "";
+          $("#deploy-error").hidden = false;
+        }
+        if (st === "Ready") {
+          const b = $("#call-button"); if (b) b.disabled = false;
+          const h = $("#call-hint"); if (h) h.textContent = "";
+        }
+        if (st === "Queued" || st === "Deploying") setTimeout(tick, POLL_MS);
+      };
+      setTimeout(tick, POLL_MS);
+    }
+  }
+  // rows of the functions list still deploying
+  $$("tr[data-poll-status]").forEach((tr) => {
+    const tick = async () => {
+      const r = await getJSON(tr.dataset.pollStatus);
+      if (!r.ok) return;
+      paintBadge($("[data-status]", tr), r.body.status);
+      if (r.body.status === "Queued" || r.body.status === "Deploying") setTimeout(tick, POLL_MS * 2);
+    };
+    setTimeout(tick, POLL_MS);
+  });
+
+  // -- calls: the call box, and each call's response and logs ---------------------------------------------
+  function fmtResponse(body) {
+    if (!body.hasResponse) return body.status === "Running" ? "(running…)" : "(no response)";
+    return typeof body.response === "string" ? body.response : JSON.stringify(body.response, null, 2);
+  }
+  function fmtLogs(body) { return body.logs.length ? body.logs.join("\n") : "(no log lines)"; }
+
+  async function refreshCalls() {
+    const btn = $("#refresh-calls");
+    if (!btn) return;
+    const resp = await fetch(btn.dataset.fragment, { credentials: "same-origin" });
+    if (resp.ok) { $("#calls-container").innerHTML = await resp.text(); wireCallRows(); }
+  }
+  const refreshBtn = $("#refresh-calls");
+  if (refreshBtn) refreshBtn.addEventListener("click", refreshCalls);
+
+  function wireCallRows() {
+    $$("tr.call-row").forEach((tr) => {
+      const open = async () => {
+        const detail = $('tr[data-detail-for="' + tr.dataset.callId + '"]');
+        if (!detail.hidden) { detail.hidden = true; tr.classList.remove("open"); return; }
+        detail.hidden = false; tr.classList.add("open");
+        const r = await getJSON(tr.dataset.callUrl);
+        const box = $(".detail-body", detail);
+        box.className = "detail-body";
+        if (!r.ok) { box.textContent = r.body.error; return; }
+        box.innerHTML = "";
+        const add = (tag, cls, text) => { const el = document.createElement(tag); if (cls) el.className = cls; el.textContent = text; box.appendChild(el); return el; };
+        if (r.body.error && r.body.error.message) add("p", "error", r.body.error.message);
+        add("h3", "", "Response");
+        add("pre", "json call-response", fmtResponse(r.body));
+        add("h3", "", "Logs");
+        add("pre", "log call-logs", fmtLogs(r.body));
+      };
+      tr.addEventListener("click", open);
+      tr.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+    });
+    const want = new URLSearchParams(location.search).get("call");
+    if (want) { const tr = $('tr.call-row[data-call-id="' + want + '"]'); if (tr && !tr.classList.contains("open")) tr.click(); }
+  }
+  wireCallRows();
+
+  const callForm = $("#call-form");
+  if (callForm) {
+    const err = $("#call-error");
+    const box = $("#call-data");
+    callForm.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      err.hidden = true; box.classList.remove("invalid");
+      const button = $("#call-button");
+      button.disabled = true;
+      try {
+        const r = await getJSON(callForm.dataset.callUrl, {
+          method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ data: box.value }),
+        });
+        if (!r.ok) { showError(err, r.body.error, r.body.signin); return; }
+        const result = $("#call-result");
+        result.hidden = false;
+        $("#call-id").textContent = "#" + r.body.callId;
+        $("#call-response").textContent = "(running…)";
+        $("#call-logs").textContent = "";
+        $("#call-failure").hidden = true;
+        paintBadge($("#call-status"), "Running");
+        const poll = async () => {
+          const s = await getJSON(r.body.url);
+          if (!s.ok) { showError(err, s.body.error, s.body.signin); return; }
+          paintBadge($("#call-status"), s.body.status);
+          $("#call-logs").textContent = fmtLogs(s.body);
+          if (s.body.status === "Running") { setTimeout(poll, POLL_MS); return; }
+          $("#call-duration").textContent = s.body.duration;
+          $("#call-response").textContent = fmtResponse(s.body);
+          if (s.body.error && s.body.error.message) { $("#call-failure").textContent = s.body.error.message; $("#call-failure").hidden = false; }
+          refreshCalls();
+        };
+        setTimeout(poll, 200);
+      } catch (ex) {
+        showError(err, "Could not reach the server: " + ex);
+      } finally {
+        button.disabled = false;
+      }
+    });
+  }
+})();
