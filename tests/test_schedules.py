@@ -8,7 +8,6 @@ the wire and bad-input tests use standard 5-field expressions as users write the
 from __future__ import annotations
 
 import io
-import json
 import sqlite3
 import time
 import zipfile
@@ -21,7 +20,11 @@ import pytest
 from cognite.client import CogniteClient
 from cognite.client.data_classes import ClientCredentials, FunctionSchedule
 from cognite.client.data_classes.functions import FunctionScheduleWrite
-from cognite.client.exceptions import CogniteAPIError, CogniteNotFoundError, CogniteProjectAccessError
+from cognite.client.exceptions import (
+    CogniteAPIError,
+    CogniteNotFoundError,
+    CogniteProjectAccessError,
+)
 
 from fnhost.errors import InvalidRequest
 from fnhost.schedule.cron import describe, parse, zone
@@ -261,6 +264,165 @@ def test_extensions_update_pause_resume_time_zone(client: CogniteClient, fn: Any
         assert "cannot be updated" in err.value.message
     finally:
         client.functions.schedules.delete(id=s.id)
+
+
+# -- the scheduler, for real ----------------------------------------------------------------------
+def schedule_calls(client: CogniteClient, function_id: int, schedule_id: int) -> list[Any]:
+    return list(client.functions.calls.list(function_id=function_id, schedule_id=schedule_id, limit=None))
+
+
+def test_a_schedule_fires_for_real(client: CogniteClient, fn: Any, cc: dict[str, str]) -> None:
+    assert wait_status(client, fn.id) == "Ready"
+    s = client.functions.schedules.create(
+        name="every-2s", cron_expression="*/2 * * * * *", function_id=fn.id,
+        client_credentials=cc, data={"assetNo": 7},
+    )
+    try:
+        calls = wait_for(lambda: [c for c in schedule_calls(client, fn.id, s.id) if c.status != "Running"],
+                         timeout=60, what="a scheduled call to end")
+    finally:
+        client.functions.schedules.delete(id=s.id)
+    call = calls[0]
+    assert call.status == "Completed", call.error
+    assert call.schedule_id == s.id
+    assert call.scheduled_time % 2000 == 0
+    assert 0 <= call.start_time - call.scheduled_time < 2000
+    response = call.get_response()
+    assert response["data"] == {"assetNo": 7}
+    info = response["info"]
+    assert info["function_id"] == fn.id and info["call_id"] == call.id
+    assert info["schedule_id"] == s.id and info["scheduled_time"] == call.scheduled_time
+    # deleted: it fires no more
+    time.sleep(0.5)
+    before = len(schedule_calls(client, fn.id, s.id))
+    time.sleep(2.5)
+    assert len(schedule_calls(client, fn.id, s.id)) == before
+
+
+def test_revoked_session_gives_failed_calls_and_others_keep_firing(
+    client: CogniteClient, fn: Any, cc: dict[str, str]
+) -> None:
+    assert wait_status(client, fn.id) == "Ready"
+    bad = client.functions.schedules.create(
+        name="revoked", cron_expression="* * * * * *", function_id=fn.id, client_credentials=cc)
+    good = client.functions.schedules.create(
+        name="healthy", cron_expression="* * * * * *", function_id=fn.id, client_credentials=cc)
+    try:
+        client.iam.sessions.revoke(id=bad.session_id)
+        failed = wait_for(
+            lambda: [c for c in schedule_calls(client, fn.id, bad.id) if c.status == "Failed"
+                     and f"session {bad.session_id}" in c.error["message"]],
+            timeout=30, what="a Failed call of the revoked schedule")
+        assert "revoked" in failed[0].error["message"]
+        n = len(schedule_calls(client, fn.id, good.id))
+        wait_for(lambda: len([c for c in schedule_calls(client, fn.id, good.id) if c.status == "Completed"]) > n,
+                 timeout=30, what="the healthy schedule to keep firing")
+        fires = raw(client, "GET", f"/{bad.id}/fires")["items"]
+        assert fires and fires[0]["outcome"] == "failed" and "revoked" in fires[0]["message"]
+    finally:
+        client.functions.schedules.delete(id=bad.id)
+        client.functions.schedules.delete(id=good.id)
+
+
+def test_failed_function_cannot_be_scheduled(client: CogniteClient, cc: dict[str, str]) -> None:
+    broken = deploy(client, "broken", code="import fnhost_no_such_module\n\ndef handle():\n    return 1\n")
+    try:
+        assert wait_status(client, broken.id) == "Failed"
+        with pytest.raises(CogniteAPIError) as err:
+            client.functions.schedules.create(
+                name="x", cron_expression="0 0 * * *", function_id=broken.id, client_credentials=cc)
+        assert err.value.code == 400 and f"Function {broken.id} is Failed" in err.value.message
+    finally:
+        client.functions.delete(id=broken.id)
+
+
+def _db_rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db) as conn:
+        return list(conn.execute(sql))
+
+
+def test_two_servers_on_one_database_fire_each_due_time_once(start_server: Any, tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    env = {
+        "FNHOST_DATABASE_URL": f"sqlite:///{db}",
+        "FNHOST_BLOB_STORE": "database",
+        "FNHOST_SCHEDULER_SECONDS_CRON": "true",
+    }
+    a = start_server(env=env, home=tmp_path / "a")
+    # the same keys, so that either replica can mint tokens for the schedule's session
+    import shutil
+
+    shutil.copytree(a.home / "keys", tmp_path / "b" / "keys")
+    b = start_server(env=env, home=tmp_path / "b")
+    client = sdk_client(a.create_client("replicas"))
+    creds = {"client_id": client.config.credentials.client_id,
+             "client_secret": client.config.credentials.client_secret}
+    fn = deploy(client, "replicated")
+    assert wait_status(client, fn.id) == "Ready"
+    schedules = [client.functions.schedules.create(
+        name=f"r{i}", cron_expression="* * * * * *", function_id=fn.id, client_credentials=creds)
+        for i in range(3)]
+    time.sleep(8)
+    for s in schedules:
+        client.functions.schedules.delete(id=s.id)
+    assert b.proc is not None and b.proc.poll() is None
+    fires = _db_rows(db, "SELECT schedule_id, scheduled_time, replica, outcome FROM schedule_fires")
+    calls = _db_rows(db, "SELECT schedule_id, scheduled_time FROM calls WHERE schedule_id IS NOT NULL")
+    assert len(calls) >= 3 * 5
+    assert len(set(calls)) == len(calls), "a due time was fired twice"
+    for s in schedules:
+        times = sorted(t for sid, t in calls if sid == s.id)
+        assert times == list(range(times[0], times[-1] + 1000, 1000)), "a due time was skipped"
+    assert len({r[2] for r in fires}) == 2, "both replicas should have taken part"
+
+
+def test_restart_across_due_times_follows_the_missed_run_policy(start_server: Any, tmp_path: Path) -> None:
+    live = start_server(env={"FNHOST_SCHEDULER_SECONDS_CRON": "true",
+                             "FNHOST_SCHEDULER_MISSED_RUN_GRACE_SECONDS": "60"})
+    client = sdk_client(live.create_client("restart"))
+    creds = {"client_id": client.config.credentials.client_id,
+             "client_secret": client.config.credentials.client_secret}
+    fn = deploy(client, "restarted")
+    assert wait_status(client, fn.id) == "Ready"
+    s = client.functions.schedules.create(
+        name="every-2s", cron_expression="*/2 * * * * *", function_id=fn.id, client_credentials=creds)
+    wait_for(lambda: schedule_calls(client, fn.id, s.id), timeout=30, what="a first call")
+
+    # 1. down for ~6 s, less than the grace window: one catch-up run, the rest recorded missed
+    live.stop()
+    time.sleep(6)
+    live.start()
+    last_before = max(c.scheduled_time for c in schedule_calls(client, fn.id, s.id))
+    obj = wait_for(lambda: (o := raw(client, "GET", f"/{s.id}"))["missedRuns"] > 0 and o, timeout=30,
+                   what="missed runs to be recorded")
+    fires = raw(client, "GET", f"/{s.id}/fires")["items"]
+    missed = [f for f in fires if f["outcome"] == "missed"]
+    assert len(missed) == 1 and missed[0]["count"] == obj["missedRuns"]
+    catch_up = [f for f in fires if f["outcome"] == "called" and f["scheduledTime"] > missed[0]["scheduledTime"]]
+    assert catch_up, fires
+    first_after = min(f["scheduledTime"] for f in catch_up)
+    calls = {c.scheduled_time: c for c in schedule_calls(client, fn.id, s.id)}
+    assert calls[first_after].start_time - first_after > 1000  # it ran late, once
+    # every due time in the outage is accounted for: missed ones plus the one catch-up
+    called_before = sorted(t for t in calls if t < first_after)
+    outage = (first_after - called_before[-1]) // 2000 - 1
+    assert outage == obj["missedRuns"] >= 2
+
+    # 2. down again with a grace window shorter than the outage: nothing runs late
+    live.stop()
+    live.env["FNHOST_SCHEDULER_MISSED_RUN_GRACE_SECONDS"] = "0.3"
+    time.sleep(5)
+    restarted = int(time.time() * 1000)
+    live.start()
+    wait_for(lambda: raw(client, "GET", f"/{s.id}")["missedRuns"] > obj["missedRuns"] + 1, timeout=30,
+             what="the second outage's missed runs")
+    time.sleep(2.5)
+    late = [c for c in schedule_calls(client, fn.id, s.id)
+            if c.scheduled_time < restarted and c.scheduled_time > last_before + 2000 * (outage + 1)]
+    assert [c.scheduled_time for c in late] == [], "a due time older than the grace window ran"
+    assert len({c.scheduled_time for c in schedule_calls(client, fn.id, s.id)}) == len(
+        schedule_calls(client, fn.id, s.id))
+    client.functions.schedules.delete(id=s.id)
 
 
 # -- cron ---------------------------------------------------------------------------------------

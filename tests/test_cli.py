@@ -1,0 +1,255 @@
+"""The ``fnhost`` user commands, run as a user runs them: a subprocess against a live server.
+
+Every command is exercised with ``--json`` (what scripts parse) and at least once in its
+human form; exit codes are checked because CI pipelines rely on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.live import LiveServer
+
+
+class Cli:
+    """``python -m fnhost.cli`` with its own profile file."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FNHOST_")}
+        self.env["FNHOST_CLI_CONFIG"] = str(config)
+        self.env["COLUMNS"] = "200"
+
+    def __call__(self, *args: str, ok: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "fnhost.cli", *args],
+            env=self.env, capture_output=True, text=True, input=input, timeout=300,
+        )
+        if ok and proc.returncode != 0:
+            raise AssertionError(f"fnhost {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fnhost.cli", *args],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+
+@pytest.fixture(scope="module")
+def creds(server: LiveServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("cli-creds") / "client.json"
+    path.write_text(json.dumps(server.create_client("cli-user")))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli(creds: Path, tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    run = Cli(tmp_path_factory.mktemp("cli-config") / "profiles.json")
+    run("login", "--from-file", str(creds))
+    return run
+
+
+def write_code(folder: Path, handler: str, **extra: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "handler.py").write_text(handler)
+    for name, text in extra.items():
+        (folder / name).write_text(text)
+    return folder
+
+
+ECHO = '''
+def handle(data, function_call_info):
+    print("got", data)
+    return {"echo": data, "call": function_call_info["call_id"]}
+'''
+
+
+@pytest.fixture(scope="module")
+def echo_fn(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    code = write_code(tmp_path_factory.mktemp("echo") / "echo", ECHO)
+    return cli.json("deploy", str(code), "--external-id", "cli-echo")
+
+
+# -- login and profiles -----------------------------------------------------------------------
+def test_login_stores_a_profile_only_the_user_can_read(creds: Path, tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "conf" / "profiles.json")
+    values = json.loads(creds.read_text())
+    out = cli.json(
+        "login", "--base-url", values["base_url"], "--project", values["project"],
+        "--client-id", values["client_id"], "--client-secret", values["client_secret"], "--profile", "work",
+    )
+    assert out["profile"] == "work" and out["client_secret"] == "***"
+    assert values["client_secret"] not in cli("login", "--from-file", str(creds), "--json").stdout
+    mode = stat.S_IMODE(cli.config.stat().st_mode)
+    assert mode == 0o600
+    saved = json.loads(cli.config.read_text())
+    assert set(saved["profiles"]) == {"work", "default"} and saved["current"] == "default"
+    # a profile others can read is refused, because it holds secrets
+    cli.config.chmod(0o644)
+    refused = cli("functions", "ls", ok=False)
+    assert refused.returncode == 2 and "chmod 600" in refused.stderr
+    cli.config.chmod(0o600)
+    assert cli.json("functions", "ls", "--profile", "work") == cli.json("functions", "ls")
+
+
+def test_login_with_a_wrong_secret_fails_and_saves_nothing(creds: Path, tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "profiles.json")
+    values = json.loads(creds.read_text())
+    out = cli(
+        "login", "--base-url", values["base_url"], "--client-id", values["client_id"],
+        "--client-secret", "wrong", ok=False,
+    )
+    assert out.returncode != 0
+    assert not cli.config.exists()
+    assert cli("functions", "ls", ok=False).returncode == 2  # no profile yet
+
+
+# -- deploy and functions ----------------------------------------------------------------------
+def test_deploy_follows_the_build_to_ready(cli: Cli, echo_fn: dict[str, Any]) -> None:
+    assert echo_fn["status"] == "Ready"
+    assert echo_fn["externalId"] == "cli-echo"
+    listed = cli.json("functions", "ls")
+    assert [f["id"] for f in listed if f["externalId"] == "cli-echo"] == [echo_fn["id"]]
+    shown = cli.json("functions", "show", "cli-echo")
+    assert shown["id"] == echo_fn["id"] and shown["status"] == "Ready"
+    assert cli.json("functions", "show", str(echo_fn["id"]))["externalId"] == "cli-echo"
+    human = cli("functions", "ls").stdout
+    assert "cli-echo" in human and "Ready" in human
+    # deploying over an existing external id needs --replace
+    again = cli("deploy", "--external-id", "cli-echo", str(Path(__file__)), ok=False)
+    assert again.returncode == 1 and "--replace" in again.stderr
+
+
+def test_deploy_of_a_failing_build_exits_non_zero_with_the_error(cli: Cli, tmp_path: Path) -> None:
+    code = write_code(tmp_path / "broken", 'raise RuntimeError("broken at import time")\n\ndef handle():\n    return 1\n')
+    out = cli("deploy", str(code), "--name", "cli-broken", ok=False)
+    assert out.returncode == 1
+    assert "Failed" in out.stderr and "broken at import time" in out.stderr
+    as_json = cli("deploy", str(code), "--name", "cli-broken", "--replace", "--json", ok=False)
+    assert as_json.returncode == 1
+    fn = json.loads(as_json.stdout)
+    assert fn["status"] == "Failed" and "broken at import time" in json.dumps(fn["error"])
+    shown = cli("functions", "show", "cli-broken", "--json")
+    assert json.loads(shown.stdout)["status"] == "Failed"
+    assert cli.json("functions", "rm", "cli-broken")["deleted"] == [fn["id"]]
+    gone = cli("functions", "show", "cli-broken", ok=False)
+    assert gone.returncode == 3
+
+
+def test_deploy_a_single_file_and_a_zip(cli: Cli, tmp_path: Path) -> None:
+    single = tmp_path / "single.py"
+    single.write_text("def handle():\n    return 'single'\n")
+    fn = cli.json("deploy", str(single), "--external-id", "cli-single")
+    assert fn["status"] == "Ready" and fn["functionPath"] == "single.py"
+    import zipfile
+
+    archive = tmp_path / "code.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("pkg/__init__.py", "")
+        zf.writestr("pkg/main.py", "def handle(data):\n    return data\n")
+    fz = cli.json("deploy", str(archive), "--external-id", "cli-zip", "--function-path", "pkg/main.py")
+    assert fz["status"] == "Ready" and fz["functionPath"] == "pkg/main.py"
+    assert sorted(cli.json("functions", "rm", "cli-single", "cli-zip", "--yes")["deleted"]) == sorted(
+        [fn["id"], fz["id"]]
+    )
+
+
+# -- call, logs, calls ----------------------------------------------------------------------------
+def test_call_waits_and_prints_response_and_logs(cli: Cli, echo_fn: dict[str, Any], tmp_path: Path) -> None:
+    out = cli.json("call", "cli-echo", "--data", '{"x": 1}')
+    assert out["status"] == "Completed"
+    assert out["response"] == {"echo": {"x": 1}, "call": out["id"]}
+    assert any("got {'x': 1}" in line["message"] for line in out["logs"])
+    payload = tmp_path / "data.json"
+    payload.write_text('{"from": "file"}')
+    human = cli("call", str(echo_fn["id"]), "--data", f"@{payload}")
+    assert json.loads(human.stdout) == {"echo": {"from": "file"}, "call": json.loads(human.stdout)["call"]}
+    assert "Completed" in human.stderr and "got {'from': 'file'}" in human.stdout + human.stderr
+    bad = cli("call", "cli-echo", "--data", "{not json", ok=False)
+    assert bad.returncode == 2
+
+
+def test_call_no_wait_then_logs_and_calls_ls(cli: Cli, echo_fn: dict[str, Any]) -> None:
+    started = cli.json("call", "cli-echo", "--data", '{"n": 7}', "--no-wait")
+    assert started["status"] == "Running" and started["functionId"] == echo_fn["id"]
+    call_id = str(started["id"])
+    deadline = time.monotonic() + 60
+    while True:
+        listed = cli.json("calls", "ls", "cli-echo")
+        mine = [c for c in listed if c["id"] == started["id"]]
+        assert mine, listed
+        if mine[0]["status"] != "Running" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert mine[0]["status"] == "Completed"
+    logs = cli.json("logs", call_id)  # found without naming the function
+    assert [entry["message"] for entry in logs] == ["got {'n': 7}"]
+    assert cli.json("logs", call_id, "--function", "cli-echo") == logs
+    assert "got {'n': 7}" in cli("logs", call_id).stdout
+    everything = cli.json("calls", "ls", "--status", "Completed")
+    assert started["id"] in [c["id"] for c in everything]
+    assert "Completed" in cli("calls", "ls").stdout
+    assert cli("logs", "999999", ok=False).returncode == 3
+
+
+FAILING = '''
+def handle(data):
+    print("about to fail")
+    raise ValueError("bad input " + str(data))
+'''
+
+
+def test_a_failing_call_exits_non_zero_with_its_error(cli: Cli, tmp_path: Path) -> None:
+    cli.json("deploy", str(write_code(tmp_path / "failing", FAILING)), "--external-id", "cli-failing")
+    out = cli("call", "cli-failing", "--data", '{"a": 1}', "--json", ok=False)
+    assert out.returncode == 1
+    result = json.loads(out.stdout)
+    assert result["status"] == "Failed" and "bad input" in result["error"]["message"]
+    assert any("about to fail" in line["message"] for line in result["logs"])
+    cli("functions", "rm", "cli-failing", "--yes")
+
+
+SLOW = '''
+import time
+
+def handle(data):
+    print("first line", flush=True)
+    time.sleep(float(data.get("sleep", 2)))
+    print("last line")
+    return "done"
+'''
+
+
+def test_logs_follow_shows_a_line_before_the_call_ends(cli: Cli, tmp_path: Path) -> None:
+    cli.json("deploy", str(write_code(tmp_path / "slow", SLOW)), "--external-id", "cli-slow")
+    started = cli.json("call", "cli-slow", "--data", '{"sleep": 3}', "--no-wait")
+    follower = cli.popen("logs", str(started["id"]), "--function", "cli-slow", "--follow", "--json")
+    assert follower.stdout is not None
+    first = json.loads(follower.stdout.readline())
+    seen_at = time.monotonic()
+    # the call must still be running when the first line reached us
+    state = cli.json("calls", "ls", "cli-slow")
+    assert [c["status"] for c in state if c["id"] == started["id"]] == ["Running"]
+    assert first["message"] == "first line"
+    rest = [json.loads(line) for line in follower.stdout]
+    assert follower.wait(30) == 0
+    assert time.monotonic() - seen_at > 1  # the rest came later, when the call went on
+    assert [r.get("message") for r in rest[:-1]] == ["last line"]
+    assert rest[-1]["event"] == "end" and rest[-1]["status"] == "Completed"
+    # following a call that has ended replays its lines and ends at once
+    replay = cli("logs", str(started["id"]), "--follow")
+    assert "first line" in replay.stdout and "last line" in replay.stdout and "Completed" in replay.stderr
+    cli("functions", "rm", "cli-slow", "--yes")
