@@ -132,6 +132,9 @@ def test_list_retrieve_and_pagination(client: CogniteClient, fn: Any) -> None:
     body = client.post(f"{prefix(client)}/functions/{fn.id}/calls/list", json={"limit": 10}).json()
     page2 = client.post(f"{prefix(client)}/functions/{fn.id}/calls/list", json={"limit": 10, "cursor": body["nextCursor"]}).json()
     assert [c["id"] for c in body["items"] + page2["items"]] == ids[:20]
+    # the GET form, with filters as query parameters
+    got = client.get(f"{prefix(client)}/functions/{fn.id}/calls", params={"status": "Failed", "limit": 1000}).json()
+    assert [c["id"] for c in got["items"]] == [c.id for c in failed]
 
 
 def test_server_side_wait(client: CogniteClient, fn: Any, admin_creds: dict[str, Any]) -> None:

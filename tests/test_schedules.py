@@ -363,10 +363,11 @@ def test_two_servers_on_one_database_fire_each_due_time_once(start_server: Any, 
         name=f"r{i}", cron_expression="* * * * * *", function_id=fn.id, client_credentials=creds)
         for i in range(3)]
     time.sleep(8)
+    # read the fire history before the delete, which removes it with the schedules
+    fires = _db_rows(db, "SELECT schedule_id, scheduled_time, replica, outcome FROM schedule_fires")
     for s in schedules:
         client.functions.schedules.delete(id=s.id)
     assert b.proc is not None and b.proc.poll() is None
-    fires = _db_rows(db, "SELECT schedule_id, scheduled_time, replica, outcome FROM schedule_fires")
     calls = _db_rows(db, "SELECT schedule_id, scheduled_time FROM calls WHERE schedule_id IS NOT NULL")
     assert len(calls) >= 3 * 5
     assert len(set(calls)) == len(calls), "a due time was fired twice"

@@ -15,7 +15,9 @@ from fnhost.api.deps import (
     int_cursor,
 )
 from fnhost.api.wire import drop_none, items
+from fnhost.auth.capabilities import Principal
 from fnhost.errors import InvalidRequest
+from fnhost.services.container import System
 from fnhost.store.calls import CallRow
 
 router = APIRouter(tags=["calls"])
@@ -54,6 +56,25 @@ def call_function(
     return call_out(row)
 
 
+def _list(
+    project: str, function_id: int, system: System, principal: Principal, filt: Any, limit: Any, cursor: Any
+) -> dict[str, Any]:
+    if not isinstance(filt, dict):
+        raise InvalidRequest("filter must be an object.")
+    rows, next_cursor = system.calls.list(
+        project,
+        principal,
+        function_id,
+        limit=check_limit(limit, default=100, maximum=10_000),
+        cursor=int_cursor(cursor),
+        filt=filt,
+    )
+    out = items([call_out(r) for r in rows])
+    if next_cursor is not None:
+        out["nextCursor"] = str(next_cursor)
+    return out
+
+
 @router.post("/functions/{function_id}/calls/list")
 def list_calls(
     project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
@@ -61,17 +82,25 @@ def list_calls(
     body = body or {}
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be an object.")
-    filt = body.get("filter") or {}
-    if not isinstance(filt, dict):
-        raise InvalidRequest("filter must be an object.")
-    limit = check_limit(body.get("limit"), default=100, maximum=10_000)
-    rows, next_cursor = system.calls.list(
-        project, principal, function_id, limit=limit, cursor=int_cursor(body.get("cursor")), filt=filt
+    return _list(
+        project, function_id, system, principal, body.get("filter") or {}, body.get("limit"), body.get("cursor")
     )
-    out = items([call_out(r) for r in rows])
-    if next_cursor is not None:
-        out["nextCursor"] = str(next_cursor)
-    return out
+
+
+@router.get("/functions/{function_id}/calls")
+def list_calls_get(
+    project: str,
+    function_id: int,
+    system: SystemDep,
+    principal: PrincipalDep,
+    status: str | None = None,
+    scheduleId: int | None = None,
+    limit: int | None = None,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """The GET form of calls/list, as the CDF API has it (filters as query parameters)."""
+    filt = drop_none({"status": status, "scheduleId": scheduleId})
+    return _list(project, function_id, system, principal, filt, limit, cursor)
 
 
 @router.post("/functions/{function_id}/calls/byids")
