@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,13 +39,6 @@ def handle(client, data, secrets, function_call_info):  # type: ignore[no-untype
     if case == "sleep":
         time.sleep(data["seconds"])
     return {"echo": data}
-
-
-def handle_that_does_not_import() -> Any:
-    def handle(data):  # type: ignore[no-untyped-def]  # the SDK insists on this name
-        import not_a_real_module  # noqa: F401
-
-    return handle
 
 
 def prefix(client: CogniteClient) -> str:
@@ -137,9 +132,23 @@ def test_list_retrieve_and_pagination(client: CogniteClient, fn: Any) -> None:
     assert [c["id"] for c in got["items"]] == [c.id for c in failed]
 
 
+def test_the_reply_waits_for_a_fast_call(client: CogniteClient, fn: Any) -> None:
+    # cognite-sdk polls with backoff while a call is Running; a fast call's reply has ended
+    call = fn.call({"case": "echo"}, wait=False)
+    assert call.status == "Completed" and call.end_time is not None
+    # ?waitSeconds=0 answers at once, before the call has run
+    nonce = client.iam.sessions.create(session_type="TOKEN_EXCHANGE").nonce
+    body = client.post(
+        f"{prefix(client)}/functions/{fn.id}/call",
+        json={"data": {"case": "sleep", "seconds": 1}, "nonce": nonce},
+        params={"waitSeconds": 0},
+    ).json()
+    assert body["status"] == "Running" and "endTime" not in body
+
+
 def test_server_side_wait(client: CogniteClient, fn: Any, admin_creds: dict[str, Any]) -> None:
-    call = fn.call({"case": "sleep", "seconds": 1}, wait=False)
-    assert call.status == "Running"
+    call = fn.call({"case": "sleep", "seconds": 3}, wait=False)
+    assert call.status == "Running"  # longer than the reply's own wait
     t0 = time.monotonic()
     body = client.get(f"{prefix(client)}/functions/{fn.id}/calls/{call.id}", params={"waitSeconds": 20}).json()
     assert body["status"] == "Completed" and time.monotonic() - t0 < 10
@@ -154,7 +163,11 @@ def test_bad_input(client: CogniteClient, fn: Any) -> None:
         client.functions.call(id=10**12, data={})
     assert err.value.code in (400, 404)
 
-    failed = client.functions.create(name="bad-import", function_handle=handle_that_does_not_import())
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("handler.py", "import not_a_real_module\n\ndef handle(data):\n    return data\n")
+    file_id = client.files.upload_bytes(buf.getvalue(), name="bad-import.zip").id
+    failed = client.functions.create(name="bad-import", file_id=file_id)
     wait_for(lambda: failed.update() or failed.status == "Failed", timeout=120, what="deploy failure")
     with pytest.raises(CogniteAPIError) as err:
         failed.call({})
@@ -167,7 +180,8 @@ def test_unauthenticated_request_is_refused(server: LiveServer, fn: Any) -> None
 
 
 def test_timeout_and_queued_call_waits_for_deploy(start_server: Any) -> None:
-    srv = start_server(env={"FNHOST_CALL_TIMEOUT_SECONDS": "2"})
+    # the reply does not wait for the call here, so the call is seen Running while it waits
+    srv = start_server(env={"FNHOST_CALL_TIMEOUT_SECONDS": "2", "FNHOST_CALL_REPLY_WAIT_SECONDS": "0"})
     client = srv.client(srv.create_client("timeouts"))
     created = client.functions.create(name="t", function_handle=handle)
     early = created.call({"case": "echo"}, wait=False)  # still Queued/Deploying: waits

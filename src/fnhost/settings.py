@@ -162,6 +162,17 @@ class Settings(BaseSettings):
         default=512 * 1024 * 1024, description="Largest file one call may write."
     )
     call_max_open_files: int = Field(default=1024, description="Most files one call may hold open.")
+    call_reply_wait_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description=(
+            "How long `POST …/functions/{id}/call` waits for the call to end before answering "
+            "with it still `Running`. A call that ends sooner is answered `Completed` (or "
+            "`Failed`/`Timeout`), so cognite-sdk's `func.call()` needs no polling; 0 answers at "
+            "once. A request may ask for its own wait with `?waitSeconds=`."
+        ),
+    )
     call_data_max_bytes: int = Field(default=9 * 1024 * 1024, description="Largest call `data`.")
     response_max_bytes: int = Field(
         default=1024 * 1024, description="Largest JSON response a call may return."

@@ -50,9 +50,18 @@ def _call_ids(values: list[dict[str, Any]]) -> list[int]:
 
 @router.post("/functions/{function_id}/call")
 def call_function(
-    project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str,
+    function_id: int,
+    system: SystemDep,
+    principal: PrincipalDep,
+    body: Any = Body(None),
+    waitSeconds: float | None = None,
 ) -> dict[str, Any]:
-    row = system.calls.call(project, principal, function_id, body if body is not None else {})
+    """Start a call. The reply waits up to ``waitSeconds`` (fnhost extension; default the
+    ``call_reply_wait_seconds`` setting) for the call to end, so a fast call comes back
+    already ``Completed`` and cognite-sdk's ``func.call()`` has nothing to poll."""
+    wait = system.settings.call_reply_wait_seconds if waitSeconds is None else waitSeconds
+    row = system.calls.call(project, principal, function_id, body if body is not None else {}, wait)
     return call_out(row)
 
 

@@ -11,7 +11,8 @@ from fnhost.errors import InvalidRequest
 from fnhost.services.container import System
 
 
-def get_system(request: Request) -> System:
+async def get_system(request: Request) -> System:
+    # async: it only reads app state, so it needs no worker thread of its own
     return request.app.state.system  # type: ignore[no-any-return]
 
 

@@ -27,6 +27,7 @@ import __future__
 
 import argparse
 import contextlib
+import gc
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -419,6 +420,10 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
         _send(sock, {"event": "ready", "ok": False, "message": exc.message, "trace": exc.trace})
         return 0
     safe = fork_safe()
+    # Everything imported so far is shared with every call: move it out of the collector's
+    # reach, so that a collection in a call does not touch (and copy) the shared pages.
+    gc.collect()
+    gc.freeze()
     _send(sock, {"event": "ready", "ok": True, "forkSafe": safe, "args": names, "pid": os.getpid()})
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 from fnhost.auth import capabilities as caps
@@ -13,10 +15,25 @@ from fnhost.clock import now_ms
 from fnhost.errors import Forbidden, NotFound, Unauthenticated
 from fnhost.store import clients as client_store
 from fnhost.store import groups as group_store
+from fnhost.store import identity as identity_store
 from fnhost.store import projects as project_store
 from fnhost.store import sessions as session_store
 from fnhost.store.clients import ClientRow
 from fnhost.store.db import Database
+from fnhost.store.groups import GroupRow
+
+
+@dataclass
+class _IdentityView:
+    """Clients, projects and groups as read under one identity version (see store.identity).
+
+    Every request needs them; while the version is unchanged, what was read stays true.
+    """
+
+    version: int
+    clients: dict[str, ClientRow | None] = field(default_factory=dict)
+    projects: dict[str, bool] = field(default_factory=dict)
+    groups: dict[str, list[GroupRow]] = field(default_factory=dict)
 
 
 class Access:
@@ -31,6 +48,8 @@ class Access:
         self.tokens = tokens
         self.token_lifetime = token_lifetime
         self.external = external
+        self._view = _IdentityView(version=-1)
+        self._view_lock = threading.Lock()
 
     # -- the built-in token endpoint -------------------------------------------------
     def client_credentials_grant(self, client_id: str, client_secret: str) -> tuple[str, int]:
@@ -47,6 +66,33 @@ class Access:
             raise Unauthenticated("Invalid client credentials.")
         return row
 
+    # -- what the identity tables say, cached per identity version -----------------------
+    def _current_view(self) -> _IdentityView:
+        with self.db.read() as s:
+            version = identity_store.current(session=s)
+        with self._view_lock:
+            if self._view.version != version:
+                self._view = _IdentityView(version)
+            return self._view
+
+    def _client(self, client_id: str, view: _IdentityView) -> ClientRow | None:
+        if client_id not in view.clients:
+            with self.db.read() as s:
+                view.clients[client_id] = client_store.by_client_id(client_id, session=s)
+        return view.clients[client_id]
+
+    def _project_exists(self, project: str, view: _IdentityView) -> bool:
+        if project not in view.projects:
+            with self.db.read() as s:
+                view.projects[project] = project_store.get(project, session=s) is not None
+        return view.projects[project]
+
+    def _groups(self, project: str, view: _IdentityView) -> list[GroupRow]:
+        if project not in view.groups:
+            with self.db.read() as s:
+                view.groups[project] = group_store.list_for_project(project, session=s)
+        return view.groups[project]
+
     # -- authentication -----------------------------------------------------------------
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -62,8 +108,7 @@ class Access:
         sid = claims.get("sid")
         if sid is not None:
             return self._session_principal(int(sid))
-        with self.db.read() as s:
-            client = client_store.by_client_id(claims["sub"], session=s)
+        client = self._client(claims["sub"], self._current_view())
         if client is None:
             raise Unauthenticated("The token's client no longer exists.")
         return Principal(
@@ -88,21 +133,20 @@ class Access:
         if row.expiration_time < now_ms():
             raise Unauthenticated(f"The token's session {session_id} has expired.")
         principal = Principal.from_session(row.principal, row.id, row.depth, row.project)
-        if principal.issuer == self.tokens.issuer and principal.client_id is not None:
-            with self.db.read() as s:
-                if client_store.by_client_id(principal.client_id, session=s) is None:
-                    raise Unauthenticated(
-                        f"The token's session {session_id} belongs to client "
-                        f"{principal.client_id!r}, which was deleted."
-                    )
+        client_id = principal.client_id if principal.issuer == self.tokens.issuer else None
+        if client_id is not None and self._client(client_id, self._current_view()) is None:
+            raise Unauthenticated(
+                f"The token's session {session_id} belongs to client "
+                f"{principal.client_id!r}, which was deleted."
+            )
         return principal
 
     # -- authorisation ---------------------------------------------------------------------
-    def _member_groups(self, principal: Principal, project: str) -> list[Any]:
-        with self.db.read() as s:
-            groups = group_store.list_for_project(project, session=s)
+    def _member_groups(
+        self, principal: Principal, project: str, view: _IdentityView | None = None
+    ) -> list[GroupRow]:
         out = []
-        for g in groups:
+        for g in self._groups(project, view or self._current_view()):
             if g.members == "allUserAccounts":
                 out.append(g)
                 continue
@@ -123,13 +167,13 @@ class Access:
         """Every (acl, action) the principal holds in the project; empty if no access."""
         if principal.bound_project is not None and principal.bound_project != project:
             return frozenset()
-        with self.db.read() as s:
-            if project_store.get(project, session=s) is None:
-                return frozenset()
-            if principal.admin:
-                return caps.flatten(caps.ALL_CAPABILITIES)
+        view = self._current_view()
+        if not self._project_exists(project, view):
+            return frozenset()
+        if principal.admin:
+            return caps.flatten(caps.ALL_CAPABILITIES)
         granted: list[dict[str, Any]] = []
-        for g in self._member_groups(principal, project):
+        for g in self._member_groups(principal, project, view):
             granted.extend(g.capabilities)
         return caps.flatten(granted)
 

@@ -98,7 +98,10 @@ class Calls:
         functions.on_deleted.append(self._on_function_deleted)
 
     # -- accept --------------------------------------------------------------------------------
-    def call(self, project: str, caller: Principal, function_id: int, body: Any) -> CallRow:
+    def call(
+        self, project: str, caller: Principal, function_id: int, body: Any, wait_seconds: float = 0
+    ) -> CallRow:
+        """Accept a call; with ``wait_seconds``, answer once it ends if that is sooner."""
         self.access.require(caller, project, "functionsAcl", "RUN")
         if not isinstance(body, dict):
             raise InvalidRequest("The body must be an object with 'data' and 'nonce'.")
@@ -113,7 +116,8 @@ class Calls:
             )
         row = self._function(project, function_id)
         session = self.sessions.redeem(project, body.get("nonce"), lifetime_ms=CALL_SESSION_LIFETIME_MS)
-        return self._accept(row, session.id, data)
+        accepted = self._accept(row, session.id, data)
+        return self._until_ended(project, function_id, accepted, wait_seconds)
 
     def start_scheduled_call(
         self,
@@ -424,16 +428,20 @@ class Calls:
     ) -> CallRow:
         """One call; with ``wait_seconds``, wait up to that long for it to end (long poll)."""
         self.access.require(caller, project, "functionsAcl", "READ")
+        return self._until_ended(project, function_id, self._call_row(project, function_id, call_id), wait_seconds)
+
+    def _until_ended(self, project: str, function_id: int, row: CallRow, wait_seconds: float) -> CallRow:
+        """``row``, or the call re-read once it has ended, waiting up to ``wait_seconds``."""
         wait_seconds = min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
         deadline = time.monotonic() + wait_seconds
         while True:
-            row = self._call_row(project, function_id, call_id)
             remaining = deadline - time.monotonic()
             if row.status != "Running" or remaining <= 0:
                 return row
             with self._lock:
                 # ours end with a notify; other replicas' are seen by the periodic re-read
                 self._ended.wait(min(remaining, 0.5))
+            row = self._call_row(project, function_id, row.id)
 
     def by_ids(
         self, project: str, caller: Principal, function_id: int, ids: list[int], ignore_unknown: bool

@@ -11,6 +11,7 @@ from fnhost.store import (
     files,  # noqa: F401
     functions,  # noqa: F401
     groups,  # noqa: F401
+    identity,  # noqa: F401
     projects,  # noqa: F401
     raw,  # noqa: F401
     schedules,  # noqa: F401
