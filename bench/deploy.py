@@ -19,39 +19,21 @@ writes ``bench/results/deploy.json``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cognite.client import CogniteClient  # noqa: E402
-from tests.live import LiveServer  # noqa: E402
-from tests.pkgindex import PackageIndex  # noqa: E402
-
-RESULTS = REPO / "bench" / "results"
-
-
-def zip_of(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, content in files.items():
-            zf.writestr(name, content)
-    return buf.getvalue()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from _common import RESULTS, base_python, pct, time_process, zip_of
+from cognite.client import CogniteClient
+from tests.live import LiveServer
+from tests.pkgindex import PackageIndex
 
 
 def deploy_once(client: CogniteClient, name: str, file_id: int, **kwargs: Any) -> tuple[float, int]:
@@ -73,15 +55,6 @@ def measure(client: CogniteClient, name: str, file_id: int, runs: int, **kwargs:
         elapsed, fid = deploy_once(client, f"{name}-{i}", file_id, **kwargs)
         times.append(elapsed)
         client.functions.delete(id=fid)
-    return times
-
-
-def time_process(cmd: list[str], runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - started)
     return times
 
 
@@ -129,10 +102,10 @@ def main() -> int:
                 ),
             }
             results = {name: run() for name, run in cases.items()}
-            base_python = next((RESULTS / "envs").glob("base-py311-*/bin/python"))
-            results["baseline: python -c pass"] = time_process([str(base_python), "-c", "pass"], args.runs)
+            python = base_python()
+            results["baseline: python -c pass"] = time_process([python, "-c", "pass"], args.runs)
             results["baseline: fresh python importing cognite.client"] = time_process(
-                [str(base_python), "-c", "import cognite.client"], max(5, args.runs // 2)
+                [python, "-c", "import cognite.client"], max(5, args.runs // 2)
             )
         finally:
             live.stop()
