@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from fnhost.auth.capabilities import Principal
 from fnhost.clock import now_ms
 from fnhost.errors import InvalidRequest, NotFound, PayloadTooLarge
@@ -115,8 +117,12 @@ class Calls:
                 f"{self.settings.call_data_max_bytes} bytes."
             )
         row = self._function(project, function_id)
-        session = self.sessions.redeem(project, body.get("nonce"), lifetime_ms=CALL_SESSION_LIFETIME_MS)
-        accepted = self._accept(row, session.id, data)
+        with self.db.write() as s:  # the nonce is spent only if the call is recorded
+            session = self.sessions.redeem(
+                project, body.get("nonce"), lifetime_ms=CALL_SESSION_LIFETIME_MS, session=s
+            )
+            accepted = self._insert(row, session.id, data, session=s)
+        self._enqueue(row, accepted)
         return self._until_ended(project, function_id, accepted, wait_seconds)
 
     def start_scheduled_call(
@@ -130,7 +136,12 @@ class Calls:
     ) -> CallRow:
         """For the scheduler: everything after the nonce was redeemed (when the schedule was made)."""
         row = self._function(project, function_id)
-        return self._accept(row, session_id, data, schedule_id=schedule_id, scheduled_time=scheduled_time)
+        with self.db.write() as s:
+            accepted = self._insert(
+                row, session_id, data, schedule_id=schedule_id, scheduled_time=scheduled_time, session=s
+            )
+        self._enqueue(row, accepted)
+        return accepted
 
     def _function(self, project: str, function_id: int) -> FunctionRow:
         with self.db.read() as s:
@@ -144,7 +155,7 @@ class Calls:
             )
         return row
 
-    def _accept(
+    def _insert(
         self,
         function: FunctionRow,
         session_id: int | None,
@@ -152,33 +163,36 @@ class Calls:
         *,
         schedule_id: int | None = None,
         scheduled_time: int | None = None,
+        session: Session,
     ) -> CallRow:
-        with self.db.write() as s:
-            row = store.add(
-                CallRow(
-                    project=function.project,
-                    function_id=function.id,
-                    status="Running",
-                    start_time=now_ms(),
-                    session_id=session_id,
-                    data=data,
-                    schedule_id=schedule_id,
-                    scheduled_time=scheduled_time,
-                    owner=self.replica_id,
-                ),
-                session=s,
-            )
+        """The call's row, Running, written before anything runs."""
+        return store.add(
+            CallRow(
+                project=function.project,
+                function_id=function.id,
+                status="Running",
+                start_time=now_ms(),
+                session_id=session_id,
+                data=data,
+                schedule_id=schedule_id,
+                scheduled_time=scheduled_time,
+                owner=self.replica_id,
+            ),
+            session=session,
+        )
+
+    def _enqueue(self, function: FunctionRow, row: CallRow) -> None:
+        """Hand a recorded call to the executor, now or when its function and limits allow."""
         if self.metrics is not None:
             self.metrics.call_started(function.project, function.id)
         pending = _Pending(
-            row.id, function.project, function.id, session_id, data, schedule_id, scheduled_time
+            row.id, function.project, function.id, row.session_id, row.data, row.schedule_id, row.scheduled_time
         )
         with self._lock:
             if function.id not in self._states or self._states[function.id].status != "Ready":
                 self._states[function.id] = _FunctionState(function.status, function)
             self._waiting.append(pending)
         self._pump()
-        return row
 
     # -- dispatch ------------------------------------------------------------------------------
     def _pump(self) -> None:

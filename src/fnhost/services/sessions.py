@@ -12,6 +12,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from fnhost.auth.capabilities import Principal
 from fnhost.auth.passwords import sha256_hex
 from fnhost.clock import now_ms
@@ -98,26 +100,33 @@ class Sessions:
             )
             return CreatedSession(row.id, kind, row.status, nonce, row.client_id)
 
-    def redeem(self, project: str, nonce: Any, *, lifetime_ms: int | None = None) -> SessionRow:
-        """Bind a session by its nonce, once. ``lifetime_ms=None`` keeps it until revoked."""
+    def redeem(
+        self, project: str, nonce: Any, *, lifetime_ms: int | None = None, session: Session | None = None
+    ) -> SessionRow:
+        """Bind a session by its nonce, once. ``lifetime_ms=None`` keeps it until revoked.
+
+        With ``session``, inside the caller's transaction (which then commits or undoes both).
+        """
         if not isinstance(nonce, str) or not nonce:
             raise InvalidRequest("A nonce (from POST /sessions) is required.")
+        if session is None:
+            with self.db.write() as s:
+                return self.redeem(project, nonce, lifetime_ms=lifetime_ms, session=s)
         now = now_ms()
-        with self.db.write() as s:
-            row = store.by_nonce_hash(sha256_hex(nonce), session=s)
-            if row is None or row.project != project:
-                raise Unauthenticated("The nonce is not valid in this project.")
-            if row.nonce_used:
-                raise Unauthenticated("The nonce has already been used.")
-            if row.nonce_expires_time is not None and row.nonce_expires_time < now:
-                raise Unauthenticated("The nonce has expired; create a new session.")
-            if row.status != "READY":
-                raise Unauthenticated(f"The nonce's session is {row.status.lower()}.")
-            row.nonce_used = True
-            row.status = "ACTIVE"
-            row.expiration_time = now + (lifetime_ms if lifetime_ms is not None else FOREVER_MS)
-            s.flush()
-            return row
+        row = store.by_nonce_hash(sha256_hex(nonce), session=session)
+        if row is None or row.project != project:
+            raise Unauthenticated("The nonce is not valid in this project.")
+        if row.nonce_used:
+            raise Unauthenticated("The nonce has already been used.")
+        if row.nonce_expires_time is not None and row.nonce_expires_time < now:
+            raise Unauthenticated("The nonce has expired; create a new session.")
+        if row.status != "READY":
+            raise Unauthenticated(f"The nonce's session is {row.status.lower()}.")
+        row.nonce_used = True
+        row.status = "ACTIVE"
+        row.expiration_time = now + (lifetime_ms if lifetime_ms is not None else FOREVER_MS)
+        session.flush()
+        return row
 
     def principal_of(self, session_id: int) -> Principal:
         """The principal a session acts as, if the session is still usable."""
