@@ -17,8 +17,14 @@
     return { ok: resp.ok, status: resp.status, body: body };
   }
 
+  // the page's own routes answer {error: "text"}; the API's wire shape is {error: {code, message}}
+  function errorText(error) {
+    if (typeof error === "string") return error;
+    return (error && error.message) || "Something went wrong.";
+  }
+
   function showError(el, message, signin) {
-    el.textContent = message + " ";
+    el.textContent = errorText(message) + " ";
     if (signin) {
       const a = document.createElement("a");
       a.href = signin; a.textContent = "Sign in again";
@@ -197,10 +203,51 @@
   }
   wireCallRows();
 
+  // A call's outcome: live log lines over server-sent events while it runs, then the
+  // recorded response and logs. Without EventSource (or when the stream fails) a long poll.
+  const fmtTime = (ms) => new Date(ms).toISOString().slice(11, 19);
+  function follow(url, view) {
+    let ended = false;
+    const lines = [];
+    const finish = async () => {
+      if (ended) return;
+      ended = true;
+      for (;;) {
+        const s = await getJSON(url + "?wait=25");
+        if (!s.ok) { view.error(s.body); return; }
+        if (s.body.status !== "Running") { view.done(s.body); return; }
+        view.status("Running");
+      }
+    };
+    if (!window.EventSource) { finish(); return; }
+    const es = new EventSource(url + "/logs/stream");
+    es.onmessage = (e) => {
+      const line = JSON.parse(e.data);
+      lines.push(fmtTime(line.timestamp) + "  " + line.message);
+      view.logs(lines.join("\n"));
+    };
+    es.addEventListener("end", () => { es.close(); finish(); });
+    es.onerror = () => { es.close(); finish(); };
+  }
+
   const callForm = $("#call-form");
   if (callForm) {
     const err = $("#call-error");
     const box = $("#call-data");
+    const logsEl = $("#call-logs");
+    const view = {
+      status: (st) => paintBadge($("#call-status"), st),
+      logs: (text) => { logsEl.textContent = text; logsEl.scrollTop = logsEl.scrollHeight; },
+      error: (body) => showError(err, body.error, body.signin),
+      done: (body) => {
+        view.status(body.status);
+        view.logs(fmtLogs(body));
+        $("#call-duration").textContent = body.duration;
+        $("#call-response").textContent = fmtResponse(body);
+        if (body.error && body.error.message) { $("#call-failure").textContent = body.error.message; $("#call-failure").hidden = false; }
+        refreshCalls();
+      },
+    };
     callForm.addEventListener("submit", async (e) => {
       e.preventDefault();
       err.hidden = true; box.classList.remove("invalid");
@@ -210,26 +257,20 @@
         const r = await getJSON(callForm.dataset.callUrl, {
           method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ data: box.value }),
         });
-        if (!r.ok) { showError(err, r.body.error, r.body.signin); return; }
-        const result = $("#call-result");
-        result.hidden = false;
+        if (!r.ok) {
+          if (r.body.field === "data") box.classList.add("invalid");
+          showError(err, r.body.error, r.body.signin);
+          return;
+        }
+        $("#call-result").hidden = false;
         $("#call-id").textContent = "#" + r.body.callId;
         $("#call-response").textContent = "(running…)";
-        $("#call-logs").textContent = "";
+        $("#call-duration").textContent = "";
         $("#call-failure").hidden = true;
-        paintBadge($("#call-status"), "Running");
-        const poll = async () => {
-          const s = await getJSON(r.body.url);
-          if (!s.ok) { showError(err, s.body.error, s.body.signin); return; }
-          paintBadge($("#call-status"), s.body.status);
-          $("#call-logs").textContent = fmtLogs(s.body);
-          if (s.body.status === "Running") { setTimeout(poll, POLL_MS); return; }
-          $("#call-duration").textContent = s.body.duration;
-          $("#call-response").textContent = fmtResponse(s.body);
-          if (s.body.error && s.body.error.message) { $("#call-failure").textContent = s.body.error.message; $("#call-failure").hidden = false; }
-          refreshCalls();
-        };
-        setTimeout(poll, 200);
+        view.logs("");
+        view.status("Running");
+        follow(r.body.url, view);
+        refreshCalls();
       } catch (ex) {
         showError(err, "Could not reach the server: " + ex);
       } finally {
