@@ -36,8 +36,18 @@ DEPLOY_TIMEOUT_MS = 300_000  # a cold environment build installs the cognite-sdk
 CALL_TIMEOUT_MS = 60_000
 
 HANDLER = '''\
+import os
+import time
+
+
 def handle(data):
-    print("hello from the page, got", data)
+    print("hello from the page, got", data, flush=True)
+    if data.get("gate"):  # hold the call until the test creates this file
+        print("waiting for the gate", flush=True)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(data["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("through the gate")
     if data.get("fail"):
         raise ValueError("asked to fail")
     return {"echo": data, "sum": sum(data.get("numbers", []))}
@@ -322,6 +332,21 @@ def test_a_failed_call_is_on_the_failed_calls_page(page: Page, server: LiveServe
     expect(row).to_contain_text("Failed")
     row.locator(f"a[href='/ui/functions/{fid}?call={call_id}#calls']").click()
     expect(page.locator("tr.call-detail .call-logs").first).to_contain_text("asked to fail")
+
+
+def test_a_running_call_shows_its_log_lines_live(page: Page, server: LiveServer, tmp_path: Path) -> None:
+    deployed(page, server.base_url, tmp_path, "live-logs")
+    expect(page.locator("#status-badge")).to_have_text("Ready", timeout=DEPLOY_TIMEOUT_MS)
+    gate = tmp_path / "gate"
+    call(page, f'{{"gate": "{gate}"}}')
+    # the call is held at the gate: what it printed so far is on the page while it runs
+    expect(page.locator("#call-logs")).to_contain_text("waiting for the gate", timeout=CALL_TIMEOUT_MS)
+    expect(page.locator("#call-status")).to_have_text("Running")
+    expect(page.locator("#call-logs")).not_to_contain_text("through the gate")
+    gate.touch()
+    expect(page.locator("#call-status")).to_have_text("Completed", timeout=CALL_TIMEOUT_MS)
+    expect(page.locator("#call-logs")).to_contain_text("through the gate")
+    expect(page.locator("#call-response")).to_contain_text('"sum": 0')
 
 
 # -- expired sign-in ---------------------------------------------------------------------------------

@@ -171,37 +171,19 @@
   async function refreshCalls() {
     const btn = $("#refresh-calls");
     if (!btn) return;
-    const resp = await fetch(btn.dataset.fragment, { credentials: "same-origin" });
-    if (resp.ok) { $("#calls-container").innerHTML = await resp.text(); wireCallRows(); }
+    // the header makes an expired sign-in answer 401 instead of a redirect to the sign-in page
+    const resp = await fetch(btn.dataset.fragment, { credentials: "same-origin", headers: { "X-CSRF-Token": csrf() } });
+    if (!resp.ok) return;
+    const opened = $$("tr.call-row.open").map((tr) => tr.dataset.callId);
+    $("#calls-container").innerHTML = await resp.text();
+    wireCallRows();
+    opened.forEach((id) => {  // rows the person had opened stay open
+      const tr = $('tr.call-row[data-call-id="' + id + '"]');
+      if (tr && !tr.classList.contains("open")) tr.click();
+    });
   }
   const refreshBtn = $("#refresh-calls");
   if (refreshBtn) refreshBtn.addEventListener("click", refreshCalls);
-
-  function wireCallRows() {
-    $$("tr.call-row").forEach((tr) => {
-      const open = async () => {
-        const detail = $('tr[data-detail-for="' + tr.dataset.callId + '"]');
-        if (!detail.hidden) { detail.hidden = true; tr.classList.remove("open"); return; }
-        detail.hidden = false; tr.classList.add("open");
-        const r = await getJSON(tr.dataset.callUrl);
-        const box = $(".detail-body", detail);
-        box.className = "detail-body";
-        if (!r.ok) { box.textContent = r.body.error; return; }
-        box.innerHTML = "";
-        const add = (tag, cls, text) => { const el = document.createElement(tag); if (cls) el.className = cls; el.textContent = text; box.appendChild(el); return el; };
-        if (r.body.error && r.body.error.message) add("p", "error", r.body.error.message);
-        add("h3", "", "Response");
-        add("pre", "json call-response", fmtResponse(r.body));
-        add("h3", "", "Logs");
-        add("pre", "log call-logs", fmtLogs(r.body));
-      };
-      tr.addEventListener("click", open);
-      tr.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
-    });
-    const want = new URLSearchParams(location.search).get("call");
-    if (want) { const tr = $('tr.call-row[data-call-id="' + want + '"]'); if (tr && !tr.classList.contains("open")) tr.click(); }
-  }
-  wireCallRows();
 
   // A call's outcome: live log lines over server-sent events while it runs, then the
   // recorded response and logs. Without EventSource (or when the stream fails) a long poll.
@@ -229,6 +211,42 @@
     es.addEventListener("end", () => { es.close(); finish(); });
     es.onerror = () => { es.close(); finish(); };
   }
+
+  function wireCallRows() {
+    $$("tr.call-row").forEach((tr) => {
+      const open = async () => {
+        const detail = $('tr[data-detail-for="' + tr.dataset.callId + '"]');
+        if (!detail.hidden) { detail.hidden = true; tr.classList.remove("open"); return; }
+        detail.hidden = false; tr.classList.add("open");
+        const r = await getJSON(tr.dataset.callUrl);
+        const box = $(".detail-body", detail);
+        box.className = "detail-body";
+        if (!r.ok) { showError(box, r.body.error, r.body.signin); return; }
+        box.innerHTML = "";
+        const add = (tag, cls, text) => { const el = document.createElement(tag); if (cls) el.className = cls; el.textContent = text; box.appendChild(el); return el; };
+        const failure = add("p", "error", "");
+        const show = (body) => { failure.textContent = (body.error && body.error.message) || ""; failure.hidden = !failure.textContent; };
+        show(r.body);
+        add("h3", "", "Response");
+        const response = add("pre", "json call-response", fmtResponse(r.body));
+        add("h3", "", "Logs");
+        const logs = add("pre", "log call-logs", fmtLogs(r.body));
+        if (r.body.status === "Running") {
+          follow(tr.dataset.callUrl, {
+            status: () => {},
+            logs: (text) => { logs.textContent = text; },
+            error: (body) => showError(failure, body.error, body.signin),
+            done: (body) => { show(body); response.textContent = fmtResponse(body); logs.textContent = fmtLogs(body); },
+          });
+        }
+      };
+      tr.addEventListener("click", open);
+      tr.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+    });
+    const want = new URLSearchParams(location.search).get("call");
+    if (want) { const tr = $('tr.call-row[data-call-id="' + want + '"]'); if (tr && !tr.classList.contains("open")) tr.click(); }
+  }
+  wireCallRows();
 
   const callForm = $("#call-form");
   if (callForm) {
