@@ -113,7 +113,8 @@
   // -- live deploy progress ---------------------------------------------------------------------------
   const ORDER = ["Queued", "Deploying", "Ready"];
   function paintSteps(status) {
-    const at = status === "Failed" ? 1 : ORDER.indexOf(status);
+    // a failed build finished deploying (green), then failed (red): nothing is still running
+    const at = status === "Failed" ? 2 : ORDER.indexOf(status);
     $$(".steps li").forEach((li, i) => {
       li.className = "";
       if (status === "Failed" && i === 2) { li.className = "failed"; li.textContent = "Failed"; return; }
@@ -140,6 +141,9 @@
           $("#deploy-error-message").textContent = err.message || "The deployment failed.";
           $("#deploy-error-trace").textContent = err.trace || "";
           $("#deploy-error").hidden = false;
+        }
+        if (st === "Failed") {
+          const h = $("#call-hint"); if (h) h.textContent = "The build failed: fix the code and upload it again.";
         }
         if (st === "Ready") {
           const b = $("#call-button"); if (b) b.disabled = false;
