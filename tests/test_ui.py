@@ -10,6 +10,7 @@ next to the field and keeps what was typed.
 from __future__ import annotations
 
 import io
+import re
 import time
 import zipfile
 from collections.abc import Iterator
@@ -373,3 +374,13 @@ def test_an_expired_sign_in_returns_to_the_form_with_its_input(
         expect(page.locator("#description")).to_have_value("not lost")
     finally:
         ctx.close()
+
+
+# -- screenshots ------------------------------------------------------------------------------------
+def test_the_readme_shows_screenshots_that_exist() -> None:
+    """scripts/screenshots.py writes them; the README's "Web page" section shows them."""
+    repo = Path(__file__).resolve().parents[1]
+    shown = re.findall(r"\((docs/screenshots/[\w-]+\.png)\)", (repo / "README.md").read_text())
+    assert {"functions.png", "upload.png", "function.png", "failed.png"} <= {Path(p).name for p in shown}
+    for path in shown:
+        assert (repo / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
