@@ -10,6 +10,7 @@ next to the field and keeps what was typed.
 from __future__ import annotations
 
 import io
+import re
 import time
 import zipfile
 from collections.abc import Iterator
@@ -36,8 +37,18 @@ DEPLOY_TIMEOUT_MS = 300_000  # a cold environment build installs the cognite-sdk
 CALL_TIMEOUT_MS = 60_000
 
 HANDLER = '''\
+import os
+import time
+
+
 def handle(data):
-    print("hello from the page, got", data)
+    print("hello from the page, got", data, flush=True)
+    if data.get("gate"):  # hold the call until the test creates this file
+        print("waiting for the gate", flush=True)
+        deadline = time.monotonic() + 120
+        while not os.path.exists(data["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        print("through the gate")
     if data.get("fail"):
         raise ValueError("asked to fail")
     return {"echo": data, "sum": sum(data.get("numbers", []))}
@@ -324,6 +335,21 @@ def test_a_failed_call_is_on_the_failed_calls_page(page: Page, server: LiveServe
     expect(page.locator("tr.call-detail .call-logs").first).to_contain_text("asked to fail")
 
 
+def test_a_running_call_shows_its_log_lines_live(page: Page, server: LiveServer, tmp_path: Path) -> None:
+    deployed(page, server.base_url, tmp_path, "live-logs")
+    expect(page.locator("#status-badge")).to_have_text("Ready", timeout=DEPLOY_TIMEOUT_MS)
+    gate = tmp_path / "gate"
+    call(page, f'{{"gate": "{gate}"}}')
+    # the call is held at the gate: what it printed so far is on the page while it runs
+    expect(page.locator("#call-logs")).to_contain_text("waiting for the gate", timeout=CALL_TIMEOUT_MS)
+    expect(page.locator("#call-status")).to_have_text("Running")
+    expect(page.locator("#call-logs")).not_to_contain_text("through the gate")
+    gate.touch()
+    expect(page.locator("#call-status")).to_have_text("Completed", timeout=CALL_TIMEOUT_MS)
+    expect(page.locator("#call-logs")).to_contain_text("through the gate")
+    expect(page.locator("#call-response")).to_contain_text('"sum": 0')
+
+
 # -- expired sign-in ---------------------------------------------------------------------------------
 def test_an_expired_sign_in_returns_to_the_form_with_its_input(
     browser: Browser, start_server: Any, tmp_path: Path
@@ -348,3 +374,13 @@ def test_an_expired_sign_in_returns_to_the_form_with_its_input(
         expect(page.locator("#description")).to_have_value("not lost")
     finally:
         ctx.close()
+
+
+# -- screenshots ------------------------------------------------------------------------------------
+def test_the_readme_shows_screenshots_that_exist() -> None:
+    """scripts/screenshots.py writes them; the README's "Web page" section shows them."""
+    repo = Path(__file__).resolve().parents[1]
+    shown = re.findall(r"\((docs/screenshots/[\w-]+\.png)\)", (repo / "README.md").read_text())
+    assert {"functions.png", "upload.png", "function.png", "failed.png"} <= {Path(p).name for p in shown}
+    for path in shown:
+        assert (repo / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path

@@ -258,6 +258,14 @@ class Settings(BaseSettings):
             "unset the Prometheus endpoint is open (keep it on an internal network)."
         ),
     )
+    ui_session_seconds: float = Field(
+        default=8 * 3600,
+        gt=0,
+        description=(
+            "How long a web page sign-in lasts. Sessions live in the server's memory: a "
+            "restart signs everyone out, and several replicas need sticky sessions."
+        ),
+    )
 
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -38,9 +38,10 @@ def _line(timestamp: int, message: str) -> str:
     return _event({"timestamp": timestamp, "message": message})
 
 
-def _stream(
+def events(
     system: System, project: str, principal: Principal, function_id: int, call_id: int
 ) -> Iterator[str]:
+    """One call's events; the web page serves the same stream behind its sign-in cookie."""
     calls = system.calls
     sub = calls.live.subscribe(call_id)
     metrics = system.metrics
@@ -83,7 +84,7 @@ def stream_call_logs(
     # authorise and check the call exists before the stream starts, so errors are plain JSON
     system.calls.get(project, principal, function_id, call_id)
     return StreamingResponse(
-        _stream(system, project, principal, function_id, call_id),
+        events(system, project, principal, function_id, call_id),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

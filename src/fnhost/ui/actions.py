@@ -69,7 +69,10 @@ def function_item(values: dict[str, str]) -> tuple[dict[str, Any], dict[str, str
     ):
         if values.get(form_key):
             item[wire_key] = values[form_key]
-    for form_key, wire_key, label in (("env_vars", "envVars", "Environment variables"), ("secrets", "secrets", "Secrets")):
+    for form_key, wire_key, label in (
+        ("env_vars", "envVars", "Environment variables"),
+        ("secrets", "secrets", "Secrets"),
+    ):
         try:
             pairs = _pairs(values.get(form_key, ""), label)
         except InvalidRequest as exc:
@@ -98,30 +101,18 @@ def upload_zip(system: System, sess: UiSession, filename: str, content: bytes) -
 
 
 # -- calls ----------------------------------------------------------------------------------------
-def calls_available(system: System) -> bool:
-    return getattr(system, "calls", None) is not None
-
-
 def start_call(system: System, sess: UiSession, function_id: int, data: dict[str, Any]) -> int:
     """Call a function as the signed-in principal (a token-exchange session, as the SDK makes)."""
-    if not calls_available(system):
-        raise InvalidRequest("Calling functions is not available on this server yet.")
     created = system.sessions.create(sess.project, sess.principal, {"tokenExchange": True})
-    call = system.calls.create(  # type: ignore[attr-defined]
+    call = system.calls.call(
         sess.project, sess.principal, function_id, {"data": data, "nonce": created.nonce}
     )
-    return int(call.id)
+    return call.id
 
 
 # -- schedules ------------------------------------------------------------------------------------
-def schedules_available(system: System) -> bool:
-    return getattr(system, "schedules", None) is not None
-
-
 def schedule_counts(system: System, sess: UiSession) -> dict[int, int]:
-    if not schedules_available(system):
-        return {}
-    rows = system.schedules.list(sess.project, sess.principal, limit=10_000, filt={})  # type: ignore[attr-defined]
+    rows = system.schedules.list(sess.project, sess.principal, limit=10_000, filt={})
     counts: dict[int, int] = {}
     for r in rows:
         counts[r.function_id] = counts.get(r.function_id, 0) + 1
@@ -129,32 +120,26 @@ def schedule_counts(system: System, sess: UiSession) -> dict[int, int]:
 
 
 def schedules_of(system: System, sess: UiSession, function_id: int) -> list[dict[str, Any]]:
-    if not schedules_available(system):
-        return []
-    svc = system.schedules  # type: ignore[attr-defined]
+    svc = system.schedules
     rows = svc.list(sess.project, sess.principal, limit=10_000, filt={"functionId": function_id})
-    out = []
-    for r in rows:
-        out.append(
-            {
-                "id": r.id,
-                "name": r.name,
-                "cron": r.cron_expression,
-                "description": r.description,
-                "when": svc.describe(r) if hasattr(svc, "describe") else "",
-                "paused": bool(getattr(r, "paused", False)),
-                "next": svc.next_fire_times(r, 3) if hasattr(svc, "next_fire_times") else [],
-            }
-        )
-    return out
+    return [
+        {
+            "id": r.id,
+            "name": r.name,
+            "cron": r.cron_expression,
+            "description": r.description,
+            "when": svc.when(r),
+            "paused": r.paused,
+            "next": svc.next_fire_times(r, 3),
+        }
+        for r in rows
+    ]
 
 
 def create_schedule(
     system: System, sess: UiSession, function_id: int, values: dict[str, str]
 ) -> dict[str, str]:
     """Create a schedule from the form; return errors per form field (empty when created)."""
-    if not schedules_available(system):
-        return {"_": "Schedules are not available on this server yet."}
     errors: dict[str, str] = {}
     if not values["name"]:
         errors["name"] = "Give the schedule a name."
@@ -167,13 +152,13 @@ def create_schedule(
         errors["data"] = f"Invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."
     else:
         if data is not None and not isinstance(data, dict):
-            errors["data"] = "The data must be a JSON object, like {\"x\": 1}."
+            errors["data"] = 'The data must be a JSON object, like {"x": 1}.'
     if bool(values["client_id"]) != bool(values["client_secret"]):
         errors["client_id"] = "Give both a client id and a client secret, or neither."
     if errors:
         return errors
     try:
-        system.schedules.validate_cron(values["cron"])  # type: ignore[attr-defined]
+        system.schedules.validate_cron(values["cron"])
     except InvalidRequest as exc:
         return {"cron": exc.message}
     session_item: dict[str, Any] = (
@@ -193,7 +178,7 @@ def create_schedule(
     try:
         created = system.sessions.create(sess.project, sess.principal, session_item)
         item["nonce"] = created.nonce
-        system.schedules.create(sess.project, sess.principal, item)  # type: ignore[attr-defined]
+        system.schedules.create(sess.project, sess.principal, item)
     except FnhostError as exc:
         text = exc.message.lower()
         key = "cron" if "cron" in text else "client_id" if "client" in text else "_"
@@ -202,9 +187,7 @@ def create_schedule(
 
 
 def schedule_action(system: System, sess: UiSession, schedule_id: int, action: str) -> str:
-    if not schedules_available(system):
-        raise InvalidRequest("Schedules are not available on this server yet.")
-    svc = system.schedules  # type: ignore[attr-defined]
+    svc = system.schedules
     if action == "delete":
         svc.delete(sess.project, sess.principal, [{"id": schedule_id}], False)
         return f"Schedule {schedule_id} was deleted."

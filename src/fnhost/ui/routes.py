@@ -8,8 +8,11 @@ capability checks are the API's. Pages are plain HTML forms; a little JavaScript
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
+import secrets
+import threading
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,11 +20,18 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from fnhost.api import logstream
 from fnhost.auth.capabilities import Principal
 from fnhost.auth.tokens import unverified_claims
 from fnhost.errors import Duplicated, FnhostError, Unauthenticated
@@ -63,16 +73,21 @@ templates.env.globals["CSRF_FIELD"] = CSRF_FIELD
 
 # -- plumbing ------------------------------------------------------------------------------
 def _system(request: Request) -> System:
-    return request.app.state.system  # type: ignore[no-any-return]
+    system: System = request.app.state.system
+    return system
+
+
+_sessions_lock = threading.Lock()
 
 
 def _sessions(request: Request) -> SessionStore:
+    """The app's sign-in sessions, made on first use (under a lock: requests run in threads)."""
     state = request.app.state
-    store = getattr(state, "ui_sessions", None)
-    if store is None:
-        lifetime = getattr(_system(request).settings, "ui_session_seconds", 8 * 3600)
-        store = state.ui_sessions = SessionStore(lifetime)
-    return store  # type: ignore[no-any-return]
+    with _sessions_lock:
+        store: SessionStore | None = getattr(state, "ui_sessions", None)
+        if store is None:
+            store = state.ui_sessions = SessionStore(_system(request).settings.ui_session_seconds)
+    return store
 
 
 def _signin_url(next_url: str | None = None, expired: bool = False) -> str:
@@ -99,7 +114,7 @@ def _session(request: Request) -> UiSession | Response:
     else:  # come back to the page the form was on, with its draft restored
         referer = request.headers.get("referer", "")
         base = str(request.base_url).rstrip("/")
-        next_url = referer[len(base):] if referer.startswith(base) else "/ui/"
+        next_url = referer[len(base) :] if referer.startswith(base) else "/ui/"
     wants_json = "application/json" in request.headers.get("accept", "") or request.headers.get(
         CSRF_HEADER
     )
@@ -114,7 +129,7 @@ def _session(request: Request) -> UiSession | Response:
     return RedirectResponse(url, status_code=303)
 
 
-def _check_csrf(sess: UiSession, token: str | None) -> Response | None:
+def _check_csrf(sess: UiSession, token: object) -> Response | None:
     if sess.csrf_ok(token):
         return None
     return JSONResponse(
@@ -173,11 +188,13 @@ def static(name: str) -> Response:
 
 # -- sign in / out ---------------------------------------------------------------------------
 def _signin_page(
-    request: Request, *, error: str | None = None, status: int = 200, values: dict[str, Any] | None = None
+    request: Request,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    values: dict[str, Any] | None = None,
 ) -> Response:
-    import secrets as _secrets
-
-    pre = request.cookies.get(PRE_COOKIE) or _secrets.token_urlsafe(24)
+    pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
     expired = request.query_params.get("expired") == "1"
     values = values or {}
     response = _render(
@@ -218,7 +235,10 @@ def _verify(system: System, form: dict[str, Any]) -> tuple[Principal, str, float
         raise Unauthenticated("Enter a client id and a client secret.")
     row = system.access.verify_client(client_id, secret)
     principal = Principal(
-        subject=row.client_id, issuer=system.tokens.issuer, client_id=row.client_id, admin=row.is_admin
+        subject=row.client_id,
+        issuer=system.tokens.issuer,
+        client_id=row.client_id,
+        admin=row.is_admin,
     )
     return principal, row.client_id, None
 
@@ -228,9 +248,13 @@ async def signin(request: Request) -> Response:
     form = await _form(request)
     values = {k: _text(form, k) for k in ("project", "client_id", "method", "next")}
     pre = request.cookies.get(PRE_COOKIE)
-    if not pre or not isinstance(form.get(CSRF_FIELD), str) or form[CSRF_FIELD] != pre:
+    sent = form.get(CSRF_FIELD)
+    if not pre or not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), pre.encode()):
         return _signin_page(
-            request, error="The sign-in form was stale; please try again.", status=403, values=values
+            request,
+            error="The sign-in form was stale; please try again.",
+            status=403,
+            values=values,
         )
     system = _system(request)
     project = values["project"] or system.settings.default_project
@@ -292,7 +316,12 @@ UPLOAD_FIELDS = (
 
 
 def _upload_page(
-    request: Request, sess: UiSession, *, values: dict[str, str], errors: dict[str, str], status: int = 200
+    request: Request,
+    sess: UiSession,
+    *,
+    values: dict[str, str],
+    errors: dict[str, str],
+    status: int = 200,
 ) -> Response:
     system = _system(request)
     return _render(
@@ -402,8 +431,6 @@ def _function_page(
         fn=row,
         calls=calls,
         schedules=schedules,
-        can_call=actions.calls_available(system),
-        can_schedule=actions.schedules_available(system),
         schedule_values=schedule_values or {"data": "{}"},
         schedule_errors=schedule_errors or {},
         poll=row.status in POLL_STATUSES,
@@ -468,33 +495,45 @@ async def call_function(request: Request, function_id: int) -> Response:
         if not isinstance(text, str):
             raise ValueError
     except ValueError:
-        return JSONResponse({"error": "Send {\"data\": \"<json text>\"}."}, status_code=400)
+        return JSONResponse({"error": 'Send {"data": "<json text>"}.'}, status_code=400)
     try:
         data = json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as exc:
         return JSONResponse(
-            {"error": f"Invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.", "field": "data"},
+            {
+                "error": f"Invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.",
+                "field": "data",
+            },
             status_code=400,
         )
     if not isinstance(data, dict):
         return JSONResponse(
-            {"error": "The call data must be a JSON object, like {\"x\": 1}.", "field": "data"},
+            {"error": 'The call data must be a JSON object, like {"x": 1}.', "field": "data"},
             status_code=400,
         )
     try:
-        call_id = await run_in_threadpool(actions.start_call, _system(request), sess, function_id, data)
+        call_id = await run_in_threadpool(
+            actions.start_call, _system(request), sess, function_id, data
+        )
     except FnhostError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     return JSONResponse({"callId": call_id, "url": f"/ui/functions/{function_id}/calls/{call_id}"})
 
 
 @router.get("/ui/functions/{function_id}/calls/{call_id}")
-def call_state(request: Request, function_id: int, call_id: int) -> Response:
+def call_state(request: Request, function_id: int, call_id: int, wait: float = 0) -> Response:
+    """A call with its response and logs; ``?wait=N`` answers when it ends (or after N s)."""
     sess = _session(request)
     if not isinstance(sess, UiSession):
         return sess
     try:
-        row, logs = _overview(request).call_detail(sess.project, sess.principal, function_id, call_id)
+        if wait > 0:
+            _system(request).calls.get(
+                sess.project, sess.principal, function_id, call_id, wait_seconds=wait
+            )
+        row, logs = _overview(request).call_detail(
+            sess.project, sess.principal, function_id, call_id
+        )
     except FnhostError as exc:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
     response: Any = None
@@ -515,6 +554,24 @@ def call_state(request: Request, function_id: int, call_id: int) -> Response:
             "response": response,
             "logs": [f"{_fmt_ms(line.timestamp)[11:19]}  {line.message}" for line in logs],
         }
+    )
+
+
+@router.get("/ui/functions/{function_id}/calls/{call_id}/logs/stream")
+def call_log_stream(request: Request, function_id: int, call_id: int) -> Response:
+    """The API's live log stream (server-sent events), for the signed-in browser."""
+    sess = _session(request)
+    if not isinstance(sess, UiSession):
+        return sess
+    system = _system(request)
+    try:  # authorise and check the call exists before the stream starts
+        system.calls.get(sess.project, sess.principal, function_id, call_id)
+    except FnhostError as exc:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+    return StreamingResponse(
+        logstream.events(system, sess.project, sess.principal, function_id, call_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
@@ -555,12 +612,19 @@ async def create_schedule(request: Request, function_id: int) -> Response:
     if (bad := _check_csrf(sess, form.get(CSRF_FIELD))) is not None:
         return bad
     values = {k: _text(form, k) for k in SCHEDULE_FIELDS}
-    errors = await run_in_threadpool(actions.create_schedule, _system(request), sess, function_id, values)
+    errors = await run_in_threadpool(
+        actions.create_schedule, _system(request), sess, function_id, values
+    )
     if errors:
         values["client_secret"] = ""  # never echo a secret back into the page
         return await run_in_threadpool(
             lambda: _function_page(
-                request, sess, function_id, schedule_values=values, schedule_errors=errors, status=400
+                request,
+                sess,
+                function_id,
+                schedule_values=values,
+                schedule_errors=errors,
+                status=400,
             )
         )
     sess.flashes.append(("ok", f"Schedule {values['name']!r} was created."))
@@ -568,7 +632,9 @@ async def create_schedule(request: Request, function_id: int) -> Response:
 
 
 @router.post("/ui/functions/{function_id}/schedules/{schedule_id}/{action}")
-async def schedule_action(request: Request, function_id: int, schedule_id: int, action: str) -> Response:
+async def schedule_action(
+    request: Request, function_id: int, schedule_id: int, action: str
+) -> Response:
     sess = _session(request)
     if not isinstance(sess, UiSession):
         return sess
@@ -583,4 +649,3 @@ async def schedule_action(request: Request, function_id: int, schedule_id: int, 
     except FnhostError as exc:
         sess.flashes.append(("error", exc.message))
     return RedirectResponse(f"/ui/functions/{function_id}#schedules", status_code=303)
-

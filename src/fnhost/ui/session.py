@@ -33,8 +33,9 @@ class UiSession:
     # one-shot messages shown on the next page (after a redirect)
     flashes: list[tuple[str, str]] = field(default_factory=list)
 
-    def csrf_ok(self, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf, token or "")
+    def csrf_ok(self, token: object) -> bool:
+        # bytes: compare_digest refuses str with non-ASCII characters
+        return isinstance(token, str) and hmac.compare_digest(self.csrf.encode(), token.encode())
 
 
 class SessionStore:

@@ -17,8 +17,14 @@
     return { ok: resp.ok, status: resp.status, body: body };
   }
 
+  // the page's own routes answer {error: "text"}; the API's wire shape is {error: {code, message}}
+  function errorText(error) {
+    if (typeof error === "string") return error;
+    return (error && error.message) || "Something went wrong.";
+  }
+
   function showError(el, message, signin) {
-    el.textContent = message + " ";
+    el.textContent = errorText(message) + " ";
     if (signin) {
       const a = document.createElement("a");
       a.href = signin; a.textContent = "Sign in again";
@@ -107,7 +113,8 @@
   // -- live deploy progress ---------------------------------------------------------------------------
   const ORDER = ["Queued", "Deploying", "Ready"];
   function paintSteps(status) {
-    const at = status === "Failed" ? 1 : ORDER.indexOf(status);
+    // a failed build finished deploying (green), then failed (red): nothing is still running
+    const at = status === "Failed" ? 2 : ORDER.indexOf(status);
     $$(".steps li").forEach((li, i) => {
       li.className = "";
       if (status === "Failed" && i === 2) { li.className = "failed"; li.textContent = "Failed"; return; }
@@ -134,6 +141,9 @@
           $("#deploy-error-message").textContent = err.message || "The deployment failed.";
           $("#deploy-error-trace").textContent = err.trace || "";
           $("#deploy-error").hidden = false;
+        }
+        if (st === "Failed") {
+          const h = $("#call-hint"); if (h) h.textContent = "The build failed: fix the code and upload it again.";
         }
         if (st === "Ready") {
           const b = $("#call-button"); if (b) b.disabled = false;
@@ -165,11 +175,46 @@
   async function refreshCalls() {
     const btn = $("#refresh-calls");
     if (!btn) return;
-    const resp = await fetch(btn.dataset.fragment, { credentials: "same-origin" });
-    if (resp.ok) { $("#calls-container").innerHTML = await resp.text(); wireCallRows(); }
+    // the header makes an expired sign-in answer 401 instead of a redirect to the sign-in page
+    const resp = await fetch(btn.dataset.fragment, { credentials: "same-origin", headers: { "X-CSRF-Token": csrf() } });
+    if (!resp.ok) return;
+    const opened = $$("tr.call-row.open").map((tr) => tr.dataset.callId);
+    $("#calls-container").innerHTML = await resp.text();
+    wireCallRows();
+    opened.forEach((id) => {  // rows the person had opened stay open
+      const tr = $('tr.call-row[data-call-id="' + id + '"]');
+      if (tr && !tr.classList.contains("open")) tr.click();
+    });
   }
   const refreshBtn = $("#refresh-calls");
   if (refreshBtn) refreshBtn.addEventListener("click", refreshCalls);
+
+  // A call's outcome: live log lines over server-sent events while it runs, then the
+  // recorded response and logs. Without EventSource (or when the stream fails) a long poll.
+  const fmtTime = (ms) => new Date(ms).toISOString().slice(11, 19);
+  function follow(url, view) {
+    let ended = false;
+    const lines = [];
+    const finish = async () => {
+      if (ended) return;
+      ended = true;
+      for (;;) {
+        const s = await getJSON(url + "?wait=25");
+        if (!s.ok) { view.error(s.body); return; }
+        if (s.body.status !== "Running") { view.done(s.body); return; }
+        view.status("Running");
+      }
+    };
+    if (!window.EventSource) { finish(); return; }
+    const es = new EventSource(url + "/logs/stream");
+    es.onmessage = (e) => {
+      const line = JSON.parse(e.data);
+      lines.push(fmtTime(line.timestamp) + "  " + line.message);
+      view.logs(lines.join("\n"));
+    };
+    es.addEventListener("end", () => { es.close(); finish(); });
+    es.onerror = () => { es.close(); finish(); };
+  }
 
   function wireCallRows() {
     $$("tr.call-row").forEach((tr) => {
@@ -180,14 +225,24 @@
         const r = await getJSON(tr.dataset.callUrl);
         const box = $(".detail-body", detail);
         box.className = "detail-body";
-        if (!r.ok) { box.textContent = r.body.error; return; }
+        if (!r.ok) { showError(box, r.body.error, r.body.signin); return; }
         box.innerHTML = "";
         const add = (tag, cls, text) => { const el = document.createElement(tag); if (cls) el.className = cls; el.textContent = text; box.appendChild(el); return el; };
-        if (r.body.error && r.body.error.message) add("p", "error", r.body.error.message);
+        const failure = add("p", "error", "");
+        const show = (body) => { failure.textContent = (body.error && body.error.message) || ""; failure.hidden = !failure.textContent; };
+        show(r.body);
         add("h3", "", "Response");
-        add("pre", "json call-response", fmtResponse(r.body));
+        const response = add("pre", "json call-response", fmtResponse(r.body));
         add("h3", "", "Logs");
-        add("pre", "log call-logs", fmtLogs(r.body));
+        const logs = add("pre", "log call-logs", fmtLogs(r.body));
+        if (r.body.status === "Running") {
+          follow(tr.dataset.callUrl, {
+            status: () => {},
+            logs: (text) => { logs.textContent = text; },
+            error: (body) => showError(failure, body.error, body.signin),
+            done: (body) => { show(body); response.textContent = fmtResponse(body); logs.textContent = fmtLogs(body); },
+          });
+        }
       };
       tr.addEventListener("click", open);
       tr.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
@@ -201,6 +256,20 @@
   if (callForm) {
     const err = $("#call-error");
     const box = $("#call-data");
+    const logsEl = $("#call-logs");
+    const view = {
+      status: (st) => paintBadge($("#call-status"), st),
+      logs: (text) => { logsEl.textContent = text; logsEl.scrollTop = logsEl.scrollHeight; },
+      error: (body) => showError(err, body.error, body.signin),
+      done: (body) => {
+        view.status(body.status);
+        view.logs(fmtLogs(body));
+        $("#call-duration").textContent = body.duration;
+        $("#call-response").textContent = fmtResponse(body);
+        if (body.error && body.error.message) { $("#call-failure").textContent = body.error.message; $("#call-failure").hidden = false; }
+        refreshCalls();
+      },
+    };
     callForm.addEventListener("submit", async (e) => {
       e.preventDefault();
       err.hidden = true; box.classList.remove("invalid");
@@ -210,26 +279,20 @@
         const r = await getJSON(callForm.dataset.callUrl, {
           method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ data: box.value }),
         });
-        if (!r.ok) { showError(err, r.body.error, r.body.signin); return; }
-        const result = $("#call-result");
-        result.hidden = false;
+        if (!r.ok) {
+          if (r.body.field === "data") box.classList.add("invalid");
+          showError(err, r.body.error, r.body.signin);
+          return;
+        }
+        $("#call-result").hidden = false;
         $("#call-id").textContent = "#" + r.body.callId;
         $("#call-response").textContent = "(running…)";
-        $("#call-logs").textContent = "";
+        $("#call-duration").textContent = "";
         $("#call-failure").hidden = true;
-        paintBadge($("#call-status"), "Running");
-        const poll = async () => {
-          const s = await getJSON(r.body.url);
-          if (!s.ok) { showError(err, s.body.error, s.body.signin); return; }
-          paintBadge($("#call-status"), s.body.status);
-          $("#call-logs").textContent = fmtLogs(s.body);
-          if (s.body.status === "Running") { setTimeout(poll, POLL_MS); return; }
-          $("#call-duration").textContent = s.body.duration;
-          $("#call-response").textContent = fmtResponse(s.body);
-          if (s.body.error && s.body.error.message) { $("#call-failure").textContent = s.body.error.message; $("#call-failure").hidden = false; }
-          refreshCalls();
-        };
-        setTimeout(poll, 200);
+        view.logs("");
+        view.status("Running");
+        follow(r.body.url, view);
+        refreshCalls();
       } catch (ex) {
         showError(err, "Could not reach the server: " + ex);
       } finally {
