@@ -129,3 +129,43 @@ def test_function_client_has_only_the_callers_rights(server: LiveServer, data_fn
     )
     assert call.status == "Failed"
     assert "rawAcl" in "\n".join(line.message for line in call.get_logs())
+
+
+def test_assets_inside_a_function_follow_the_callers_rights(
+    server: LiveServer, client: CogniteClient, seed_fn: Any
+) -> None:
+    client.assets.create(AssetWrite(external_id=f"rights-{secrets.token_hex(4)}", name="rights"))
+    runner = server.client(
+        server.create_client("runs-but-no-assets", "-c", "functionsAcl:READ,RUN", "-c", "sessionsAcl:CREATE")
+    )
+    denied = runner.functions.call(id=seed_fn.id, data={"assetNo": 0})
+    assert denied.status == "Failed"
+    logs = "\n".join(line.message for line in denied.get_logs())
+    assert "403" in logs and "assetsAcl:READ" in logs
+    allowed = seed_fn.call(data={"assetNo": 0})  # the admin's call of the same function
+    assert allowed.status == "Completed", allowed.get_logs()
+
+
+def _chain_handle() -> Any:
+    def handle(client, data, function_call_info):  # type: ignore[no-untyped-def]
+        # call ourselves one level deeper until the server refuses, and say how deep we got
+        depth = data["depth"]
+        try:
+            call = client.functions.call(id=function_call_info["function_id"], data={"depth": depth + 1})
+        except Exception as exc:
+            return {"refused_at": depth + 1, "error": str(exc)}
+        return call.get_response()
+
+    return handle
+
+
+def test_chained_calls_stop_at_the_configured_depth(start_server: Any) -> None:
+    live = start_server(env={"FNHOST_SESSION_MAX_CHAIN_DEPTH": "2"})
+    admin = live.client(live.create_client("chains"))
+    fn = ready(admin.functions.create(name="chain", function_handle=_chain_handle()))
+    call = fn.call(data={"depth": 0})
+    assert call.status == "Completed", call.get_logs()
+    result = call.get_response()
+    # depth 0 is the user's own call; its session chains to 1 and 2, and 3 is refused
+    assert result["refused_at"] == 3, result
+    assert "Chained sessions are limited to a depth of 2" in result["error"]
