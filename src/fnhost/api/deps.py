@@ -13,7 +13,7 @@ from fnhost.services.container import System
 
 async def get_system(request: Request) -> System:
     # async: it only reads app state, so it needs no worker thread of its own
-    return request.app.state.system  # type: ignore[no-any-return]
+    return request.app.state.system
 
 
 def get_principal(

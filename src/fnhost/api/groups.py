@@ -42,8 +42,11 @@ def delete_groups(
     if not isinstance(values, list) or not values:
         raise InvalidRequest("The body must be an object with a non-empty 'items' list of ids.")
     # the SDK sends bare ids ({"items": [1, 2]}); {"id": n} objects are accepted too
-    ids = [v.get("id") if isinstance(v, dict) else v for v in values]
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InvalidRequest("Each item must be a group id (an integer).")
-    system.groups.delete(project, principal, ids)  # type: ignore[arg-type]
+    ids: list[int] = []
+    for v in values:
+        value = v.get("id") if isinstance(v, dict) else v
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise InvalidRequest("Each item must be a group id (an integer).")
+        ids.append(value)
+    system.groups.delete(project, principal, ids)
     return {}

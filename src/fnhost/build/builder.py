@@ -276,11 +276,11 @@ class Builder(Service):
     def _import_check(self, row: FunctionRow, prepared: PreparedFunction) -> None:
         """Import the handler inside its environment, as calls will. Raises ``CodeError``."""
         if self.executor is not None:
-            result = self.executor.prepare(
+            prepare = self.executor.prepare(
                 prepared.env, prepared.code_dir, row.function_path, env_vars=row.env_vars
             )
-            if not result.ok:
-                raise CodeError(result.message, result.trace)
+            if not prepare.ok:
+                raise CodeError(prepare.message, prepare.trace)
             return
         env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
         env.update(row.env_vars or {})

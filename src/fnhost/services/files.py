@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -113,8 +114,8 @@ class Files:
         return store.by_external_id(project, ident["externalId"], session=session)
 
     def by_ids(
-        self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool
-    ) -> list[FileRow]:
+        self, project: str, caller: Principal, idents: builtins.list[dict[str, Any]], ignore_unknown: bool
+    ) -> builtins.list[FileRow]:
         self.access.require(caller, project, "filesAcl", "READ")
         idents = [identifier_of(i) for i in idents]
         with self.db.read() as s:
@@ -124,7 +125,7 @@ class Files:
             raise NotFound("Files not found.", missing=missing)
         return [r for r in rows if r is not None]
 
-    def list(self, project: str, caller: Principal, *, limit: int, cursor: int, filt: dict[str, Any]) -> list[FileRow]:
+    def list(self, project: str, caller: Principal, *, limit: int, cursor: int, filt: dict[str, Any]) -> builtins.list[FileRow]:
         self.access.require(caller, project, "filesAcl", "READ")
         with self.db.read() as s:
             return store.list_page(
@@ -138,10 +139,10 @@ class Files:
                 mime_type=filt.get("mimeType"),
             )
 
-    def delete(self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool) -> None:
+    def delete(self, project: str, caller: Principal, idents: builtins.list[dict[str, Any]], ignore_unknown: bool) -> None:
         self.access.require(caller, project, "filesAcl", "WRITE")
         idents = [identifier_of(i) for i in idents]
-        keys: list[str] = []
+        keys: builtins.list[str] = []
         with self.db.write() as s:
             rows = [self.resolve(project, i, session=s) for i in idents]
             missing = [i for i, r in zip(idents, rows, strict=True) if r is None]

@@ -6,6 +6,7 @@ function along; this module owns the rules and what the API sees.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ class FunctionLimits:
     timeout_minutes: int
     cpu: tuple[float, float, float]  # min, max, default
     memory_gb: tuple[float, float, float]
-    runtimes: list[str]
+    runtimes: builtins.list[str]
     response_size_mb: float
 
 
@@ -94,9 +95,9 @@ class Functions:
         self.settings = settings
         self.runtimes = runtimes
         # called with (project, function_id) after a function is deleted (schedules, executor…)
-        self.on_deleted: list[Callable[[str, int], None]] = []
+        self.on_deleted: builtins.list[Callable[[str, int], None]] = []
         # called after a function is created, so the builder starts at once
-        self.on_created: list[Callable[[int], None]] = []
+        self.on_created: builtins.list[Callable[[int], None]] = []
 
     # -- limits ----------------------------------------------------------------------------
     def limits(self) -> FunctionLimits:
@@ -288,8 +289,8 @@ class Functions:
         return {"id": ident["id"]} if "id" in ident else {"external_id": ident["externalId"]}
 
     def by_ids(
-        self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool
-    ) -> list[FunctionRow]:
+        self, project: str, caller: Principal, idents: builtins.list[dict[str, Any]], ignore_unknown: bool
+    ) -> builtins.list[FunctionRow]:
         self.access.require(caller, project, "functionsAcl", "READ")
         idents = [identifier_of(i) for i in idents]
         with self.db.read() as s:
@@ -313,7 +314,7 @@ class Functions:
             raise NotFound(f"Function {function_id} does not exist.", missing=[{"id": function_id}])
         return row
 
-    def list(self, project: str, caller: Principal, *, limit: int, filt: dict[str, Any]) -> list[FunctionRow]:
+    def list(self, project: str, caller: Principal, *, limit: int, filt: dict[str, Any]) -> builtins.list[FunctionRow]:
         self.access.require(caller, project, "functionsAcl", "READ")
         status = filt.get("status")
         if status is not None and status not in STATUSES:
@@ -342,7 +343,7 @@ class Functions:
         return rows[:limit]
 
     # -- delete ----------------------------------------------------------------------------
-    def delete(self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool) -> list[int]:
+    def delete(self, project: str, caller: Principal, idents: builtins.list[dict[str, Any]], ignore_unknown: bool) -> builtins.list[int]:
         from fnhost.store import calls as call_store
 
         self.access.require(caller, project, "functionsAcl", "WRITE")

@@ -9,6 +9,7 @@ groups …``) use the unchecked ``add``/``remove``; API callers go through ``cre
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from fnhost.auth import capabilities as caps
@@ -74,12 +75,12 @@ class Groups:
 
     # -- API (capability checked) -----------------------------------------------------
     def create(
-        self, project: str, caller: Principal, values: list[dict[str, Any]]
-    ) -> list[GroupRow]:
+        self, project: str, caller: Principal, values: builtins.list[dict[str, Any]]
+    ) -> builtins.list[GroupRow]:
         self.access.require(caller, project, "groupsAcl", "CREATE")
         return self.add(project, values)
 
-    def list(self, project: str, caller: Principal, *, all_groups: bool) -> list[GroupRow]:
+    def list(self, project: str, caller: Principal, *, all_groups: bool) -> builtins.list[GroupRow]:
         if all_groups:
             self.access.require(caller, project, "groupsAcl", "LIST")
             with self.db.read() as s:
@@ -90,12 +91,12 @@ class Groups:
         with self.db.read() as s:
             return [g for g in store.list_for_project(project, session=s) if g.id in own]
 
-    def delete(self, project: str, caller: Principal, ids: list[int]) -> None:
+    def delete(self, project: str, caller: Principal, ids: builtins.list[int]) -> None:
         self.access.require(caller, project, "groupsAcl", "DELETE")
         self.remove(project, ids)
 
     # -- operator (no principal) --------------------------------------------------------
-    def add(self, project: str, values: list[dict[str, Any]]) -> list[GroupRow]:
+    def add(self, project: str, values: builtins.list[dict[str, Any]]) -> builtins.list[GroupRow]:
         checked = [_check_item(v) for v in values]
         now = now_ms()
         with self.db.write() as s:
@@ -106,13 +107,13 @@ class Groups:
                 for c in checked
             ]
 
-    def list_all(self, project: str | None) -> list[GroupRow]:
+    def list_all(self, project: str | None) -> builtins.list[GroupRow]:
         with self.db.read() as s:
             if project is None:
                 return store.list_all(session=s)
             return store.list_for_project(project, session=s)
 
-    def remove(self, project: str, ids: list[int]) -> None:
+    def remove(self, project: str, ids: builtins.list[int]) -> None:
         with self.db.write() as s:
             rows = [store.get(project, i, session=s) for i in ids]
             missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]

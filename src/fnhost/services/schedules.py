@@ -12,6 +12,7 @@ next due times, and the per-schedule record of fires and missed runs.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ class Schedules:
         self.sessions = sessions
         self.settings = settings
         # called after a schedule is created or changed, so the scheduler looks again
-        self.on_changed: list[Callable[[], None]] = []
+        self.on_changed: builtins.list[Callable[[], None]] = []
 
     # -- cron helpers ------------------------------------------------------------------------
     def parse(self, expression: Any) -> cron.Cron:
@@ -66,7 +67,7 @@ class Schedules:
         nxt = self.parse(row.cron_expression).next_after(to_dt(after_ms), cron.zone(row.time_zone))
         return None if nxt is None else to_ms(nxt)
 
-    def next_fire_times(self, row: ScheduleRow, n: int = 3) -> list[int]:
+    def next_fire_times(self, row: ScheduleRow, n: int = 3) -> builtins.list[int]:
         """The next ``n`` due times (ms) from the stored next one; empty when paused."""
         if row.paused or row.next_fire_time is None:
             return []
@@ -217,8 +218,8 @@ class Schedules:
         return row
 
     def by_ids(
-        self, project: str, caller: Principal, idents: list[dict[str, Any]], ignore_unknown: bool
-    ) -> list[ScheduleRow]:
+        self, project: str, caller: Principal, idents: builtins.list[dict[str, Any]], ignore_unknown: bool
+    ) -> builtins.list[ScheduleRow]:
         self.access.require(caller, project, "functionsAcl", "READ")
         ids = [_id(i.get("id")) for i in idents]
         with self.db.read() as s:
@@ -236,7 +237,7 @@ class Schedules:
 
     def list(
         self, project: str, caller: Principal, *, limit: int, filt: dict[str, Any]
-    ) -> list[ScheduleRow]:
+    ) -> builtins.list[ScheduleRow]:
         self.access.require(caller, project, "functionsAcl", "READ")
         created = filt.get("createdTime") or {}
         if not isinstance(created, dict):
@@ -267,20 +268,20 @@ class Schedules:
 
     def fires(
         self, project: str, caller: Principal, schedule_id: int, limit: int
-    ) -> list[ScheduleFireRow]:
+    ) -> builtins.list[ScheduleFireRow]:
         self.get(project, caller, schedule_id)
         with self.db.read() as s:
             return store.fires(schedule_id, session=s, limit=limit)
 
     # -- change ------------------------------------------------------------------------------
-    def update(self, project: str, caller: Principal, items: list[dict[str, Any]]) -> list[ScheduleRow]:
+    def update(self, project: str, caller: Principal, items: builtins.list[dict[str, Any]]) -> builtins.list[ScheduleRow]:
         """Change schedules in place: ``{"id", "update": {field: {"set": value}}}``.
 
         A new cronExpression or timeZone, and resuming, start counting due times from now:
         due times that passed while paused are not run.
         """
         self.access.require(caller, project, "functionsAcl", "WRITE")
-        changes: list[tuple[int, dict[str, Any]]] = []
+        changes: builtins.list[tuple[int, dict[str, Any]]] = []
         for item in items:
             sid = _id(item.get("id"))
             update = item.get("update")
@@ -342,8 +343,8 @@ class Schedules:
         return out
 
     def set_paused(
-        self, project: str, caller: Principal, ids: int | list[int], paused: bool
-    ) -> list[ScheduleRow]:
+        self, project: str, caller: Principal, ids: int | builtins.list[int], paused: bool
+    ) -> builtins.list[ScheduleRow]:
         ids = [ids] if isinstance(ids, int) else ids
         return self.update(project, caller, [{"id": i, "update": {"paused": {"set": paused}}} for i in ids])
 
@@ -352,7 +353,7 @@ class Schedules:
         self,
         project: str,
         caller: Principal,
-        ids: list[int] | list[dict[str, Any]],
+        ids: builtins.list[int] | builtins.list[dict[str, Any]],
         ignore_unknown: bool = False,
     ) -> None:
         """Delete schedules (by id, or ``{"id"}`` items) and revoke their sessions."""
@@ -375,13 +376,13 @@ class Schedules:
             self._revoke_in(s, [r.session_id for r in rows])
 
     @staticmethod
-    def _revoke_in(s: Any, session_ids: list[int]) -> None:
+    def _revoke_in(s: Any, session_ids: builtins.list[int]) -> None:
         for sid in session_ids:
             row = session_store.get_any(sid, session=s)
             if row is not None and row.status in ("READY", "ACTIVE"):
                 row.status = "REVOKED"
 
-    def _revoke(self, session_ids: list[int]) -> None:
+    def _revoke(self, session_ids: builtins.list[int]) -> None:
         with self.db.write() as s:
             self._revoke_in(s, session_ids)
 

@@ -8,6 +8,7 @@ principal and carry ``depth``; past ``max_depth`` they are refused.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -146,7 +147,7 @@ class Sessions:
 
     def list(
         self, project: str, caller: Principal, *, limit: int, cursor: int, status: str | None
-    ) -> list[SessionRow]:
+    ) -> builtins.list[SessionRow]:
         self.access.require(caller, project, "sessionsAcl", "LIST")
         if status is not None:
             status = status.upper()
@@ -156,8 +157,8 @@ class Sessions:
             return store.list_page(project, session=s, limit=limit, after_id=cursor, status=status)
 
     def by_ids(
-        self, project: str, caller: Principal, ids: list[int], ignore_unknown: bool
-    ) -> list[SessionRow]:
+        self, project: str, caller: Principal, ids: builtins.list[int], ignore_unknown: bool
+    ) -> builtins.list[SessionRow]:
         self.access.require(caller, project, "sessionsAcl", "LIST")
         with self.db.read() as s:
             rows = [store.get(project, i, session=s) for i in ids]
@@ -166,7 +167,7 @@ class Sessions:
             raise NotFound("Sessions not found.", missing=missing)
         return [r for r in rows if r is not None]
 
-    def revoke(self, project: str, caller: Principal, ids: list[int]) -> list[SessionRow]:
+    def revoke(self, project: str, caller: Principal, ids: builtins.list[int]) -> builtins.list[SessionRow]:
         self.access.require(caller, project, "sessionsAcl", "DELETE")
         with self.db.write() as s:
             rows = [store.get(project, i, session=s) for i in ids]
