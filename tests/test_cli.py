@@ -122,7 +122,8 @@ def test_deploy_follows_the_build_to_ready(cli: Cli, echo_fn: dict[str, Any]) ->
     assert echo_fn["status"] == "Ready"
     assert echo_fn["externalId"] == "cli-echo"
     listed = cli.json("functions", "ls")
-    assert [f["id"] for f in listed if f["externalId"] == "cli-echo"] == [echo_fn["id"]]
+    # other tests share the project, and a function without an external id has no such key
+    assert [f["id"] for f in listed if f.get("externalId") == "cli-echo"] == [echo_fn["id"]]
     shown = cli.json("functions", "show", "cli-echo")
     assert shown["id"] == echo_fn["id"] and shown["status"] == "Ready"
     assert cli.json("functions", "show", str(echo_fn["id"]))["externalId"] == "cli-echo"
@@ -222,31 +223,40 @@ def test_a_failing_call_exits_non_zero_with_its_error(cli: Cli, tmp_path: Path) 
     cli("functions", "rm", "cli-failing", "--yes")
 
 
-SLOW = '''
+GATED = '''
+import os
 import time
 
 def handle(data):
     print("first line", flush=True)
-    time.sleep(float(data.get("sleep", 2)))
+    # held open until the test has seen the first line and checked the call still runs
+    deadline = time.monotonic() + 120
+    while not os.path.exists(data["gate"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     print("last line")
     return "done"
 '''
 
 
 def test_logs_follow_shows_a_line_before_the_call_ends(cli: Cli, tmp_path: Path) -> None:
-    cli.json("deploy", str(write_code(tmp_path / "slow", SLOW)), "--external-id", "cli-slow")
-    started = cli.json("call", "cli-slow", "--data", '{"sleep": 3}', "--no-wait")
+    # The call cannot end before the test opens its gate (a file: the local executor shares
+    # this machine's file system), so "Running" below is a fact, not a race against CLI start-up.
+    gate = tmp_path / "gate"
+    cli.json("deploy", str(write_code(tmp_path / "slow", GATED)), "--external-id", "cli-slow")
+    started = cli.json("call", "cli-slow", "--data", json.dumps({"gate": str(gate)}), "--no-wait")
     follower = cli.popen("logs", str(started["id"]), "--function", "cli-slow", "--follow", "--json")
     assert follower.stdout is not None
-    first = json.loads(follower.stdout.readline())
-    seen_at = time.monotonic()
-    # the call must still be running when the first line reached us
-    state = cli.json("calls", "ls", "cli-slow")
-    assert [c["status"] for c in state if c["id"] == started["id"]] == ["Running"]
-    assert first["message"] == "first line"
+    try:
+        first = json.loads(follower.stdout.readline())
+        assert first["message"] == "first line"
+        # the line reached us while the call was still running, and the follower goes on
+        state = cli.json("calls", "ls", "cli-slow")
+        assert [c["status"] for c in state if c["id"] == started["id"]] == ["Running"]
+        assert follower.poll() is None
+    finally:
+        gate.touch()
     rest = [json.loads(line) for line in follower.stdout]
     assert follower.wait(30) == 0
-    assert time.monotonic() - seen_at > 1  # the rest came later, when the call went on
     assert [r.get("message") for r in rest[:-1]] == ["last line"]
     assert rest[-1]["event"] == "end" and rest[-1]["status"] == "Completed"
     # following a call that has ended replays its lines and ends at once

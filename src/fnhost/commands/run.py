@@ -153,7 +153,7 @@ def _run_job(job: dict[str, Any], python: str, site_dirs: list[str], timeout: fl
                 entry = {"timestamp": int(time.time() * 1000), "message": line.rstrip("\n")}
                 logs.append(entry)
                 if not as_json:
-                    print_log_line(entry)
+                    print_log_line(entry, err_console)  # stdout is for the response alone
 
     started = time.monotonic()
     proc = subprocess.Popen(cmd, pass_fds=(job_fd, log_w, result_fd), cwd=job["codeDir"])
