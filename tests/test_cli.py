@@ -263,3 +263,90 @@ def test_logs_follow_shows_a_line_before_the_call_ends(cli: Cli, tmp_path: Path)
     replay = cli("logs", str(started["id"]), "--follow")
     assert "first line" in replay.stdout and "last line" in replay.stdout and "Completed" in replay.stderr
     cli("functions", "rm", "cli-slow", "--yes")
+
+
+# -- schedules --------------------------------------------------------------------------------------
+def test_schedules_create_ls_pause_resume_rm(cli: Cli, echo_fn: dict[str, Any], tmp_path: Path) -> None:
+    payload = tmp_path / "input.json"
+    payload.write_text('{"assetNo": 0}')
+    made = cli.json(
+        "schedules", "create", "cli-nightly", "--function", "cli-echo", "--cron", "0 0 * * *",
+        "--data", f"@{payload}", "--description", "every midnight",
+    )
+    assert made["functionId"] == echo_fn["id"] and made["cronExpression"] == "0 0 * * *"
+    sid = made["id"]
+    other = cli("schedules", "create", "cli-hourly", "-f", str(echo_fn["id"]), "--cron", "0 * * * *")
+    assert "cli-hourly" in other.stdout
+    mine = cli.json("schedules", "ls", "--function", "cli-echo")
+    assert sorted(s["name"] for s in mine) == ["cli-hourly", "cli-nightly"]
+    assert [s["paused"] for s in mine if s["id"] == sid] == [False]
+
+    assert cli.json("schedules", "pause", str(sid))["paused"] is True
+    assert [s["paused"] for s in cli.json("schedules", "ls") if s["id"] == sid] == [True]
+    human = cli("schedules", "ls", "-f", "cli-echo").stdout
+    assert "cli-nightly" in human and "paused" in human
+    assert "resumed" in cli("schedules", "resume", str(sid)).stdout
+    assert [s["paused"] for s in cli.json("schedules", "ls") if s["id"] == sid] == [False]
+
+    # deleting is all or nothing: an unknown id deletes none of them
+    missing = cli("schedules", "rm", str(sid), "987654", "--json", ok=False)
+    assert missing.returncode == 3 and "error" in json.loads(missing.stdout)
+    assert len(cli.json("schedules", "ls", "-f", "cli-echo")) == 2
+    hourly = next(s["id"] for s in mine if s["name"] == "cli-hourly")
+    assert sorted(cli.json("schedules", "rm", str(sid), str(hourly))["deleted"]) == sorted([sid, hourly])
+    assert cli.json("schedules", "ls", "-f", "cli-echo") == []
+    assert cli("schedules", "pause", str(sid), ok=False).returncode == 3
+    bad = cli("schedules", "create", "bad", "-f", "cli-echo", "--cron", "every day", ok=False)
+    assert bad.returncode == 1 and "cron" in bad.stderr.lower()
+
+
+# -- run: the service's bootstrap on this machine ---------------------------------------------------
+LOCAL = '''
+import os
+
+def handle(client, data, secrets, function_call_info):
+    print("running locally", data)
+    print("the token is", secrets["token"])
+    fn = client.functions.retrieve(external_id=data["lookup"])
+    return {
+        "found": fn.id,
+        "project": client.config.project,
+        "secret": secrets["token"],
+        "mode": os.environ["MODE"],
+        "info": function_call_info,
+    }
+'''
+
+
+def test_run_uses_the_service_bootstrap_with_a_client_for_the_server(
+    cli: Cli, echo_fn: dict[str, Any], tmp_path: Path
+) -> None:
+    code = write_code(tmp_path / "local", LOCAL)
+    out = cli.json(
+        "run", str(code), "--data", '{"lookup": "cli-echo"}', "--secret", "token=s3cret-value",
+        "--env", "MODE=local",
+    )
+    assert out["status"] == "Completed", out
+    assert out["response"]["found"] == echo_fn["id"] and out["response"]["mode"] == "local"
+    assert out["response"]["secret"] == "s3cret-value"
+    assert set(out["response"]["info"]) >= {"function_id", "call_id"}
+    # secret values are redacted from the logs, as the service does
+    assert [line["message"] for line in out["logs"]] == [
+        "running locally {'lookup': 'cli-echo'}", "the token is ***",
+    ]
+    # people get the response alone on stdout (pipeable) and the logs on stderr
+    human = cli("run", str(code / "handler.py"), "--data", '{"lookup": "cli-echo"}', "--secret", "token=x",
+                "--env", "MODE=file")
+    assert json.loads(human.stdout)["mode"] == "file"
+    assert "running locally" in human.stderr and "Completed" in human.stderr
+    # a handler that raises: exit 1, with its traceback
+    failing = write_code(tmp_path / "failing", FAILING)
+    failed = cli("run", str(failing), "--data", '{"a": 2}', "--json", ok=False)
+    assert failed.returncode == 1
+    result = json.loads(failed.stdout)
+    assert result["status"] == "Failed" and "bad input {'a': 2}" in result["error"]["message"]
+    assert "ValueError" in result["error"]["trace"]
+    # a return value that is not JSON is refused as the service refuses it
+    write_code(tmp_path / "nojson", "def handle():\n    return object()\n")
+    nojson = cli("run", str(tmp_path / "nojson"), ok=False)
+    assert nojson.returncode == 1 and "JSON" in nojson.stderr

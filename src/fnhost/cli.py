@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -44,7 +45,14 @@ def serve(
     system.migrate()
     creds = system.ensure_first_admin()
     system.write_server_info()
-    if creds is not None:
+    if creds is not None and settings.log_format == "json":
+        # stderr goes to a log collector: say where the credentials are, never the secret
+        logging.getLogger("fnhost").warning(
+            "created an admin client %s; its credentials are in %s (readable only by this user)",
+            creds["client_id"],
+            system.home / "admin-client.json",
+        )
+    elif creds is not None:
         typer.echo(
             "Created an admin client (saved to "
             f"{system.home / 'admin-client.json'}, readable only by you):\n"

@@ -192,10 +192,23 @@ class guard:
         if isinstance(exc, CogniteException):
             fail(str(exc), FAILED, as_json=self.as_json)
         if isinstance(exc, httpx.HTTPStatusError):
-            fail(_http_error_text(exc.response), SERVER_ERROR, as_json=self.as_json)
+            fail(_http_error_text(exc.response), _http_exit_code(exc.response), as_json=self.as_json)
         if isinstance(exc, httpx.HTTPError):
             fail(f"Cannot reach the server: {exc}", SERVER_ERROR, as_json=self.as_json)
         return False
+
+
+def _http_exit_code(response: httpx.Response) -> int:
+    """As the SDK reads the wire: 404, or 400 naming ``missing`` items, is "not found"."""
+    if response.status_code >= 500:
+        return SERVER_ERROR
+    if response.status_code == 404:
+        return NOT_FOUND
+    try:
+        missing = response.json()["error"].get("missing")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        missing = None
+    return NOT_FOUND if missing else FAILED
 
 
 def _http_error_text(response: httpx.Response) -> str:
