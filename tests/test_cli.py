@@ -350,3 +350,34 @@ def test_run_uses_the_service_bootstrap_with_a_client_for_the_server(
     write_code(tmp_path / "nojson", "def handle():\n    return object()\n")
     nojson = cli("run", str(tmp_path / "nojson"), ok=False)
     assert nojson.returncode == 1 and "JSON" in nojson.stderr
+
+
+# -- --json everywhere, and the operator commands ------------------------------------------------
+def test_every_command_but_serve_has_json() -> None:
+    from tests.clitree import commands
+
+    without = [c.path for c in commands() if "--json" not in c.options and c.path != "fnhost serve"]
+    assert without == []
+
+
+def test_admin_commands_print_json(server: LiveServer) -> None:
+    """Operator commands work on the server's data directory while it runs."""
+
+    def admin(*args: str) -> Any:
+        out = server.cli("admin", *args, "--json", check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)
+
+    migrated = admin("migrate")
+    assert migrated["from"] == migrated["to"] and migrated["to"]  # serve migrated at start
+    assert admin("projects", "create", "cli-ops") == {"name": "cli-ops"}
+    assert "cli-ops" in [p["name"] for p in admin("projects", "list")]
+    made = admin("clients", "create", "cli-ops-reader", "--project", "cli-ops", "-c", "functionsAcl:READ")
+    assert made["project"] == "cli-ops" and made["client_secret"]
+    assert made["client_id"] in [c["clientId"] for c in admin("clients", "list")]
+    group = admin("groups", "create", "cli-ops-runners", "--project", "cli-ops", "-c", "functionsAcl:READ,RUN")[0]
+    assert admin("groups", "delete", str(group["id"]), "--project", "cli-ops") == {"deleted": group["id"]}
+    assert admin("clients", "delete", made["client_id"]) == {"deleted": made["client_id"]}
+    checked = admin("check-secrets")
+    assert checked["failed"] == [] and isinstance(checked["functions"], int)
+    assert admin("rotate-secrets") == checked  # same keys, same functions: all re-encrypted
