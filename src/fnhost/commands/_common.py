@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import httpx
 import typer
@@ -175,7 +175,7 @@ class guard:
     def __enter__(self) -> guard:
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, typer.Exit | typer.Abort | KeyboardInterrupt):
             return False
         from cognite.client.exceptions import (
@@ -228,7 +228,8 @@ def check(response: httpx.Response) -> httpx.Response:
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, str]]:
     """Parse a ``text/event-stream`` body into (event, data) pairs as they arrive."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     for line in response.iter_lines():
         if line == "":
             if data:
