@@ -122,7 +122,8 @@ def test_deploy_follows_the_build_to_ready(cli: Cli, echo_fn: dict[str, Any]) ->
     assert echo_fn["status"] == "Ready"
     assert echo_fn["externalId"] == "cli-echo"
     listed = cli.json("functions", "ls")
-    assert [f["id"] for f in listed if f["externalId"] == "cli-echo"] == [echo_fn["id"]]
+    # other tests share the project, and a function without an external id has no such key
+    assert [f["id"] for f in listed if f.get("externalId") == "cli-echo"] == [echo_fn["id"]]
     shown = cli.json("functions", "show", "cli-echo")
     assert shown["id"] == echo_fn["id"] and shown["status"] == "Ready"
     assert cli.json("functions", "show", str(echo_fn["id"]))["externalId"] == "cli-echo"
@@ -222,34 +223,161 @@ def test_a_failing_call_exits_non_zero_with_its_error(cli: Cli, tmp_path: Path) 
     cli("functions", "rm", "cli-failing", "--yes")
 
 
-SLOW = '''
+GATED = '''
+import os
 import time
 
 def handle(data):
     print("first line", flush=True)
-    time.sleep(float(data.get("sleep", 2)))
+    # held open until the test has seen the first line and checked the call still runs
+    deadline = time.monotonic() + 120
+    while not os.path.exists(data["gate"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     print("last line")
     return "done"
 '''
 
 
 def test_logs_follow_shows_a_line_before_the_call_ends(cli: Cli, tmp_path: Path) -> None:
-    cli.json("deploy", str(write_code(tmp_path / "slow", SLOW)), "--external-id", "cli-slow")
-    started = cli.json("call", "cli-slow", "--data", '{"sleep": 3}', "--no-wait")
+    # The call cannot end before the test opens its gate (a file: the local executor shares
+    # this machine's file system), so "Running" below is a fact, not a race against CLI start-up.
+    gate = tmp_path / "gate"
+    cli.json("deploy", str(write_code(tmp_path / "slow", GATED)), "--external-id", "cli-slow")
+    started = cli.json("call", "cli-slow", "--data", json.dumps({"gate": str(gate)}), "--no-wait")
     follower = cli.popen("logs", str(started["id"]), "--function", "cli-slow", "--follow", "--json")
     assert follower.stdout is not None
-    first = json.loads(follower.stdout.readline())
-    seen_at = time.monotonic()
-    # the call must still be running when the first line reached us
-    state = cli.json("calls", "ls", "cli-slow")
-    assert [c["status"] for c in state if c["id"] == started["id"]] == ["Running"]
-    assert first["message"] == "first line"
+    try:
+        first = json.loads(follower.stdout.readline())
+        assert first["message"] == "first line"
+        # the line reached us while the call was still running, and the follower goes on
+        state = cli.json("calls", "ls", "cli-slow")
+        assert [c["status"] for c in state if c["id"] == started["id"]] == ["Running"]
+        assert follower.poll() is None
+    finally:
+        gate.touch()
     rest = [json.loads(line) for line in follower.stdout]
     assert follower.wait(30) == 0
-    assert time.monotonic() - seen_at > 1  # the rest came later, when the call went on
     assert [r.get("message") for r in rest[:-1]] == ["last line"]
     assert rest[-1]["event"] == "end" and rest[-1]["status"] == "Completed"
     # following a call that has ended replays its lines and ends at once
     replay = cli("logs", str(started["id"]), "--follow")
     assert "first line" in replay.stdout and "last line" in replay.stdout and "Completed" in replay.stderr
     cli("functions", "rm", "cli-slow", "--yes")
+
+
+# -- schedules --------------------------------------------------------------------------------------
+def test_schedules_create_ls_pause_resume_rm(cli: Cli, echo_fn: dict[str, Any], tmp_path: Path) -> None:
+    payload = tmp_path / "input.json"
+    payload.write_text('{"assetNo": 0}')
+    made = cli.json(
+        "schedules", "create", "cli-nightly", "--function", "cli-echo", "--cron", "0 0 * * *",
+        "--data", f"@{payload}", "--description", "every midnight",
+    )
+    assert made["functionId"] == echo_fn["id"] and made["cronExpression"] == "0 0 * * *"
+    sid = made["id"]
+    other = cli("schedules", "create", "cli-hourly", "-f", str(echo_fn["id"]), "--cron", "0 * * * *")
+    assert "cli-hourly" in other.stdout
+    mine = cli.json("schedules", "ls", "--function", "cli-echo")
+    assert sorted(s["name"] for s in mine) == ["cli-hourly", "cli-nightly"]
+    assert [s["paused"] for s in mine if s["id"] == sid] == [False]
+
+    assert cli.json("schedules", "pause", str(sid))["paused"] is True
+    assert [s["paused"] for s in cli.json("schedules", "ls") if s["id"] == sid] == [True]
+    human = cli("schedules", "ls", "-f", "cli-echo").stdout
+    assert "cli-nightly" in human and "paused" in human
+    assert "resumed" in cli("schedules", "resume", str(sid)).stdout
+    assert [s["paused"] for s in cli.json("schedules", "ls") if s["id"] == sid] == [False]
+
+    # deleting is all or nothing: an unknown id deletes none of them
+    missing = cli("schedules", "rm", str(sid), "987654", "--json", ok=False)
+    assert missing.returncode == 3 and "error" in json.loads(missing.stdout)
+    assert len(cli.json("schedules", "ls", "-f", "cli-echo")) == 2
+    hourly = next(s["id"] for s in mine if s["name"] == "cli-hourly")
+    assert sorted(cli.json("schedules", "rm", str(sid), str(hourly))["deleted"]) == sorted([sid, hourly])
+    assert cli.json("schedules", "ls", "-f", "cli-echo") == []
+    assert cli("schedules", "pause", str(sid), ok=False).returncode == 3
+    bad = cli("schedules", "create", "bad", "-f", "cli-echo", "--cron", "every day", ok=False)
+    assert bad.returncode == 1 and "cron" in bad.stderr.lower()
+
+
+# -- run: the service's bootstrap on this machine ---------------------------------------------------
+LOCAL = '''
+import os
+
+def handle(client, data, secrets, function_call_info):
+    print("running locally", data)
+    print("the token is", secrets["token"])
+    fn = client.functions.retrieve(external_id=data["lookup"])
+    return {
+        "found": fn.id,
+        "project": client.config.project,
+        "secret": secrets["token"],
+        "mode": os.environ["MODE"],
+        "info": function_call_info,
+    }
+'''
+
+
+def test_run_uses_the_service_bootstrap_with_a_client_for_the_server(
+    cli: Cli, echo_fn: dict[str, Any], tmp_path: Path
+) -> None:
+    code = write_code(tmp_path / "local", LOCAL)
+    out = cli.json(
+        "run", str(code), "--data", '{"lookup": "cli-echo"}', "--secret", "token=s3cret-value",
+        "--env", "MODE=local",
+    )
+    assert out["status"] == "Completed", out
+    assert out["response"]["found"] == echo_fn["id"] and out["response"]["mode"] == "local"
+    assert out["response"]["secret"] == "s3cret-value"
+    assert set(out["response"]["info"]) >= {"function_id", "call_id"}
+    # secret values are redacted from the logs, as the service does
+    assert [line["message"] for line in out["logs"]] == [
+        "running locally {'lookup': 'cli-echo'}", "the token is ***",
+    ]
+    # people get the response alone on stdout (pipeable) and the logs on stderr
+    human = cli("run", str(code / "handler.py"), "--data", '{"lookup": "cli-echo"}', "--secret", "token=x",
+                "--env", "MODE=file")
+    assert json.loads(human.stdout)["mode"] == "file"
+    assert "running locally" in human.stderr and "Completed" in human.stderr
+    # a handler that raises: exit 1, with its traceback
+    failing = write_code(tmp_path / "failing", FAILING)
+    failed = cli("run", str(failing), "--data", '{"a": 2}', "--json", ok=False)
+    assert failed.returncode == 1
+    result = json.loads(failed.stdout)
+    assert result["status"] == "Failed" and "bad input {'a': 2}" in result["error"]["message"]
+    assert "ValueError" in result["error"]["trace"]
+    # a return value that is not JSON is refused as the service refuses it
+    write_code(tmp_path / "nojson", "def handle():\n    return object()\n")
+    nojson = cli("run", str(tmp_path / "nojson"), ok=False)
+    assert nojson.returncode == 1 and "JSON" in nojson.stderr
+
+
+# -- --json everywhere, and the operator commands ------------------------------------------------
+def test_every_command_but_serve_has_json() -> None:
+    from tests.clitree import commands
+
+    without = [c.path for c in commands() if "--json" not in c.options and c.path != "fnhost serve"]
+    assert without == []
+
+
+def test_admin_commands_print_json(server: LiveServer) -> None:
+    """Operator commands work on the server's data directory while it runs."""
+
+    def admin(*args: str) -> Any:
+        out = server.cli("admin", *args, "--json", check=False)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)
+
+    migrated = admin("migrate")
+    assert migrated["from"] == migrated["to"] and migrated["to"]  # serve migrated at start
+    assert admin("projects", "create", "cli-ops") == {"name": "cli-ops"}
+    assert "cli-ops" in [p["name"] for p in admin("projects", "list")]
+    made = admin("clients", "create", "cli-ops-reader", "--project", "cli-ops", "-c", "functionsAcl:READ")
+    assert made["project"] == "cli-ops" and made["client_secret"]
+    assert made["client_id"] in [c["clientId"] for c in admin("clients", "list")]
+    group = admin("groups", "create", "cli-ops-runners", "--project", "cli-ops", "-c", "functionsAcl:READ,RUN")[0]
+    assert admin("groups", "delete", str(group["id"]), "--project", "cli-ops") == {"deleted": group["id"]}
+    assert admin("clients", "delete", made["client_id"]) == {"deleted": made["client_id"]}
+    checked = admin("check-secrets")
+    assert checked["failed"] == [] and isinstance(checked["functions"], int)
+    assert admin("rotate-secrets") == checked  # same keys, same functions: all re-encrypted

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from cognite.client import CogniteClient
 
 from tests.live import LiveServer
@@ -69,3 +72,95 @@ def test_deploy_moves_the_deploy_metrics(server: LiveServer, client: CogniteClie
     env_lookups = sum(sample(after, "fnhost_environment_cache_total", result=r) for r in ("hit", "miss"))
     assert env_lookups >= 1
     client.functions.delete(id=fn.id)
+
+
+def handle(data):  # the SDK's function_handle must be named handle
+    if data.get("fail"):
+        raise ValueError("asked to fail")
+    return data
+
+
+def test_calls_move_the_call_metrics(server: LiveServer, client: CogniteClient) -> None:
+    from tests.live import wait_for
+
+    fn = client.functions.create(name="metrics-calls", function_handle=handle)
+    wait_for(lambda: client.functions.retrieve(id=fn.id).status == "Ready", timeout=300)
+    fid = str(fn.id)
+    before = scrape(server)
+    assert client.functions.call(id=fn.id, data={"n": 1}).status == "Completed"
+    assert client.functions.call(id=fn.id, data={"n": 2}).status == "Completed"
+    assert client.functions.call(id=fn.id, data={"fail": True}).status == "Failed"
+    after = scrape(server)
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    # by function and status
+    assert moved("fnhost_calls_started_total", function_id=fid) == 3
+    assert moved("fnhost_calls_total", function_id=fid, status="Completed") == 2
+    assert moved("fnhost_calls_total", function_id=fid, status="Failed") == 1
+    # the histograms are per replica (not per function): they moved at least by these calls
+    assert moved("fnhost_call_duration_seconds_count", status="Completed") >= 2
+    assert moved("fnhost_call_duration_seconds_count", status="Failed") >= 1
+    assert moved("fnhost_call_queue_wait_seconds_count") >= 3
+    # every call forked a zygote; the deploy's import check left this function's one warm
+    assert moved("fnhost_zygote_cache_total", result="hit") + moved("fnhost_zygote_cache_total", result="miss") >= 3
+    assert moved("fnhost_zygote_cache_total", result="hit") >= 1
+    client.functions.delete(id=fn.id)
+
+
+# -- a server with the seconds cron (so schedules fire at once) and JSON logs ------------------
+@pytest.fixture(scope="module")
+def ops_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(
+        tmp_path_factory.mktemp("ops-home"),
+        env={"FNHOST_SCHEDULER_SECONDS_CRON": "true", "FNHOST_LOG_FORMAT": "json"},
+    ).start()
+    yield live
+    live.stop()
+
+
+def test_schedule_fires_move_the_scheduler_metrics(ops_server: LiveServer) -> None:
+    from tests.live import wait_for
+
+    client = ops_server.client(ops_server.create_client("ops"))
+    fn = client.functions.create(name="metrics-scheduled", function_handle=handle)
+    wait_for(lambda: client.functions.retrieve(id=fn.id).status == "Ready", timeout=300)
+    before = scrape(ops_server)
+    assert sample(before, "fnhost_schedule_fires_total") == 0
+    schedule = client.functions.schedules.create(
+        name="every-second", cron_expression="* * * * * *", function_id=fn.id, data={"n": 1}
+    )
+
+    def fired_twice() -> str | None:
+        text = scrape(ops_server)
+        return text if sample(text, "fnhost_schedule_fires_total") >= 2 else None
+
+    try:
+        after = wait_for(fired_twice, timeout=60, what="two scheduled fires")
+    finally:
+        client.functions.schedules.delete(id=schedule.id)
+    fires = sample(after, "fnhost_schedule_fires_total")
+    assert sample(after, "fnhost_scheduler_lag_seconds_count") == fires
+    assert sample(after, "fnhost_calls_started_total", function_id=str(fn.id)) >= fires
+
+
+def test_json_server_logs_are_one_object_per_line(ops_server: LiveServer) -> None:
+    """FNHOST_LOG_FORMAT=json: every line a log collector reads parses, and no secret is in them."""
+    from tests.live import wait_for
+
+    client = ops_server.client(ops_server.create_client("logs"))
+    fn = client.functions.create(name="logged", function_handle=handle)
+    wait_for(lambda: f"function {fn.id} ready" in ops_server.log(), timeout=300, what="the build's log line")
+    lines = [line for line in ops_server.log().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # fails on any line that is not JSON
+    for record in records:
+        assert {"time", "level", "logger", "message"} <= set(record), record
+        assert "color_message" not in record
+    messages = [r["message"] for r in records]
+    assert any(m.startswith("Uvicorn running on") for m in messages)
+    assert any(f"function {fn.id} ready" in m for m in messages)
+    # the first admin client is announced with where its credentials are, never its secret
+    admin = json.loads((ops_server.home / "admin-client.json").read_text())
+    assert any(admin["client_id"] in m and "admin-client.json" in m for m in messages)
+    assert admin["client_secret"] not in ops_server.log()

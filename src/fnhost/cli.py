@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
@@ -44,7 +45,14 @@ def serve(
     system.migrate()
     creds = system.ensure_first_admin()
     system.write_server_info()
-    if creds is not None:
+    if creds is not None and settings.log_format == "json":
+        # stderr goes to a log collector: say where the credentials are, never the secret
+        logging.getLogger("fnhost").warning(
+            "created an admin client %s; its credentials are in %s (readable only by this user)",
+            creds["client_id"],
+            system.home / "admin-client.json",
+        )
+    elif creds is not None:
         typer.echo(
             "Created an admin client (saved to "
             f"{system.home / 'admin-client.json'}, readable only by you):\n"
@@ -148,7 +156,7 @@ def create_client(
 
 
 @admin_app.command("rotate-secrets")
-def rotate_secrets() -> None:
+def rotate_secrets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
     """Re-encrypt every secret at rest with the first key of FNHOST_SECRET_KEY."""
     from fnhost.services import secrets_at_rest
 
@@ -157,14 +165,17 @@ def rotate_secrets() -> None:
         report = secrets_at_rest.rotate(system.db, system.secret_box)
     finally:
         system.close()
+    if as_json:
+        typer.echo(json.dumps({"functions": report.total, "failed": report.failed}))
     if report.failed:
         _fail(f"{len(report.failed)} of {report.total} functions' secrets do not decrypt "
               f"with the configured keys (function ids {report.failed}); nothing was lost.")
-    typer.echo(f"re-encrypted the secrets of {report.total} function(s) with the first key")
+    if not as_json:
+        typer.echo(f"re-encrypted the secrets of {report.total} function(s) with the first key")
 
 
 @admin_app.command("check-secrets")
-def check_secrets() -> None:
+def check_secrets(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
     """Check that every secret at rest decrypts with the configured keys."""
     from fnhost.services import secrets_at_rest
 
@@ -173,10 +184,33 @@ def check_secrets() -> None:
         report = secrets_at_rest.check(system.db, system.secret_box)
     finally:
         system.close()
+    if as_json:
+        typer.echo(json.dumps({"functions": report.total, "failed": report.failed}))
     if report.failed:
         _fail(f"{len(report.failed)} of {report.total} functions' secrets do not decrypt "
               f"(function ids {report.failed}).")
-    typer.echo(f"all secrets of {report.total} function(s) decrypt")
+    if not as_json:
+        typer.echo(f"all secrets of {report.total} function(s) decrypt")
+
+
+@admin_app.command("migrate")
+def migrate(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
+    """Bring the database schema up to this version's (also done by `serve` at start)."""
+    from fnhost.services.container import System
+
+    system = System(_settings())
+    try:
+        before = system.db.revision()
+        system.migrate()
+        after = system.db.revision()
+    finally:
+        system.close()
+    if as_json:
+        typer.echo(json.dumps({"from": before, "to": after}))
+    elif before == after:
+        typer.echo(f"database schema is current (revision {after})")
+    else:
+        typer.echo(f"migrated the database schema from revision {before} to {after}")
 
 
 # -- fnhost admin projects ------------------------------------------------------------------
@@ -185,7 +219,10 @@ admin_app.add_typer(projects_app, name="projects")
 
 
 @projects_app.command("create")
-def projects_create(name: Annotated[str, typer.Argument(help="Project name (URL name).")]) -> None:
+def projects_create(
+    name: Annotated[str, typer.Argument(help="Project name (URL name).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """Create a project (no-op if it exists)."""
     import re
 
@@ -199,11 +236,11 @@ def projects_create(name: Annotated[str, typer.Argument(help="Project name (URL 
             project_store.ensure(name, session=s)
     finally:
         system.close()
-    typer.echo(f"project {name}")
+    typer.echo(json.dumps({"name": name}) if as_json else f"project {name}")
 
 
 @projects_app.command("list")
-def projects_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def projects_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
     """List projects."""
     from fnhost.store import projects as project_store
 
@@ -237,7 +274,7 @@ def clients_create(
 
 
 @clients_app.command("list")
-def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def clients_list(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
     """List service clients (never their secrets, which are stored only as hashes)."""
     from fnhost.store import clients as client_store
 
@@ -254,7 +291,10 @@ def clients_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
 
 
 @clients_app.command("delete")
-def clients_delete(client_id: Annotated[str, typer.Argument(help="The client id.")]) -> None:
+def clients_delete(
+    client_id: Annotated[str, typer.Argument(help="The client id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
     """Delete a client: its tokens and sessions stop working at once."""
     from fnhost.store import clients as client_store
 
@@ -266,7 +306,7 @@ def clients_delete(client_id: Annotated[str, typer.Argument(help="The client id.
         system.close()
     if not found:
         _fail(f"No client {client_id!r}.")
-    typer.echo(f"deleted client {client_id}")
+    typer.echo(json.dumps({"deleted": client_id}) if as_json else f"deleted client {client_id}")
 
 
 # -- fnhost admin groups --------------------------------------------------------------------
@@ -286,7 +326,7 @@ def groups_create(
         str | None, typer.Option(help="IdP group id: tokens whose groups claim holds it are members.")
     ] = None,
     all_users: Annotated[bool, typer.Option("--all-users", help="Every authenticated principal.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Create a group."""
     from fnhost.errors import FnhostError
@@ -314,7 +354,7 @@ def groups_create(
 @groups_app.command("list")
 def groups_list(
     project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """List groups."""
     from fnhost.services.groups import group_out
@@ -331,6 +371,7 @@ def groups_list(
 def groups_delete(
     group_id: Annotated[int, typer.Argument(help="Group id.")],
     project: Annotated[str | None, typer.Option(help="Project (default: FNHOST_DEFAULT_PROJECT).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Delete a group."""
     from fnhost.errors import FnhostError
@@ -342,7 +383,7 @@ def groups_delete(
         _fail(exc.message)
     finally:
         system.close()
-    typer.echo(f"deleted group {group_id}")
+    typer.echo(json.dumps({"deleted": group_id}) if as_json else f"deleted group {group_id}")
 
 
 def main() -> None:

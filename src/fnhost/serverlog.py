@@ -9,6 +9,8 @@ from typing import Any
 
 # attributes every LogRecord has; anything else was passed with ``extra=`` and is kept
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+# uvicorn repeats its message with terminal colour codes: noise in a log collector
+_DROPPED = {"color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,7 +26,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
+            if key not in _STANDARD and key not in _DROPPED and not key.startswith("_"):
                 out[key] = value if isinstance(value, str | int | float | bool | None) else repr(value)
         return json.dumps(out, ensure_ascii=False)
 

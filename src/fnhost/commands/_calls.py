@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+from rich.console import Console
+
 from fnhost.commands._common import (
     FAILED,
     Connection,
@@ -60,9 +62,10 @@ def result(conn: Connection, function_id: int, c: Any) -> dict[str, Any]:
     return {**c.dump(camel_case=True), "response": response, "logs": [entry.dump(camel_case=True) for entry in logs]}
 
 
-def print_log_line(entry: dict[str, Any]) -> None:
+def print_log_line(entry: dict[str, Any], out: Console = console) -> None:
+    """One log line with its time. ``out`` is stderr where stdout carries a response."""
     stamp = ms_to_text(entry.get("timestamp"))
-    console.print(f"[dim]{stamp}[/dim] {_escape(entry.get('message', ''))}", highlight=False, soft_wrap=True)
+    out.print(f"[dim]{stamp}[/dim] {_escape(entry.get('message', ''))}", highlight=False, soft_wrap=True)
 
 
 def _escape(text: str) -> str:
@@ -86,7 +89,7 @@ def print_result(res: dict[str, Any], as_json: bool) -> None:
     if res["logs"]:
         err_console.print("[bold]logs[/bold]")
         for entry in res["logs"]:
-            print_log_line(entry)
+            print_log_line(entry, err_console)  # stdout is for the response alone
     if status == "Completed":
         err_console.print("[bold]response[/bold]")
         print(json.dumps(res["response"], indent=2))

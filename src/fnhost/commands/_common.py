@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import httpx
 import typer
@@ -175,7 +175,7 @@ class guard:
     def __enter__(self) -> guard:
         return self
 
-    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, typer.Exit | typer.Abort | KeyboardInterrupt):
             return False
         from cognite.client.exceptions import (
@@ -192,10 +192,23 @@ class guard:
         if isinstance(exc, CogniteException):
             fail(str(exc), FAILED, as_json=self.as_json)
         if isinstance(exc, httpx.HTTPStatusError):
-            fail(_http_error_text(exc.response), SERVER_ERROR, as_json=self.as_json)
+            fail(_http_error_text(exc.response), _http_exit_code(exc.response), as_json=self.as_json)
         if isinstance(exc, httpx.HTTPError):
             fail(f"Cannot reach the server: {exc}", SERVER_ERROR, as_json=self.as_json)
         return False
+
+
+def _http_exit_code(response: httpx.Response) -> int:
+    """As the SDK reads the wire: 404, or 400 naming ``missing`` items, is "not found"."""
+    if response.status_code >= 500:
+        return SERVER_ERROR
+    if response.status_code == 404:
+        return NOT_FOUND
+    try:
+        missing = response.json()["error"].get("missing")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        missing = None
+    return NOT_FOUND if missing else FAILED
 
 
 def _http_error_text(response: httpx.Response) -> str:
@@ -215,7 +228,8 @@ def check(response: httpx.Response) -> httpx.Response:
 
 def sse_events(response: httpx.Response) -> Iterator[tuple[str, str]]:
     """Parse a ``text/event-stream`` body into (event, data) pairs as they arrive."""
-    event, data = "message", []
+    event = "message"
+    data: list[str] = []
     for line in response.iter_lines():
         if line == "":
             if data:

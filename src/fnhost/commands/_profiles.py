@@ -63,7 +63,7 @@ def _read() -> dict[str, Any]:
     except ValueError as exc:
         raise ProfileError(f"{path} is not valid JSON: {exc}") from None
     data.setdefault("profiles", {})
-    return data  # type: ignore[no-any-return]
+    return data
 
 
 def _write(data: dict[str, Any]) -> Path:

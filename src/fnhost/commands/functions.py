@@ -7,7 +7,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.table import Table
@@ -31,6 +31,7 @@ from fnhost.commands._common import (
 
 app = typer.Typer(help="List, inspect and delete functions.", no_args_is_help=True)
 
+FUNCTION_STATUSES = ("Queued", "Deploying", "Ready", "Failed")
 STATUS_STYLE = {"Ready": "green", "Failed": "red", "Queued": "yellow", "Deploying": "yellow"}
 
 
@@ -225,9 +226,11 @@ def ls(
     as_json: JsonOpt = False,
 ) -> None:
     """List functions."""
+    if status is not None and status not in FUNCTION_STATUSES:
+        raise typer.BadParameter(f"--status must be one of {', '.join(FUNCTION_STATUSES)}.")
     conn = Connection.open(profile, as_json=as_json)
     with guard(as_json):
-        fns = conn.client.functions.list(status=status, limit=limit)
+        fns = conn.client.functions.list(status=cast(Any, status), limit=limit)
     if as_json:
         emit_json([f.dump(camel_case=True) for f in fns])
         return

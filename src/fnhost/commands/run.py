@@ -146,14 +146,21 @@ def _run_job(job: dict[str, Any], python: str, site_dirs: list[str], timeout: fl
     for d in site_dirs:
         cmd += ["--site-dir", d]
     logs: list[dict[str, Any]] = []
+    # as the service's log collector does: secret values never reach the logs or the error
+    secrets = sorted({v for v in job["secrets"].values() if v}, key=len, reverse=True)
+
+    def redact(text: str) -> str:
+        for value in secrets:
+            text = text.replace(value, "***")
+        return text
 
     def pump() -> None:
         with os.fdopen(log_r, "r", errors="replace") as lines:
             for line in lines:
-                entry = {"timestamp": int(time.time() * 1000), "message": line.rstrip("\n")}
+                entry = {"timestamp": int(time.time() * 1000), "message": redact(line.rstrip("\n"))}
                 logs.append(entry)
                 if not as_json:
-                    print_log_line(entry)
+                    print_log_line(entry, err_console)  # stdout is for the response alone
 
     started = time.monotonic()
     proc = subprocess.Popen(cmd, pass_fds=(job_fd, log_w, result_fd), cwd=job["codeDir"])
@@ -184,7 +191,8 @@ def _run_job(job: dict[str, Any], python: str, site_dirs: list[str], timeout: fl
     elif raw.startswith(b"OK\n"):
         out["status"], out["response"] = "Completed", json.loads(raw[3:])
     elif raw.startswith(b"ERR\n"):
-        out["status"], out["error"] = "Failed", json.loads(raw[4:])
+        error = json.loads(raw[4:])
+        out["status"], out["error"] = "Failed", {k: redact(v) if isinstance(v, str) else v for k, v in error.items()}
     else:
         out["status"] = "Failed"
         out["error"] = {"message": f"The handler's process ended (exit {proc.returncode}) without a result."}

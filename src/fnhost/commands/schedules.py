@@ -113,10 +113,12 @@ def rm(
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Delete schedules (their sessions are revoked)."""
+    """Delete schedules (their sessions are revoked); none is deleted if one is missing."""
     conn = Connection.open(profile, as_json=as_json)
-    with guard(as_json):
-        conn.client.functions.schedules.delete(id=schedule_ids)
+    # one request for all (the SDK deletes one id per call, which could stop half-way)
+    body = {"items": [{"id": i} for i in schedule_ids]}
+    with guard(as_json), conn.http() as http:
+        check(http.post("/functions/schedules/delete", json=body))
     if as_json:
         emit_json({"deleted": schedule_ids})
     else:

@@ -54,6 +54,7 @@ class _Pending:
     schedule_id: int | None = None
     scheduled_time: int | None = None
     accepted: float = field(default_factory=time.monotonic)
+    submitted: float | None = None  # when it left the queue for the executor
 
 
 @dataclass
@@ -276,6 +277,7 @@ class Calls:
             limits=self.limits_for(row),
             on_log=self.live.publisher(p.call_id),
         )
+        p.submitted = time.monotonic()
         future = self.executor.submit(job)
 
         def done(f: Future[CallOutcome]) -> None:
@@ -307,13 +309,21 @@ class Calls:
                 self._by_project[p.project] -= 1
                 self._ended.notify_all()
             if self.metrics is not None:
-                self.metrics.call_finished(
-                    p.project,
-                    p.function_id,
-                    outcome.status,
-                    (outcome.end_ms - outcome.start_ms) / 1000 if outcome.end_ms else None,
-                )
+                self._record_metrics(p, outcome)
             self._pump()
+
+    def _record_metrics(self, p: _Pending, outcome: CallOutcome) -> None:
+        ran = outcome.start_ms and outcome.end_ms  # a call failed before it ran has no duration
+        self.metrics.call_finished(
+            p.project,
+            p.function_id,
+            outcome.status,
+            (outcome.end_ms - outcome.start_ms) / 1000 if ran else None,
+            p.submitted - p.accepted if p.submitted is not None else None,
+        )
+        # "spawn" (a fresh interpreter for code that cannot be forked) uses no zygote
+        if outcome.mode in ("fork", "fork-cold"):
+            self.metrics.zygote(hit=outcome.mode == "fork")
 
     def _fail_pending(self, p: _Pending, message: str) -> None:
         with self._lock:

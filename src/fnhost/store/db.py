@@ -72,5 +72,12 @@ class Database:
         cfg.attributes["engine"] = self.engine
         command.upgrade(cfg, "head")
 
+    def revision(self) -> str | None:
+        """The schema's Alembic revision (None before the first migration)."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
     def dispose(self) -> None:
         self.engine.dispose()
