@@ -39,6 +39,7 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self._writer: Engine
         if self.is_sqlite:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
