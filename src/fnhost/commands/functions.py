@@ -19,6 +19,7 @@ from fnhost.commands._common import (
     Connection,
     JsonOpt,
     ProfileOpt,
+    check,
     console,
     emit_json,
     err_console,
@@ -204,13 +205,25 @@ def call(
     conn = Connection.open(profile, as_json=as_json)
     with guard(as_json):
         fn = conn.resolve_function(function, as_json=as_json)
-        c = conn.client.functions.call(id=fn.id, data=payload, wait=False)
         if not wait:
+            # ?waitSeconds=0: the server answers at once instead of waiting for a fast call
+            nonce = conn.client.iam.sessions.create(session_type="TOKEN_EXCHANGE").nonce
+            with conn.http() as http:
+                started = check(
+                    http.post(
+                        f"/functions/{fn.id}/call",
+                        json={"data": payload or {}, "nonce": nonce},
+                        params={"waitSeconds": 0},
+                    )
+                ).json()
             if as_json:
-                emit_json(c.dump(camel_case=True))
+                emit_json(started)
             else:
-                console.print(f"Call {c.id} of function {fn.id} started ({c.status}).", highlight=False)
+                console.print(
+                    f"Call {started['id']} of function {fn.id} started ({started['status']}).", highlight=False
+                )
             return
+        c = conn.client.functions.call(id=fn.id, data=payload, wait=False)
         c = _calls.wait(conn, fn.id, c.id, timeout)
         result = _calls.result(conn, fn.id, c)
     _calls.print_result(result, as_json)
