@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -37,13 +39,6 @@ def handle(client, data, secrets, function_call_info):  # type: ignore[no-untype
     if case == "sleep":
         time.sleep(data["seconds"])
     return {"echo": data}
-
-
-def handle_that_does_not_import() -> Any:
-    def handle(data):  # type: ignore[no-untyped-def]  # the SDK insists on this name
-        import not_a_real_module  # noqa: F401
-
-    return handle
 
 
 def prefix(client: CogniteClient) -> str:
@@ -83,7 +78,7 @@ def test_function_call_info_env_and_cwd(client: CogniteClient, fn: Any) -> None:
     body = call.get_response()
     assert body["info"] == {"function_id": fn.id, "call_id": call.id}
     assert body["env"] == "hello"
-    assert body["cwd"].endswith(f"/code/{fn.id}")
+    assert body["cwd"] == "/function"  # its code, read-only, in its sandbox (docs/isolation.md)
 
 
 def test_exception_gives_failed_with_traceback_in_logs(client: CogniteClient, fn: Any) -> None:
@@ -151,7 +146,12 @@ def test_bad_input(client: CogniteClient, fn: Any) -> None:
         client.functions.call(id=10**12, data={})
     assert err.value.code in (400, 404)
 
-    failed = client.functions.create(name="bad-import", function_handle=handle_that_does_not_import())
+    # the import fails when the module is loaded, so the deploy does
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("handler.py", "import not_a_real_module\n\ndef handle(data):\n    return 1\n")
+    code = client.files.upload_bytes(buf.getvalue(), name="bad-import.zip")
+    failed = client.functions.create(name="bad-import", file_id=code.id)
     wait_for(lambda: failed.update() or failed.status == "Failed", timeout=120, what="deploy failure")
     with pytest.raises(CogniteAPIError) as err:
         failed.call({})

@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     call_cpu_default: float = Field(default=1.0, description="CPU cores per call by default.")
     call_cpu_max: float = Field(default=3.0, description="Most CPU cores a function may ask for.")
     call_cpu_min: float = Field(default=0.1, description="Least CPU cores a function may ask for.")
+    call_cpu_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "CPU time one call's process may use (RLIMIT_CPU) before it is stopped. Defaults "
+            "to what the function's `cpu` cores allow within the call timeout."
+        ),
+    )
     call_max_processes: int = Field(default=64, description="Most processes one call may run.")
     call_max_file_bytes: int = Field(
         default=512 * 1024 * 1024, description="Largest file one call may write."
@@ -172,6 +180,23 @@ class Settings(BaseSettings):
     )
     max_running_calls_per_project: int = Field(
         default=250, description="Calls of one project running at once; more wait in order."
+    )
+    isolation: Literal["auto", "bwrap", "uid", "none"] = Field(
+        default="auto",
+        description=(
+            "How calls are kept from the server's files and from other functions (local "
+            "executor): `bwrap` (a bubblewrap sandbox per function, as its own uid), `uid` "
+            "(its own uid only), `none`, or `auto` (the best this host supports; the choice "
+            "is logged at start). See docs/isolation.md."
+        ),
+    )
+    isolation_uid_base: int = Field(
+        default=200_000,
+        ge=1000,
+        description="First uid (and gid) of the range functions run as: `base + function id % count`.",
+    )
+    isolation_uid_count: int = Field(
+        default=65_536, ge=1, description="Number of uids in the range functions run as."
     )
     zygote_memory_budget_mb: int = Field(
         default=2048,

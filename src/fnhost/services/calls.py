@@ -224,6 +224,7 @@ class Calls:
             max_open_files=s.call_max_open_files,
             response_max_bytes=s.response_max_bytes,
             log_max_bytes=s.log_max_bytes,
+            cpu_time_s=s.call_cpu_seconds,
         )
 
     def _start(self, p: _Pending, state: _FunctionState) -> None:

@@ -104,7 +104,13 @@ class System:
         from fnhost.run.local import LocalExecutor
         from fnhost.services.calls import Calls, CallsService
 
-        self.executor = LocalExecutor(memory_budget_bytes=settings.zygote_memory_budget_mb * 1024 * 1024)
+        self.executor = LocalExecutor(
+            memory_budget_bytes=settings.zygote_memory_budget_mb * 1024 * 1024,
+            isolation=settings.isolation,
+            isolation_uid_base=settings.isolation_uid_base,
+            isolation_uid_count=settings.isolation_uid_count,
+            hidden_paths=self.private_paths(),
+        )
         self.builder.executor = self.executor
         self.calls = Calls(
             db=self.db,
@@ -124,7 +130,36 @@ class System:
 
         self.schedules, self.scheduler = wire_schedules(self)
 
+    def private_paths(self) -> list[str]:
+        """What no function may see: the data dir, every environment but its own, caches."""
+        s = self.settings
+        paths = [self.home, s.resolved_env_dir()]
+        if s.uv_cache_dir is not None:
+            paths.append(s.uv_cache_dir.resolve())
+        url = s.resolved_database_url()
+        if url.startswith("sqlite:///"):
+            paths.append(Path(url.removeprefix("sqlite:///")).parent)
+        return [str(p) for p in paths]
+
+    def protect_files(self) -> None:
+        """Modes that keep the server's files from other users (functions run as such)."""
+        home = self.home
+        for path, mode in (
+            (home / "blobs", 0o700),
+            (home / "keys", 0o700),
+            (home / "code", 0o711),  # a function's uid may enter its own dir, not list others
+        ):
+            if path.is_dir():
+                path.chmod(mode)
+        url = self.settings.resolved_database_url()
+        if url.startswith("sqlite:///"):
+            db = Path(url.removeprefix("sqlite:///"))
+            for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                if f.exists():
+                    f.chmod(0o600)
+
     async def start(self) -> None:
+        self.protect_files()
         for service in self.background:
             await service.start()
 
