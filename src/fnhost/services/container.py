@@ -144,6 +144,7 @@ class System:
     def protect_files(self) -> None:
         """Modes that keep the server's files from other users (functions run as such)."""
         home = self.home
+        (home / "code").mkdir(exist_ok=True)
         for path, mode in (
             (home / "blobs", 0o700),
             (home / "keys", 0o700),
