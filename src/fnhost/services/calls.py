@@ -27,6 +27,7 @@ from fnhost.services.access import Access
 from fnhost.services.functions import Functions
 from fnhost.services.livelogs import LiveLogs
 from fnhost.services.loop import Service
+from fnhost.services.replicas import owner_is_dead
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
 from fnhost.store import calls as store
@@ -375,24 +376,7 @@ class Calls:
         return count
 
     def _owner_is_dead(self, owner: str) -> bool:
-        """Owners are ``host-pid-random``; on this host a missing pid means a dead server."""
-        import os
-        import socket
-
-        try:
-            host, pid, _ = owner.rsplit("-", 2)
-            pid_value = int(pid)
-        except ValueError:
-            return True
-        if host != socket.gethostname():
-            return self.db.is_sqlite  # a SQLite database is not shared with other hosts
-        try:
-            os.kill(pid_value, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return owner_is_dead(owner, shared_with_other_hosts=not self.db.is_sqlite)
 
     def prewarm(self) -> None:
         """Start zygotes for the Ready functions this server may run (after a restart)."""
