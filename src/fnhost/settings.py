@@ -210,6 +210,36 @@ class Settings(BaseSettings):
         default=16 * 1024 * 1024,
         description="Largest JSON request body (after gzip decompression).",
     )
+    max_json_depth: int = Field(
+        default=100, ge=2, description="Deepest nesting of arrays and objects a JSON request body may have."
+    )
+    rate_limit_per_second: float = Field(
+        default=1000.0,
+        ge=0,
+        description=(
+            "Requests per second one principal (token subject) may make, sustained; beyond "
+            "it the answer is 429 with `Retry-After`, which cognite-sdk retries. 0: no limit."
+        ),
+    )
+    rate_limit_burst: int = Field(
+        default=2000, ge=1, description="Requests one principal may make at once before the rate applies."
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Longest a client may take to send a request's headers (from connecting, or from "
+            "the request's first byte); slower connections are answered 408 and closed."
+        ),
+    )
+    http_body_idle_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause allowed while a client sends a request body; then 408.",
+    )
+    http_keep_alive_seconds: int = Field(
+        default=5, ge=1, description="How long an idle keep-alive connection stays open."
+    )
 
     max_schedules_per_function: int = Field(default=100, description="Schedules one function may have.")
     max_schedules_per_project: int = Field(default=1000, description="Schedules one project may have.")

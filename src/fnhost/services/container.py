@@ -67,6 +67,9 @@ class System:
             min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds,
             leeway_seconds=settings.oidc_leeway_seconds,
         )
+        from fnhost.services.ratelimit import RateLimiter
+
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.access = Access(
             self.db, self.tokens, settings.token_lifetime_seconds, external=self.external_issuers
         )
