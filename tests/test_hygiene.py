@@ -213,3 +213,21 @@ def _rate_limited_count(live: LiveServer) -> float:
 
 def test_server_still_serves_after_all_that(client: CogniteClient) -> None:
     assert [f.name for f in client.functions.list(name="deep-echo")] == ["deep-echo"]
+
+
+def test_ids_out_of_range_are_a_clear_400(live: LiveServer, creds: dict[str, Any]) -> None:
+    """Found by the fuzzer (test_fuzz.py): ids past 64 bits were a 500."""
+    huge = 2**70
+    for path, body in (
+        ("/functions/byids", {"items": [{"id": huge}]}),
+        ("/assets/byids", {"items": [{"id": huge}]}),
+        (f"/functions/{huge}/calls/list", {}),
+    ):
+        res = post(live, creds, path, json.dumps(body).encode())
+        assert res.status_code == 400, (path, res.text)
+        assert "out of range" in res.json()["error"]["message"]
+    res = httpx.get(
+        f"{live.base_url}/api/v1/projects/{creds['project']}/functions/1/calls/{huge}",
+        headers={"Authorization": f"Bearer {token(creds)}"},
+    )
+    assert res.status_code == 400 and "out of range" in res.json()["error"]["message"]
