@@ -265,11 +265,14 @@ class LocalExecutor(Executor):
             if not self._running:
                 break
             await asyncio.sleep(0.02)
+        owned = [fz.env for fz in self._functions.values() if fz.owns_env]
         for fz in list(self._functions.values()):
             fz.stop()
         self._functions.clear()
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(None, e.stop) for e in self._envs.values()))
+        # every environment zygote (and so every sandbox) is gone and reaped before we return
+        envs = [*self._envs.values(), *owned]
+        await asyncio.gather(*(loop.run_in_executor(None, e.stop) for e in envs))
         self._envs.clear()
 
     def _call_soon(self, coro: Any) -> Future[Any]:
