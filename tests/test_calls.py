@@ -78,7 +78,7 @@ def test_function_call_info_env_and_cwd(client: CogniteClient, fn: Any) -> None:
     body = call.get_response()
     assert body["info"] == {"function_id": fn.id, "call_id": call.id}
     assert body["env"] == "hello"
-    assert body["cwd"].endswith(f"/code/{fn.id}")
+    assert body["cwd"] == "/function"  # its code, read-only, in its sandbox (docs/isolation.md)
 
 
 def test_exception_gives_failed_with_traceback_in_logs(client: CogniteClient, fn: Any) -> None:

@@ -95,9 +95,10 @@ def write(dir: Path, files: dict[str, str]) -> Path:
     return dir
 
 
-@pytest.fixture(scope="module")
-def executor() -> Iterator[Executor]:
-    ex = LocalExecutor()
+@pytest.fixture(scope="module", params=["none", "bwrap"])
+def executor(request: pytest.FixtureRequest) -> Iterator[LocalExecutor]:
+    """The contract holds unisolated and in bubblewrap sandboxes (see test_isolation.py)."""
+    ex = LocalExecutor(isolation=request.param)
     ex.start()
     yield ex
     ex.stop()
@@ -147,7 +148,8 @@ def test_response_logs_info_env_and_redaction(executor: Executor, code: Path) ->
     assert body["data"]["case"] == "echo"
     assert body["info"] == {"function_id": 7, "call_id": body["info"]["call_id"], "schedule_id": 5, "scheduled_time": 1000}
     assert body["env"] == "set"
-    assert body["cwd"] == str(code)
+    sandboxed = isinstance(executor, LocalExecutor) and executor.isolation.mechanism == "bwrap"
+    assert body["cwd"] == ("/function" if sandboxed else str(code))
     lines = messages(out)
     assert lines[:3] == ["hello ***", "to stderr", "WARNING:mine:a log record"]
     assert not any("s3cr3t-value" in m for m in lines)

@@ -61,6 +61,8 @@ def serve(
             f"token_url={creds['token_url']}, project={creds['project']}",
             err=True,
         )
+    from fnhost.api.httpguard import protocol_with_header_timeout
+
     uvicorn.run(
         create_app(settings, system),
         host=settings.host,
@@ -69,6 +71,8 @@ def serve(
         log_config=None,  # serverlog.configure set up every logger (text or JSON)
         access_log=False,
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
+        http=protocol_with_header_timeout(settings.http_header_timeout_seconds),
     )
 
 

@@ -11,6 +11,7 @@ The HTTP edge maps these to the CDF error envelope in one place (``api/wire.py``
     ├── Unauthenticated              401  no token, or a token that does not verify
     ├── Forbidden                    403  a valid token without the needed capability
     ├── PayloadTooLarge              413  a body, upload or response over its limit
+    ├── RequestTimeout               408  the client stopped sending its request
     ├── LimitExceeded                400  a quota (functions, schedules, …) is used up
     ├── RateLimited                  429  too many requests from one principal
     └── Unavailable                  503  a dependency is down; the client may retry
@@ -72,12 +73,20 @@ class PayloadTooLarge(FnhostError):
     status = 413
 
 
+class RequestTimeout(FnhostError):
+    status = 408
+
+
 class LimitExceeded(FnhostError):
     status = 400
 
 
 class RateLimited(FnhostError):
     status = 429
+
+    def __init__(self, message: str, retry_after_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class Unavailable(FnhostError):

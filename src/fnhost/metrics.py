@@ -85,6 +85,11 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "fnhost_rate_limited",
+            "Requests answered 429 because their principal went over the rate limit.",
+            registry=r,
+        )
         self.log_streams = Gauge(
             "fnhost_log_streams", "Clients following a call's logs live right now.", registry=r
         )

@@ -157,6 +157,14 @@ class Settings(BaseSettings):
     call_cpu_default: float = Field(default=1.0, description="CPU cores per call by default.")
     call_cpu_max: float = Field(default=3.0, description="Most CPU cores a function may ask for.")
     call_cpu_min: float = Field(default=0.1, description="Least CPU cores a function may ask for.")
+    call_cpu_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "CPU time one call's process may use (RLIMIT_CPU) before it is stopped. Defaults "
+            "to what the function's `cpu` cores allow within the call timeout."
+        ),
+    )
     call_max_processes: int = Field(default=64, description="Most processes one call may run.")
     call_max_file_bytes: int = Field(
         default=512 * 1024 * 1024, description="Largest file one call may write."
@@ -184,6 +192,23 @@ class Settings(BaseSettings):
     max_running_calls_per_project: int = Field(
         default=250, description="Calls of one project running at once; more wait in order."
     )
+    isolation: Literal["auto", "bwrap", "uid", "none"] = Field(
+        default="auto",
+        description=(
+            "How calls are kept from the server's files and from other functions (local "
+            "executor): `bwrap` (a bubblewrap sandbox per function, as its own uid), `uid` "
+            "(its own uid only), `none`, or `auto` (the best this host supports; the choice "
+            "is logged at start). See docs/isolation.md."
+        ),
+    )
+    isolation_uid_base: int = Field(
+        default=200_000,
+        ge=1000,
+        description="First uid (and gid) of the range functions run as: `base + function id % count`.",
+    )
+    isolation_uid_count: int = Field(
+        default=65_536, ge=1, description="Number of uids in the range functions run as."
+    )
     zygote_memory_budget_mb: int = Field(
         default=2048,
         description=(
@@ -195,6 +220,36 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,
         description="Largest JSON request body (after gzip decompression).",
+    )
+    max_json_depth: int = Field(
+        default=100, ge=2, description="Deepest nesting of arrays and objects a JSON request body may have."
+    )
+    rate_limit_per_second: float = Field(
+        default=1000.0,
+        ge=0,
+        description=(
+            "Requests per second one principal (token subject) may make, sustained; beyond "
+            "it the answer is 429 with `Retry-After`, which cognite-sdk retries. 0: no limit."
+        ),
+    )
+    rate_limit_burst: int = Field(
+        default=2000, ge=1, description="Requests one principal may make at once before the rate applies."
+    )
+    http_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Longest a client may take to send a request's headers (from connecting, or from "
+            "the request's first byte); slower connections are answered 408 and closed."
+        ),
+    )
+    http_body_idle_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause allowed while a client sends a request body; then 408.",
+    )
+    http_keep_alive_seconds: int = Field(
+        default=5, ge=1, description="How long an idle keep-alive connection stays open."
     )
 
     max_schedules_per_function: int = Field(default=100, description="Schedules one function may have.")

@@ -54,7 +54,11 @@ def create_app(settings: Settings, system: System | None = None) -> FastAPI:
     app.state.ready = False
     install_error_handlers(app)
     app.add_middleware(
-        WireMiddleware, max_body_bytes=settings.max_request_bytes, raw_upload_marker="/files/upload/"
+        WireMiddleware,
+        max_body_bytes=settings.max_request_bytes,
+        raw_upload_marker="/files/upload/",
+        max_json_depth=settings.max_json_depth,
+        body_idle_timeout=settings.http_body_idle_timeout_seconds,
     )
 
     @app.get("/health", tags=["operations"])

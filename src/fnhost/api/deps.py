@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, Request
 
 from fnhost.auth.capabilities import Principal
-from fnhost.errors import InvalidRequest
+from fnhost.errors import InvalidRequest, RateLimited
 from fnhost.services.container import System
 
 
@@ -20,7 +20,17 @@ def get_principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     system: System = request.app.state.system
-    return system.access.authenticate(authorization)
+    principal = system.access.authenticate(authorization)
+    wait = system.rate_limiter.take((principal.issuer, principal.subject))
+    if wait:
+        system.metrics.rate_limited.inc()
+        limiter = system.rate_limiter
+        raise RateLimited(
+            f"Too many requests: at most {limiter.rate:g} per second (bursts of "
+            f"{limiter.burst}) per principal. Retry in {wait:.2f} s.",
+            retry_after_seconds=wait,
+        )
+    return principal
 
 
 SystemDep = Annotated[System, Depends(get_system)]

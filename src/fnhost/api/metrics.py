@@ -19,7 +19,11 @@ from fnhost.metrics import CONTENT_TYPE
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus text format."}},
+)
 def metrics(system: SystemDep, authorization: Annotated[str | None, Header()] = None) -> Response:
     token = system.settings.metrics_token
     if token:

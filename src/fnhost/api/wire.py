@@ -5,8 +5,11 @@ Domain errors become wire errors here and only here.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import math
+import re
 import secrets
 import zlib
 from typing import Any
@@ -36,9 +39,35 @@ def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": body}
 
 
-def error_response(status: int, message: str, **extra: Any) -> JSONResponse:
-    headers = {"cdf-is-auto-retryable": "true"} if status in (429, 503) else None
-    return JSONResponse(error_body(status, message, **extra), status_code=status, headers=headers)
+def error_response(
+    status: int, message: str, retry_after: float | None = None, **extra: Any
+) -> JSONResponse:
+    headers = {"cdf-is-auto-retryable": "true"} if status in (429, 503) else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return JSONResponse(error_body(status, message, **extra), status_code=status, headers=headers or None)
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')  # JSON strings (unrolled: fast in re)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_too_deep(body: bytes, limit: int) -> bool:
+    """Whether arrays/objects in ``body`` nest deeper than ``limit``: checked before parsing,
+    which recurses as deep as the nesting goes. Only C-speed passes over the brackets: each
+    pass drops the innermost level, and a run of ``limit`` + 1 openers settles it at once."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    shape = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    shape = shape.replace(b"[", b"{").replace(b"]", b"}")
+    too_deep = b"{" * (limit + 1)
+    for _ in range(limit + 1):
+        if too_deep in shape:
+            return True
+        if b"{}" not in shape:
+            return False
+        shape = shape.replace(b"{}", b"")
+    return True
 
 
 def _format_validation(exc: RequestValidationError) -> str:
@@ -58,6 +87,8 @@ def install_error_handlers(app: FastAPI) -> None:
             extra["missing"] = exc.missing
         if isinstance(exc, errors.Duplicated):
             extra["duplicated"] = exc.duplicated
+        if isinstance(exc, errors.RateLimited):
+            extra["retry_after"] = exc.retry_after_seconds
         return error_response(exc.status, exc.message, **extra)
 
     @app.exception_handler(RequestValidationError)
@@ -80,21 +111,32 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class WireMiddleware:
-    """Pure ASGI: sets ``X-Request-ID``, inflates gzip/deflate bodies, caps body size.
+    """Pure ASGI: sets ``X-Request-ID``, inflates gzip/deflate bodies, caps body size and
+    JSON nesting, and gives up on bodies that stop arriving (408).
 
     Written as raw ASGI rather than ``BaseHTTPMiddleware`` because it sits on every
     request, including the hot call path.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, raw_upload_marker: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        raw_upload_marker: str,
+        max_json_depth: int = 100,
+        body_idle_timeout: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.raw_upload_marker = raw_upload_marker
+        self.max_json_depth = max_json_depth
+        self.body_idle_timeout = body_idle_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        receive = self._with_body_deadline(receive)
         request_id = secrets.token_hex(8)
         scope.setdefault("state", {})["request_id"] = request_id
 
@@ -114,6 +156,10 @@ class WireMiddleware:
 
         try:
             body = await self._read_body(receive, encoding)
+            if body.lstrip()[:1] in (b"{", b"[") and json_too_deep(body, self.max_json_depth):
+                raise errors.InvalidRequest(
+                    f"The JSON body nests arrays and objects more than {self.max_json_depth} levels deep."
+                )
         except errors.FnhostError as exc:
             response = error_response(exc.status, exc.message)
             await response(scope, receive, send_with_id)
@@ -135,6 +181,27 @@ class WireMiddleware:
                 if k not in (b"content-encoding", b"content-length")
             ] + [(b"content-length", str(len(body)).encode())]
         await self.app(scope, replay, send_with_id)
+
+    def _with_body_deadline(self, receive: Receive) -> Receive:
+        """``receive`` that fails with 408 when a body's next chunk is slow to come."""
+        done = False
+
+        async def guarded() -> Message:
+            nonlocal done
+            if done:  # the body is in: later receives wait for a disconnect, for as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_idle_timeout)
+            except TimeoutError:
+                done = True
+                raise errors.RequestTimeout(
+                    f"The request body stopped arriving for {self.body_idle_timeout:g} seconds."
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                done = True
+            return message
+
+        return guarded
 
     async def _read_body(self, receive: Receive, encoding: str) -> bytes:
         if encoding not in ("", "identity", "gzip", "deflate"):

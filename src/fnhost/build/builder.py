@@ -34,6 +34,7 @@ from fnhost.metrics import Metrics
 from fnhost.services.files import Files
 from fnhost.services.functions import Functions
 from fnhost.services.loop import Service
+from fnhost.services.replicas import owner_is_dead
 from fnhost.settings import Settings
 from fnhost.store import functions as store
 from fnhost.store.db import Database
@@ -107,6 +108,7 @@ class Builder(Service):
     async def start(self) -> None:
         self._event_loop = asyncio.get_running_loop()
         self.envs._closed = False
+        await asyncio.to_thread(self.recover)
         await super().start()
         # build the default runtime's baseline now, so the first deploy does not wait for it
         if self.settings.default_runtime in self.runtimes:
@@ -146,6 +148,24 @@ class Builder(Service):
             await asyncio.to_thread(self.envs.baseline, runtime)
         except CodeError as exc:
             log.error("building the %s baseline failed: %s\n%s", runtime, exc.message, exc.trace)
+
+    def recover(self) -> int:
+        """Builds left Deploying by a server that is gone start again now, not when the lease ends."""
+        count = 0
+        with self.db.write() as s:
+            for row in store.builds_in_progress(session=s):
+                owner = row.build_owner
+                if owner is None or owner == self.replica_id:
+                    continue
+                if not owner_is_dead(owner, shared_with_other_hosts=not self.db.is_sqlite):
+                    continue
+                row.build_lease_until = None
+                count += 1
+                log.warning(
+                    "function %s: its build was interrupted (the server building it stopped); "
+                    "building it again", row.id
+                )
+        return count
 
     # -- hooks from the Functions service (called in request threads) ------------------------
     def _on_created(self, function_id: int) -> None:

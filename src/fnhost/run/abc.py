@@ -10,6 +10,7 @@ the calls service's business.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -43,6 +44,12 @@ class CallLimits:
     max_open_files: int = 1024
     response_max_bytes: int = 1024 * 1024
     log_max_bytes: int = 1024 * 1024
+    # CPU time per process; None: what ``cpu`` cores allow in ``timeout_s``
+    cpu_time_s: float | None = None
+
+    def cpu_seconds(self) -> int:
+        seconds = self.cpu_time_s if self.cpu_time_s is not None else self.timeout_s * self.cpu
+        return max(1, math.ceil(seconds))
 
 
 @dataclass

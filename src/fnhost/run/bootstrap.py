@@ -17,9 +17,19 @@ is imported where a mode needs it). Modes::
     python -I bootstrap.py run --job-fd J --log-fd L --result-fd R [--site-dir D ...]
         one call in a fresh interpreter, for handlers that cannot be forked safely.
 
+    python -I -S bootstrap.py probe [--drop-uid U --drop-gid G]
+        check that this host can isolate calls as the server would (``run/sandbox.py``);
+        print one JSON line: {"ok": bool, "message": str, "privateTmp": bool, "tmpMessage": str}
+
 A call's child gets three fds from the server: a memfd with the job (JSON), the write end
 of a pipe that becomes its stdout and stderr, and a memfd for the result (``OK\n`` + the
-response JSON, or ``ERR\n`` + ``{"message", "trace"}``).
+response JSON, or ``ERR\n`` + ``{"message", "trace"}``); then one write-only fd per cgroup
+it must join (``cgroup.procs``, opened by the server: writing ``0`` moves the writer).
+
+Isolation (``run/sandbox.py``): with ``--drop-uid``, the process gives up root for the
+function's uid before anything of the function's is read. A function zygote asked for
+``privateTmp`` enters a user namespace of its own, so that each call can mount a private
+tmpfs over /tmp and /dev/shm in a mount namespace of its own, and then drop every capability.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import __future__
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import importlib.abc
 import importlib.machinery
@@ -134,6 +145,105 @@ def fork_safe() -> bool:
         return threading.active_count() == 1
 
 
+# -- isolation ---------------------------------------------------------------------------------
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_libc: Any = None
+
+
+def _lib() -> Any:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _ok(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def drop_privileges(uid: int, gid: int) -> None:
+    """Become the function's uid for good: no groups, no capabilities, no way back."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getuid() != uid or os.geteuid() != uid:
+        raise OSError(f"could not become uid {uid}")
+    libc = _lib()
+    _ok(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    # changing uid made the process undumpable, which leaves /proc/self/uid_map to root;
+    # the function zygote needs to write it (and makes itself undumpable again after)
+    _ok(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
+
+
+def enter_user_namespace() -> None:
+    """Function zygote: a user namespace (same uid) whose capabilities allow per-call mounts."""
+    uid, gid = os.geteuid(), os.getegid()
+    libc = _lib()
+    _ok(libc.unshare(CLONE_NEWUSER), "unshare(user namespace)")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    _ok(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
+
+
+def private_tmp(size_bytes: int) -> None:
+    """Call process: fresh tmpfs on /tmp and /dev/shm, then no capabilities at all."""
+    libc = _lib()
+    _ok(libc.unshare(CLONE_NEWNS), "unshare(mount namespace)")
+    _ok(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    options = f"size={max(size_bytes, 1 << 20)},mode=1777".encode()
+    for target in (b"/tmp", b"/dev/shm"):
+        if os.path.isdir(target):
+            _ok(libc.mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, options), f"mount {target!r}")
+    drop_capabilities()
+
+
+def drop_capabilities() -> None:
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    header = Header(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (Data * 2)()
+    _ok(_lib().capset(ctypes.byref(header), data), "capset")
+
+
+def _probe(args: argparse.Namespace) -> int:
+    """The isolation steps a call goes through, tried once (see ``run/sandbox.py``)."""
+    result: dict[str, Any] = {"ok": True, "message": "", "privateTmp": False, "tmpMessage": ""}
+    if args.drop_uid is not None and os.geteuid() != args.drop_uid:
+        result = {"ok": False, "message": "the uid was not dropped", "privateTmp": False}
+    else:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                enter_user_namespace()
+                private_tmp(1 << 20)
+                with open("/tmp/probe", "w") as f:
+                    f.write("ok")
+                code = 0 if _lib().umount2(b"/tmp", 0) != 0 else 2  # must not be undone
+            except OSError as exc:
+                os.write(2, f"{exc}\n".encode())
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        result["privateTmp"] = os.waitstatus_to_exitcode(status) == 0
+        if not result["privateTmp"]:
+            result["tmpMessage"] = "user namespaces are not available to unprivileged processes"
+    print(json.dumps(result), flush=True)
+    return 0
+
+
 def _check(args: argparse.Namespace) -> int:
     os.chdir(args.code_dir)
     try:
@@ -148,15 +258,17 @@ def _check(args: argparse.Namespace) -> int:
 
 # -- one call ---------------------------------------------------------------------------------
 
-def _apply_limits(job: dict[str, Any]) -> None:
-    """Runs in the call's own process before any user code: cgroups, rlimits, session."""
+def _apply_limits(job: dict[str, Any], cgroup_fds: list[int]) -> None:
+    """Runs in the call's own process before any user code: cgroups, /tmp, rlimits, session."""
     import resource
 
     os.setsid()  # own process group: the server ends the call and all it started at once
-    for cgroup in job.get("cgroups") or ():
-        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
-            f.write(str(os.getpid()))
+    for fd in cgroup_fds:  # "0" is the writer itself, in whatever pid namespace it is
+        os.write(fd, b"0")
+        os.close(fd)
     limits = job.get("limits") or {}
+    if job.get("privateTmp"):
+        private_tmp(int(limits.get("memoryBytes") or 1 << 30))
 
     def setlimit(which: int, value: int | None) -> None:
         if value is None:
@@ -167,7 +279,12 @@ def _apply_limits(job: dict[str, Any]) -> None:
     setlimit(resource.RLIMIT_CORE, 0)
     setlimit(resource.RLIMIT_FSIZE, limits.get("maxFileBytes"))
     setlimit(resource.RLIMIT_NOFILE, limits.get("maxOpenFiles"))
-    setlimit(resource.RLIMIT_NPROC, limits.get("maxProcesses"))  # not enforced for root
+    # per uid, so only when there is no pids cgroup; never enforced for root
+    setlimit(resource.RLIMIT_NPROC, limits.get("maxProcesses"))
+    cpu = limits.get("cpuSeconds")
+    if cpu:  # SIGXCPU at the soft limit, SIGKILL a second later
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 1))
     if limits.get("addressSpaceBytes"):  # fallback when no memory cgroup is available
         setlimit(resource.RLIMIT_AS, _vm_size() + int(limits["addressSpaceBytes"]))
 
@@ -319,12 +436,16 @@ def _client(job: dict[str, Any]) -> Any:
     )
 
 
-def _child(job_fd: int, log_fd: int, result_fd: int, module: ModuleType | None) -> int:
+def _child(
+    job_fd: int, log_fd: int, result_fd: int, module: ModuleType | None, cgroup_fds: list[int] | None = None
+) -> int:
     """The body of a call's process; returns its exit code."""
     code = 0
     try:
         job = _read_job(job_fd)
-        _apply_limits(job)
+        if module is None and job.get("privateTmp"):
+            enter_user_namespace()  # a fresh interpreter: no function zygote did it
+        _apply_limits(job, list(cgroup_fds or ()))
         _redirect_output(log_fd)
         if module is None:
             os.chdir(job["codeDir"])
@@ -378,7 +499,7 @@ def _zygote(args: argparse.Namespace) -> int:
     _send(sock, {"event": "ready", "pid": os.getpid(), "forkSafe": fork_safe()})
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
         except OSError:
             return 0
         if not msg:
@@ -412,6 +533,12 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
     os.close(devnull)
     os.environ.update(request.get("envVars") or {})
     os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
+    if request.get("privateTmp"):
+        try:
+            enter_user_namespace()
+        except OSError as exc:
+            _send(sock, {"event": "ready", "ok": False, "message": f"The function's sandbox could not be set up: {exc}", "trace": ""})
+            return 0
     try:
         os.chdir(code_dir)
         module = import_handler(code_dir, function_path)
@@ -449,7 +576,7 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
                     _send(sock, {"event": "exit", "call": call_id, "pid": pid, "status": status})
         if sock in ready:
             try:
-                msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
+                msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
             except OSError:
                 msg, fds = b"", []
             if not msg:
@@ -459,30 +586,32 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
                 return 0
             request = json.loads(msg)
             op = request.get("op")
-            if op == "run" and len(fds) == 3:
+            if op == "run" and len(fds) >= 3:
                 pid = os.fork()
                 if pid == 0:
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    sock.close()
-                    os.close(wake_r)
-                    os.close(wake_w)
                     code = 70
                     try:
-                        code = _child(fds[0], fds[1], fds[2], module)
+                        # sent by the call itself: the server reads its pid (as the server
+                        # sees it, whatever namespace this is) from the socket's credentials
+                        _send(sock, {"event": "started", "call": request["call"], "pid": os.getpid()})
+                        sock.close()
+                        os.close(wake_r)
+                        os.close(wake_w)
+                        code = _child(fds[0], fds[1], fds[2], module, fds[3:])
                     finally:
                         os._exit(code)
                 for fd in fds:
                     os.close(fd)
                 children[pid] = request["call"]
-                _send(sock, {"event": "started", "call": request["call"], "pid": pid})
             else:
                 for fd in fds:
                     os.close(fd)
 
 
 def _run(args: argparse.Namespace) -> int:
-    return _child(args.job_fd, args.log_fd, args.result_fd, None)
+    return _child(args.job_fd, args.log_fd, args.result_fd, None, args.cgroup_fd or [])
 
 
 def _add_site_dirs(site_dirs: list[str] | None) -> None:
@@ -509,10 +638,26 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--job-fd", type=int, required=True)
     run.add_argument("--log-fd", type=int, required=True)
     run.add_argument("--result-fd", type=int, required=True)
+    run.add_argument("--cgroup-fd", type=int, action="append")
     run.add_argument("--site-dir", action="append")
+    probe = sub.add_parser("probe", help="check that calls can be isolated here")
+    for p in (zygote, run, probe):
+        p.add_argument("--drop-uid", type=int)
+        p.add_argument("--drop-gid", type=int)
     args = parser.parse_args(argv)
     if args.mode == "check":
         return _check(args)
+    if args.drop_uid is not None:
+        # first thing: nothing of the function's (site dirs, handler) is read as root
+        try:
+            drop_privileges(args.drop_uid, args.drop_gid if args.drop_gid is not None else args.drop_uid)
+        except OSError as exc:
+            if args.mode == "probe":
+                print(json.dumps({"ok": False, "message": f"cannot drop privileges: {exc}"}), flush=True)
+                return 0
+            raise
+    if args.mode == "probe":
+        return _probe(args)
     _add_site_dirs(args.site_dir)
     if args.mode == "zygote":
         return _zygote(args)

@@ -3,8 +3,9 @@
 It runs its own event loop in one thread ("fnhost-executor"), so it serves the web app,
 the builder's threads and the tests alike. Limits per call: wall-clock timeout (kill →
 ``Timeout``), memory, processes and CPU through cgroup v1 controllers when this server can
-create them (exact out-of-memory detection), rlimits otherwise; file size and open files
-through rlimits always.
+create them (exact out-of-memory detection), rlimits otherwise; file size, open files and
+CPU time through rlimits always. Isolation from the server and from other functions is
+``run/sandbox.py``'s: with it, each function has zygotes of its own, in its sandbox.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ from fnhost.run.abc import (
     Executor,
     PrepareResult,
 )
+from fnhost.run.sandbox import Isolation, IsolationUnavailable, detect, interpreter_dirs
 from fnhost.run.zygote import (
-    BOOTSTRAP,
     EnvZygote,
     FunctionZygote,
     LogCollector,
@@ -39,6 +40,7 @@ from fnhost.run.zygote import (
     ZygoteDied,
     clean_environ,
     decode_status,
+    default_command,
     interpreter_of,
     kill_call,
     signal_name,
@@ -112,6 +114,22 @@ class Cgroups:
             raise
         return made
 
+    def open_procs(self, paths: list[str]) -> list[int]:
+        """Write-only fds of the calls' ``cgroup.procs``: the call joins by writing ``0``.
+
+        Opened here, by the server, so a call that runs as another user, in a sandbox
+        without /sys, can still join its cgroups (and no other).
+        """
+        fds: list[int] = []
+        try:
+            for p in paths:
+                fds.append(os.open(os.path.join(p, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
+        except OSError:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return fds
+
     def oom_killed(self, paths: list[str]) -> bool:
         for p in paths:
             if "/memory/" not in p:
@@ -166,10 +184,19 @@ class LocalExecutor(Executor):
         memory_budget_bytes: int = 2 * 1024**3,
         use_cgroups: bool = True,
         evict_interval_s: float = 5.0,
+        isolation: str = "none",
+        isolation_uid_base: int = 200_000,
+        isolation_uid_count: int = 65_536,
+        hidden_paths: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.memory_budget_bytes = memory_budget_bytes
         self.use_cgroups = use_cgroups
         self.evict_interval_s = evict_interval_s
+        self.isolation_request = isolation
+        self.uid_range = (isolation_uid_base, isolation_uid_count)
+        self.hidden_paths = list(hidden_paths)
+        self.isolation = Isolation()
+        self._interpreter_dirs: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self.cgroups: Cgroups | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -187,9 +214,16 @@ class LocalExecutor(Executor):
     def start(self) -> None:
         if self._thread is not None:
             return
+        self.isolation = detect(
+            self.isolation_request,
+            uid_base=self.uid_range[0],
+            uid_count=self.uid_range[1],
+            hidden=self.hidden_paths,
+        )
         self.cgroups = Cgroups() if self.use_cgroups else None
         if self.cgroups is not None and not self.cgroups.bases:
             self.cgroups = None
+        log.info("local executor: isolation %s", self.isolation.describe())
         log.info(
             "local executor: limits enforced by %s",
             self.cgroups.describe() if self.cgroups else "rlimits only",
@@ -231,11 +265,14 @@ class LocalExecutor(Executor):
             if not self._running:
                 break
             await asyncio.sleep(0.02)
+        owned = [fz.env for fz in self._functions.values() if fz.owns_env]
         for fz in list(self._functions.values()):
             fz.stop()
         self._functions.clear()
         loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(None, e.stop) for e in self._envs.values()))
+        # every environment zygote (and so every sandbox) is gone and reaped before we return
+        envs = [*self._envs.values(), *owned]
+        await asyncio.gather(*(loop.run_in_executor(None, e.stop) for e in envs))
         self._envs.clear()
 
     def _call_soon(self, coro: Any) -> Future[Any]:
@@ -271,9 +308,15 @@ class LocalExecutor(Executor):
             return {}
 
         async def collect() -> dict[str, Any]:
+            envs = {h: {"pid": e.pid, "alive": e.alive} for h, e in self._envs.items()}
+            for key, f in self._functions.items():
+                if f.owns_env:
+                    envs[f"{key[0]}:{key[1]}"] = {"pid": f.env.pid, "alive": f.env.alive}
             return {
                 "limits": self.cgroups.describe() if self.cgroups else "rlimits only",
-                "envs": {h: {"pid": e.pid, "alive": e.alive} for h, e in self._envs.items()},
+                "isolation": self.isolation.mechanism,
+                "privateTmp": self.isolation.private_tmp,
+                "envs": envs,
                 "functions": {
                     k[1]: {
                         "pid": f.pid,
@@ -305,6 +348,39 @@ class LocalExecutor(Executor):
         await asyncio.wait_for(asyncio.shield(ez.ready), ZYGOTE_START_TIMEOUT_S)
         return ez
 
+    async def _dedicated_env(self, env: EnvironmentLike, code_dir: str) -> EnvZygote:
+        """An environment zygote for one function only, in its sandbox and as its uid."""
+        iso = self.isolation
+        python = interpreter_of(env)
+        site_dirs = tuple(str(d) for d in env.site_dirs or ())
+        loop = asyncio.get_running_loop()
+        key = (python, site_dirs)
+        if key not in self._interpreter_dirs:
+            self._interpreter_dirs[key] = await loop.run_in_executor(
+                None, interpreter_dirs, python, site_dirs
+            )
+        read_only = self._interpreter_dirs[key]
+        iso.check_reachable([*read_only, code_dir])
+        await loop.run_in_executor(None, iso.own_code_dir, code_dir)
+        ez = EnvZygote(
+            loop,
+            str(env.hash),
+            python,
+            site_dirs,
+            command=lambda args: iso.command(python, args, code_dir=code_dir, read_only=read_only),
+            environ=iso.environ(clean_environ()),
+            code_dir_inside=iso.code_dir_inside,
+            private_tmp=iso.private_tmp,
+        )
+        ez.start()
+        log.info("started an isolated environment zygote pid %s for %s (%s)", ez.pid, env.hash, code_dir)
+        try:
+            await asyncio.wait_for(asyncio.shield(ez.ready), ZYGOTE_START_TIMEOUT_S)
+        except BaseException:
+            ez.stop(wait=False)
+            raise
+        return ez
+
     def _env_exited(self, ez: EnvZygote) -> None:
         if self._envs.get(ez.env_hash) is ez:
             del self._envs[ez.env_hash]
@@ -319,7 +395,7 @@ class LocalExecutor(Executor):
             fz = await self._function_zygote(env, code_dir, function_path, env_vars, fresh=fresh)
         except _ImportFailed as exc:
             return PrepareResult(False, exc.message, exc.trace)
-        except (ZygoteDied, TimeoutError, OSError) as exc:
+        except (ZygoteDied, TimeoutError, OSError, IsolationUnavailable, subprocess.SubprocessError) as exc:
             self._specs.pop(key, None)
             return PrepareResult(False, f"The function's environment could not start: {exc}")
         return PrepareResult(True, fork_safe=fz.fork_safe and fz.env.fork_safe, args=fz.args)
@@ -343,10 +419,20 @@ class LocalExecutor(Executor):
         future: asyncio.Future[FunctionZygote] = asyncio.get_running_loop().create_future()
         self._starting[key] = future
         try:
-            if current is not None and fresh and not current.calls:
-                current.stop()
-            ez = await self._env_zygote(env)
-            fz = ez.fork_function(code_dir, function_path, env_vars)
+            if current is not None and fresh:
+                if current.calls:
+                    current.retired = True  # its running calls finish in it; then it goes
+                else:
+                    current.stop()
+            dedicated = self.isolation.dedicated
+            ez = await (self._dedicated_env(env, code_dir) if dedicated else self._env_zygote(env))
+            try:
+                fz = ez.fork_function(code_dir, function_path, env_vars)
+            except BaseException:
+                if dedicated:
+                    ez.stop(wait=False)
+                raise
+            fz.owns_env = dedicated
             fz.on_exit = self._function_exited
             try:
                 msg = await asyncio.wait_for(asyncio.shield(fz.ready), ZYGOTE_START_TIMEOUT_S)
@@ -355,6 +441,9 @@ class LocalExecutor(Executor):
                 raise _ImportFailed(
                     f"Importing {function_path} took longer than {ZYGOTE_START_TIMEOUT_S:g} s.", ""
                 ) from None
+            except ZygoteDied:
+                fz.stop()
+                raise
             if not msg.get("ok"):
                 fz.stop()
                 raise _ImportFailed(str(msg.get("message")), str(msg.get("trace") or ""))
@@ -370,6 +459,8 @@ class LocalExecutor(Executor):
             del self._starting[key]
 
     def _function_exited(self, fz: FunctionZygote) -> None:
+        if fz.owns_env:
+            fz.env.stop(wait=False)  # the rest of its sandbox
         key = next((k for k, v in self._functions.items() if v is fz), None)
         if key is None:
             return
@@ -469,11 +560,12 @@ class LocalExecutor(Executor):
             mode = "spawn"
         limits = job.limits
         token = job.token() if job.token is not None and "client" in fz.args else None
+        iso = self.isolation
         spec: dict[str, Any] = {
             "callId": job.call_id,
             "functionId": job.function_id,
             "project": job.project,
-            "codeDir": code_dir,
+            "codeDir": iso.code_dir_inside(code_dir),
             "functionPath": job.function_path,
             "data": job.data,
             "secrets": job.secrets,
@@ -484,16 +576,22 @@ class LocalExecutor(Executor):
             "scheduledTime": job.scheduled_time,
             "limits": {
                 "memoryBytes": limits.memory_bytes,
-                "maxProcesses": limits.max_processes,
                 "maxFileBytes": limits.max_file_bytes,
                 "maxOpenFiles": limits.max_open_files,
                 "responseMaxBytes": limits.response_max_bytes,
+                "cpuSeconds": limits.cpu_seconds(),
             },
+            # a fresh interpreter in a sandbox of its own (spawn) has a private /tmp already
+            "privateTmp": iso.private_tmp and (fork_ok or iso.mechanism != "bwrap"),
         }
         run = Running(job.call_id, loop.create_future(), code_dir=code_dir)
+        cgroup_fds: list[int] = []
         if self.cgroups is not None:
             run.cgroups = self.cgroups.create(job.call_id, limits)
-            spec["cgroups"] = run.cgroups
+            cgroup_fds = self.cgroups.open_procs(run.cgroups)
+        if self.cgroups is None or "pids" not in self.cgroups.bases:
+            # RLIMIT_NPROC counts every process of the uid: a fallback only
+            spec["limits"]["maxProcesses"] = limits.max_processes
         if self.cgroups is None or not self.cgroups.memory:
             spec["limits"]["addressSpaceBytes"] = limits.memory_bytes
         job_fd = os.memfd_create("fnhost-job", os.MFD_CLOEXEC)
@@ -512,12 +610,14 @@ class LocalExecutor(Executor):
             started = now_ms()
             try:
                 if fork_ok:
-                    fz.run(run, (job_fd, log_w, result_fd))
+                    fz.run(run, (job_fd, log_w, result_fd, *cgroup_fds))
                 else:
-                    await self._spawn(job, run, (job_fd, log_w, result_fd))
+                    await self._spawn(job, run, (job_fd, log_w, result_fd), cgroup_fds)
             finally:
                 os.close(job_fd)
                 os.close(log_w)
+                for fd in cgroup_fds:
+                    os.close(fd)
             try:
                 code, sig = await asyncio.wait_for(asyncio.shield(run.exit), limits.timeout_s)
             except TimeoutError:
@@ -548,6 +648,8 @@ class LocalExecutor(Executor):
             os.close(result_fd)
             if self.cgroups is not None and run.cgroups:
                 self.cgroups.remove(run.cgroups)
+            if fz.retired and not fz.calls and not fz.dropped:
+                fz.stop()
 
     async def _exit_after_kill(self, run: Running) -> tuple[int | None, int | None]:
         try:
@@ -555,33 +657,52 @@ class LocalExecutor(Executor):
         except (TimeoutError, ZygoteDied):
             return None, signal.SIGKILL
 
-    async def _spawn(self, job: CallJob, run: Running, fds: tuple[int, int, int]) -> None:
+    async def _spawn(
+        self, job: CallJob, run: Running, fds: tuple[int, int, int], cgroup_fds: list[int]
+    ) -> None:
         """A fresh interpreter for handlers that cannot be forked (threads at import)."""
         loop = asyncio.get_running_loop()
         job_fd, log_w, result_fd = fds
+        python = interpreter_of(job.env)
+        args = [
+            "run", "--job-fd", str(job_fd), "--log-fd", str(log_w), "--result-fd", str(result_fd),
+            *[a for fd in cgroup_fds for a in ("--cgroup-fd", str(fd))],
+            *site_args(job.env.site_dirs),
+        ]
+        iso = self.isolation
+        code_dir = str(job.code_dir)
+        if iso.dedicated:
+            site_dirs = tuple(str(d) for d in job.env.site_dirs or ())
+            read_only = self._interpreter_dirs.get((python, site_dirs), [])
+            argv = iso.command(python, args, code_dir=code_dir, read_only=read_only)
+        else:
+            argv = default_command(python, args)
         proc = subprocess.Popen(
-            [
-                interpreter_of(job.env), "-I", str(BOOTSTRAP), "run",
-                "--job-fd", str(job_fd), "--log-fd", str(log_w), "--result-fd", str(result_fd),
-                *site_args(job.env.site_dirs),
-            ],
-            pass_fds=fds,
-            env=clean_environ(),
+            argv,
+            pass_fds=(*fds, *cgroup_fds),
+            env=iso.environ(clean_environ()),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            cwd=str(job.code_dir),
+            cwd="/" if iso.mechanism == "bwrap" else code_dir,
+            start_new_session=iso.mechanism == "bwrap",
         )
         run.pid = proc.pid
         self._spawned[job.call_id] = proc
+        # bubblewrap reports a child killed by signal N as exit code 128 + N
+        sandboxed = iso.mechanism == "bwrap"
 
         def wait() -> None:
             status = os.waitpid(proc.pid, 0)[1]
             proc.returncode = 0  # reaped here; keep Popen from waiting again
+            code, sig = decode_status(status)
+            if sandboxed and sig is None and code is not None and 128 < code < 128 + 65:
+                sig = code - 128
+                code = None
 
             def report() -> None:
                 if not run.exit.done():
-                    run.exit.set_result(decode_status(status))
+                    run.exit.set_result((code, sig))
 
             loop.call_soon_threadsafe(report)
 
@@ -620,6 +741,10 @@ class LocalExecutor(Executor):
             message = run.lost
         elif sig == signal.SIGXFSZ:
             message = f"The call wrote a file larger than the limit of {limits.max_file_bytes} bytes."
+        elif sig == signal.SIGXCPU:
+            message = (
+                f"The call used more than its {limits.cpu_seconds()} seconds of CPU time and was stopped."
+            )
         elif sig is not None:
             message = f"The call's process was killed by {signal_name(sig)} before returning a result."
         elif head.startswith(b"OK\n"):

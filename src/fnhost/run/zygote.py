@@ -9,7 +9,11 @@ Process tree on this machine::
 
 The server talks to each zygote over a SOCK_SEQPACKET socket: one JSON message per packet,
 file descriptors passed with SCM_RIGHTS. The function zygote reaps its calls and reports
-their wait status; the server owns timeouts and kills (process group + cgroup).
+their wait status; the server owns timeouts and kills (process group + cgroup). Each
+message also carries its sender's credentials (SO_PASSCRED), so the server learns the pid
+of a zygote or call as *it* sees it, even when the sender runs in a PID namespace of its
+own (isolation ``bwrap``). With isolation, every function gets an environment zygote of
+its own, started inside its sandbox (``run/sandbox.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -56,15 +61,27 @@ class Channel:
         self.on_close = on_close
         self.closed = False
         sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         loop.add_reader(sock.fileno(), self._readable)
 
     def _readable(self) -> None:
+        sender: int | None = None
+        fds: list[int] = []
         try:
-            msg, fds, _, _ = socket.recv_fds(self.sock, 1 << 16, 4)
+            msg, ancillary, _, _ = self.sock.recvmsg(
+                1 << 16, socket.CMSG_SPACE(16 * 4) + socket.CMSG_SPACE(12)
+            )
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            msg, fds = b"", []
+            msg, ancillary = b"", []
+        for level, kind, data in ancillary:
+            if level != socket.SOL_SOCKET:
+                continue
+            if kind == socket.SCM_RIGHTS:
+                fds += list(struct.unpack(f"{len(data) // 4}i", data[: len(data) // 4 * 4]))
+            elif kind == socket.SCM_CREDENTIALS and len(data) >= 12:
+                sender = struct.unpack("iII", data[:12])[0]
         for fd in fds:
             os.close(fd)
         if not msg:
@@ -72,7 +89,10 @@ class Channel:
             self.on_close()
             return
         try:
-            self.on_message(json.loads(msg))
+            message = json.loads(msg)
+            if sender:  # the pid as this server sees it (the sender's own may be namespaced)
+                message["senderPid"] = sender
+            self.on_message(message)
         except Exception:
             log.exception("zygote message could not be handled: %r", msg[:200])
 
@@ -109,30 +129,52 @@ def clean_environ() -> dict[str, str]:
     return {k: os.environ[k] for k in PASS_ENV if k in os.environ}
 
 
-class EnvZygote:
-    """``python bootstrap.py zygote`` for one environment."""
+def default_command(python: str, args: list[str]) -> list[str]:
+    return [python, "-I", str(BOOTSTRAP), *args]
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, env_hash: str, python: str, site_dirs: Any) -> None:
+
+class EnvZygote:
+    """``python bootstrap.py zygote`` for one environment (or, isolated, for one function).
+
+    ``command`` turns the bootstrap's arguments into the argv to start (a sandbox around
+    the interpreter, say); ``code_dir`` and ``private_tmp`` are what its function zygotes
+    are told, as seen inside it.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        env_hash: str,
+        python: str,
+        site_dirs: Any,
+        *,
+        command: Callable[[list[str]], list[str]] | None = None,
+        environ: dict[str, str] | None = None,
+        code_dir_inside: Callable[[str], str] | None = None,
+        private_tmp: bool = False,
+    ) -> None:
         self.loop = loop
         self.env_hash = env_hash
         self.python = python
         self.site_dirs = tuple(str(d) for d in site_dirs or ())
+        self.command = command or (lambda args: default_command(str(self.python), args))
+        self.environ = environ if environ is not None else clean_environ()
+        self.code_dir_inside = code_dir_inside or (lambda d: d)
+        self.private_tmp = private_tmp
         self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: Channel | None = None
         self.fork_safe = False
+        self.zygote_pid: int | None = None  # the interpreter's own pid (inside any sandbox)
         self.on_exit: Callable[[EnvZygote], None] | None = None
 
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.proc = subprocess.Popen(
-                [
-                    str(self.python), "-I", str(BOOTSTRAP), "zygote",
-                    "--control-fd", str(theirs.fileno()), *site_args(self.site_dirs),
-                ],
+                self.command(["zygote", "--control-fd", str(theirs.fileno()), *site_args(self.site_dirs)]),
                 pass_fds=[theirs.fileno()],
-                env=clean_environ(),
+                env=self.environ,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 start_new_session=True,
@@ -146,9 +188,13 @@ class EnvZygote:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
+    def pss_bytes(self) -> int:
+        return pss_of(self.zygote_pid)
+
     def _message(self, msg: dict[str, Any]) -> None:
         if msg.get("event") == "ready" and not self.ready.done():
             self.fork_safe = bool(msg.get("forkSafe"))
+            self.zygote_pid = msg.get("senderPid") or msg.get("pid")
             self.ready.set_result(msg)
 
     def _closed(self) -> None:
@@ -176,7 +222,13 @@ class EnvZygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self.channel.send(
-                {"op": "function", "codeDir": code_dir, "functionPath": function_path, "envVars": env_vars},
+                {
+                    "op": "function",
+                    "codeDir": self.code_dir_inside(code_dir),
+                    "functionPath": function_path,
+                    "envVars": env_vars,
+                    "privateTmp": self.private_tmp,
+                },
                 [theirs.fileno()],
             )
         except ZygoteDied:
@@ -186,14 +238,18 @@ class EnvZygote:
             theirs.close()
         return FunctionZygote(self.loop, self, code_dir, function_path, ours)
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """Kill it (and, sandboxed, everything in its sandbox); ``wait=False`` reaps later."""
         if self.channel is not None:
             self.channel.close()
         if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(OSError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(5)
+            if wait:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(5)
+            else:
+                self.loop.run_in_executor(None, self._reap)
 
 
 @dataclass
@@ -237,6 +293,8 @@ class FunctionZygote:
         self.calls: dict[int, Running] = {}
         self.last_used = now_ms()
         self.dropped = False  # ended on purpose (evicted, redeployed, deleted)
+        self.retired = False  # replaced by a newer one: stop when its last call ends
+        self.owns_env = False  # isolated: its environment zygote is its alone (its sandbox)
         self.on_exit: Callable[[FunctionZygote], None] | None = None
         self.channel = Channel(loop, sock, self._message, self._closed)
 
@@ -247,7 +305,7 @@ class FunctionZygote:
     def _message(self, msg: dict[str, Any]) -> None:
         event = msg.get("event")
         if event == "ready":
-            self.pid = msg.get("pid")
+            self.pid = msg.get("senderPid") or msg.get("pid")
             self.args = tuple(msg.get("args") or ())
             self.fork_safe = bool(msg.get("forkSafe"))
             if not self.ready.done():
@@ -255,7 +313,7 @@ class FunctionZygote:
         elif event == "started":
             run = self.calls.get(msg["call"])
             if run is not None:
-                run.pid = msg["pid"]
+                run.pid = msg.get("senderPid") or msg["pid"]
         elif event == "exit":
             run = self.calls.pop(msg["call"], None)
             if run is not None and not run.exit.done():
@@ -272,7 +330,7 @@ class FunctionZygote:
         if self.on_exit:
             self.on_exit(self)
 
-    def run(self, run: Running, fds: tuple[int, int, int]) -> None:
+    def run(self, run: Running, fds: tuple[int, ...]) -> None:
         self.calls[run.call_id] = run
         self.last_used = now_ms()
         try:
@@ -282,16 +340,8 @@ class FunctionZygote:
             raise
 
     def pss_bytes(self) -> int:
-        if self.pid is None:
-            return 0
-        try:
-            with open(f"/proc/{self.pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            return 0
-        return 0
+        own = pss_of(self.pid)
+        return own + self.env.pss_bytes() if self.owns_env else own
 
     def stop(self) -> None:
         """End it: its calls are killed by the zygote itself when it sees the socket close."""
@@ -301,6 +351,21 @@ class FunctionZygote:
             with contextlib.suppress(OSError):
                 os.kill(self.pid, signal.SIGKILL)
         self._closed()
+        if self.owns_env:
+            self.env.stop(wait=False)
+
+
+def pss_of(pid: int | None) -> int:
+    if pid is None:
+        return 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return 0
 
 
 class LogCollector:

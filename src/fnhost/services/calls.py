@@ -29,6 +29,7 @@ from fnhost.services.access import Access
 from fnhost.services.functions import Functions
 from fnhost.services.livelogs import LiveLogs
 from fnhost.services.loop import Service
+from fnhost.services.replicas import owner_is_dead
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
 from fnhost.store import calls as store
@@ -243,6 +244,7 @@ class Calls:
             max_open_files=s.call_max_open_files,
             response_max_bytes=s.response_max_bytes,
             log_max_bytes=s.log_max_bytes,
+            cpu_time_s=s.call_cpu_seconds,
         )
 
     def _start(self, p: _Pending, state: _FunctionState) -> None:
@@ -402,24 +404,7 @@ class Calls:
         return count
 
     def _owner_is_dead(self, owner: str) -> bool:
-        """Owners are ``host-pid-random``; on this host a missing pid means a dead server."""
-        import os
-        import socket
-
-        try:
-            host, pid, _ = owner.rsplit("-", 2)
-            pid_value = int(pid)
-        except ValueError:
-            return True
-        if host != socket.gethostname():
-            return self.db.is_sqlite  # a SQLite database is not shared with other hosts
-        try:
-            os.kill(pid_value, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+        return owner_is_dead(owner, shared_with_other_hosts=not self.db.is_sqlite)
 
     def prewarm(self) -> None:
         """Start zygotes for the Ready functions this server may run (after a restart)."""

@@ -67,6 +67,9 @@ class System:
             min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds,
             leeway_seconds=settings.oidc_leeway_seconds,
         )
+        from fnhost.services.ratelimit import RateLimiter
+
+        self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.access = Access(
             self.db, self.tokens, settings.token_lifetime_seconds, external=self.external_issuers
         )
@@ -104,7 +107,13 @@ class System:
         from fnhost.run.local import LocalExecutor
         from fnhost.services.calls import Calls, CallsService
 
-        self.executor = LocalExecutor(memory_budget_bytes=settings.zygote_memory_budget_mb * 1024 * 1024)
+        self.executor = LocalExecutor(
+            memory_budget_bytes=settings.zygote_memory_budget_mb * 1024 * 1024,
+            isolation=settings.isolation,
+            isolation_uid_base=settings.isolation_uid_base,
+            isolation_uid_count=settings.isolation_uid_count,
+            hidden_paths=self.private_paths(),
+        )
         self.builder.executor = self.executor
         self.calls = Calls(
             db=self.db,
@@ -124,9 +133,43 @@ class System:
 
         self.schedules, self.scheduler = wire_schedules(self)
 
+    def private_paths(self) -> list[str]:
+        """What no function may see: the data dir, every environment but its own, caches."""
+        s = self.settings
+        paths = [self.home, s.resolved_env_dir()]
+        if s.uv_cache_dir is not None:
+            paths.append(s.uv_cache_dir.resolve())
+        url = s.resolved_database_url()
+        if url.startswith("sqlite:///"):
+            paths.append(Path(url.removeprefix("sqlite:///")).parent)
+        return [str(p) for p in paths]
+
+    def protect_files(self) -> None:
+        """Modes that keep the server's files from other users (functions run as such)."""
+        home = self.home
+        (home / "code").mkdir(exist_ok=True)
+        for path, mode in (
+            (home / "blobs", 0o700),
+            (home / "keys", 0o700),
+            (home / "code", 0o711),  # a function's uid may enter its own dir, not list others
+        ):
+            if path.is_dir():
+                path.chmod(mode)
+        url = self.settings.resolved_database_url()
+        if url.startswith("sqlite:///"):
+            db = Path(url.removeprefix("sqlite:///"))
+            for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                if f.exists():
+                    f.chmod(0o600)
+
     async def start(self) -> None:
+        self.protect_files()
         for service in self.background:
             await service.start()
+        if getattr(getattr(self.executor, "isolation", None), "mechanism", None) == "uid":
+            # functions run as their own uids and reach their code by path: they may pass
+            # through the data dir (not list it; its files are closed to them)
+            self.home.chmod(self.home.stat().st_mode | 0o001)
 
     async def stop(self) -> None:
         for service in reversed(self.background):

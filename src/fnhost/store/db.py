@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
+
+from fnhost.errors import InvalidRequest
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -33,6 +36,25 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+@contextmanager
+def _storable_values() -> Iterator[None]:
+    """A value from a request that the database cannot hold is the request's fault (400).
+
+    An id past 64 bits, say: SQLite's driver raises OverflowError as it binds it,
+    PostgreSQL a DataError (numeric out of range, a NUL in a string).
+    """
+    try:
+        yield
+    except OverflowError:
+        raise InvalidRequest(
+            "A number in the request is out of range: ids and other integers the server "
+            f"stores must be between {-(2**63)} and {2**63 - 1}."
+        ) from None
+    except DataError as exc:
+        detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+        raise InvalidRequest(f"The request holds a value the database cannot store: {detail}") from None
+
+
 class Database:
     """One engine and its session factories. Made by ``create_app``, never at import."""
 
@@ -55,13 +77,13 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with self._read_sessions() as session, session.begin():
+        with _storable_values(), self._read_sessions() as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception."""
-        with self._write_sessions() as session, session.begin():
+        with _storable_values(), self._write_sessions() as session, session.begin():
             yield session
 
     def migrate(self) -> None:

@@ -128,5 +128,9 @@ def claim_next_build(owner: str, now: int, lease_ms: int, *, session: Session) -
     return row
 
 
+def builds_in_progress(*, session: Session) -> list[FunctionRow]:
+    return list(session.scalars(select(FunctionRow).where(FunctionRow.status == "Deploying")))
+
+
 def ready_functions(*, session: Session) -> list[FunctionRow]:
     return list(session.scalars(select(FunctionRow).where(FunctionRow.status == "Ready")))

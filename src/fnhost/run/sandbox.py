@@ -1,0 +1,320 @@
+"""Isolation of function code from the server and from other functions (local executor).
+
+Three mechanisms, best first (``docs/isolation.md`` says what each protects)::
+
+    bwrap   each function's zygote runs in its own bubblewrap sandbox: new mount, PID, IPC,
+            UTS and cgroup namespaces; the file system holds only the system directories
+            (read-only), the function's interpreter and environment (read-only), its code
+            (read-only, at /function) and a private /tmp. The server's data directory is
+            not there at all. Processes run as a per-function unprivileged uid.
+    uid     no namespaces from bubblewrap: processes run as the per-function uid and the
+            data directory is protected by file modes only.
+    none    calls run as the server's user, with the server's files in reach.
+
+With ``bwrap`` or ``uid``, each call also gets a private /tmp and /dev/shm (a tmpfs in a
+mount namespace of its own, made through an unprivileged user namespace) when the host
+allows user namespaces.
+
+The per-function uid is ``uid_base + function_id % uid_count`` (the function id is the
+name of its code directory), so two functions share a uid only when their ids are
+``uid_count`` apart; namespaces keep them apart even then.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+log = logging.getLogger("fnhost.run")
+
+Mechanism = Literal["bwrap", "uid", "none"]
+BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
+SANDBOX_CODE_DIR = "/function"
+SANDBOX_BOOTSTRAP = "/fnhost/bootstrap.py"
+# system directories every sandbox sees read-only (symlinks, as on merged-/usr systems, are
+# recreated as symlinks)
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+PROBE_TIMEOUT_S = 20.0
+
+
+class IsolationUnavailable(Exception):
+    """The isolation asked for cannot be had on this host."""
+
+
+@dataclass
+class Isolation:
+    mechanism: Mechanism = "none"
+    uid_base: int = 200_000
+    uid_count: int = 65_536
+    # a tmpfs per call over /tmp and /dev/shm (needs unprivileged user namespaces)
+    private_tmp: bool = False
+    # paths no sandbox may show, even where a system directory holds them (the data dir…)
+    hidden: list[str] = field(default_factory=list)
+    bwrap: str = "/usr/bin/bwrap"
+    reason: str = ""  # why a lesser mechanism is in force (for the start-up log line)
+
+    @property
+    def dedicated(self) -> bool:
+        """Whether each function needs zygotes of its own (they run as its uid)."""
+        return self.mechanism != "none"
+
+    @property
+    def drops_uid(self) -> bool:
+        return self.mechanism != "none" and os.geteuid() == 0
+
+    def describe(self) -> str:
+        if self.mechanism == "none":
+            text = "none: calls run as the server's user and can read its files"
+        elif self.mechanism == "bwrap":
+            who = (
+                f"per-function uids {self.uid_base}+" if self.drops_uid else "the server's uid"
+            )
+            text = (
+                "bwrap: a bubblewrap sandbox per function (mount, pid, ipc, uts, cgroup "
+                f"namespaces; code read-only at {SANDBOX_CODE_DIR}), running as {who}"
+            )
+        else:
+            text = f"uid: per-function uids {self.uid_base}+, file modes only (no namespaces)"
+        text += "; private /tmp per call" if self.private_tmp else "; /tmp shared per function"
+        if self.reason:
+            text += f" ({self.reason})"
+        return text
+
+    def uid_for(self, code_dir: str) -> int:
+        name = os.path.basename(code_dir.rstrip("/"))
+        n = int(name) if name.isdigit() else zlib.crc32(code_dir.encode())
+        return self.uid_base + n % self.uid_count
+
+    def code_dir_inside(self, code_dir: str) -> str:
+        return SANDBOX_CODE_DIR if self.mechanism == "bwrap" else code_dir
+
+    def bootstrap_inside(self) -> str:
+        return SANDBOX_BOOTSTRAP if self.mechanism == "bwrap" else str(BOOTSTRAP)
+
+    def environ(self, base: dict[str, str]) -> dict[str, str]:
+        env = dict(base)
+        if self.dedicated:
+            # the server's HOME is not the function's (and is not readable by its uid)
+            env["HOME"] = "/tmp"
+            env.pop("TMPDIR", None)
+        return env
+
+    # -- commands ---------------------------------------------------------------------------
+    def command(
+        self,
+        python: str,
+        args: list[str],
+        *,
+        code_dir: str,
+        read_only: Iterable[str] = (),
+    ) -> list[str]:
+        """The argv that runs ``python -I bootstrap.py *args`` for the function at ``code_dir``.
+
+        ``read_only`` are the function's interpreter and environment directories.
+        """
+        tail = [python, "-I", self.bootstrap_inside(), *args]
+        if self.drops_uid:
+            uid = self.uid_for(code_dir)
+            tail += ["--drop-uid", str(uid), "--drop-gid", str(uid)]
+        if self.mechanism != "bwrap":
+            return tail
+        return [*self.bwrap_args(code_dir, read_only), "--", *tail]
+
+    def bwrap_args(self, code_dir: str | None, read_only: Iterable[str]) -> list[str]:
+        argv = [
+            self.bwrap,
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session",
+        ]
+        if os.geteuid() == 0:
+            # root in the sandbox keeps only what it needs to become the function's uid
+            argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+        else:
+            argv += ["--unshare-user"]
+        bound: list[str] = []
+        for d in SYSTEM_DIRS:
+            if os.path.islink(d):
+                argv += ["--symlink", os.readlink(d), d]
+            elif os.path.isdir(d):
+                argv += ["--ro-bind", d, d]
+                bound.append(d)
+        resolv = os.path.realpath("/etc/resolv.conf")
+        if os.path.exists(resolv) and not _under(resolv, bound):
+            argv += ["--ro-bind", resolv, resolv]
+        argv += [
+            "--proc", "/proc", "--dev", "/dev",
+            "--perms", "1777", "--tmpfs", "/tmp",
+            "--perms", "1777", "--tmpfs", "/dev/shm",
+            "--dir", "/var", "--symlink", "../tmp", "/var/tmp",
+        ]
+        # what a system directory would show of the server's own files is covered up first;
+        # the function's own environment is bound afterwards, on top
+        for hidden in self.hidden:
+            if _under(hidden, bound) and os.path.isdir(hidden):
+                argv += ["--tmpfs", hidden]
+        made: set[str] = set()
+        for path in _outermost(p for p in read_only if not _under(p, bound)):
+            # parents bubblewrap would make copy the host's modes (/root is 0700): make them
+            # traversable, since the function's uid must reach its interpreter
+            for parent in reversed(Path(path).parents):
+                d = str(parent)
+                if d != "/" and d not in made and not _under(d, bound):
+                    argv += ["--perms", "0755", "--dir", d]
+                    made.add(d)
+            argv += ["--ro-bind", path, path]
+            for hidden in self.hidden:  # say, a data dir inside the server's own venv
+                if hidden != path and _under(hidden, [path]) and os.path.isdir(hidden):
+                    argv += ["--tmpfs", hidden]
+        argv += ["--ro-bind", str(BOOTSTRAP), SANDBOX_BOOTSTRAP]
+        if code_dir is not None:
+            argv += ["--ro-bind", code_dir, SANDBOX_CODE_DIR]
+        argv += ["--chdir", "/"]
+        return argv
+
+    # -- preparing the host side --------------------------------------------------------------
+    def own_code_dir(self, code_dir: str) -> None:
+        """Give the function's uid its code dir (mode 0500): other uids cannot enter it."""
+        if not self.drops_uid:
+            return
+        uid = self.uid_for(code_dir)
+        os.chown(code_dir, uid, uid)
+        os.chmod(code_dir, 0o500)
+
+    def check_reachable(self, paths: Iterable[str]) -> None:
+        """For ``uid``: the function's uid must be able to reach its interpreter and code."""
+        if self.mechanism != "uid":
+            return
+        for path in paths:
+            p = Path(path)
+            for parent in [*reversed(p.parents), p]:
+                try:
+                    mode = parent.stat().st_mode
+                except OSError:
+                    break
+                if stat.S_ISDIR(mode) and not mode & stat.S_IXOTH and str(parent) != path:
+                    raise IsolationUnavailable(
+                        f"isolation 'uid' runs functions as another user, who cannot enter "
+                        f"{parent} (mode {stat.S_IMODE(mode):04o}) to reach {path}. Install "
+                        "bubblewrap (isolation 'bwrap' needs no such access), or put Python "
+                        "and the environments where every user can read them."
+                    )
+
+
+def interpreter_dirs(python: str, site_dirs: Iterable[str]) -> list[str]:
+    """Directories a sandbox must show read-only for ``python`` (a venv's or a system one)."""
+    out = subprocess.run(
+        [
+            python, "-I", "-c",
+            "import json, sys; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, "
+            "sys.base_exec_prefix, *sys.path]))",
+        ],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    found = [p for p in json.loads(out) if p and os.path.isabs(p)]
+    found += [os.path.dirname(os.path.realpath(python)), os.path.dirname(os.path.abspath(python))]
+    found += [str(d) for d in site_dirs]
+    existing = []
+    for p in found:
+        # a zip on sys.path (python311.zip) may not exist; a file's directory is enough
+        while p and not os.path.exists(p):
+            p = os.path.dirname(p)
+        if p and p != "/":
+            existing.append(os.path.abspath(p))
+    return _outermost(existing)
+
+
+def detect(
+    requested: str,
+    *,
+    uid_base: int = 200_000,
+    uid_count: int = 65_536,
+    hidden: Iterable[str] = (),
+) -> Isolation:
+    """The best mechanism this host supports (``auto``), or the one asked for, checked."""
+    hidden_paths = [os.path.abspath(str(h)) for h in hidden]
+    base = Isolation("none", uid_base, uid_count, hidden=hidden_paths)
+    if requested == "none":
+        return base
+    if requested not in ("auto", "bwrap", "uid"):
+        raise IsolationUnavailable(f"Unknown isolation {requested!r}: auto, bwrap, uid or none.")
+    reasons: list[str] = []
+    if requested in ("auto", "bwrap"):
+        bwrap = shutil.which("bwrap")
+        if bwrap is None:
+            reasons.append("bubblewrap (bwrap) is not installed")
+        else:
+            candidate = Isolation("bwrap", uid_base, uid_count, hidden=hidden_paths, bwrap=bwrap)
+            ok, private_tmp, why = _probe(candidate)
+            if ok:
+                candidate.private_tmp = private_tmp
+                if not private_tmp:
+                    candidate.reason = f"no user namespaces for a per-call /tmp: {why}"
+                return candidate
+            reasons.append(f"bubblewrap does not work here: {why}")
+        if requested == "bwrap":
+            raise IsolationUnavailable("FNHOST_ISOLATION=bwrap: " + "; ".join(reasons))
+    if os.geteuid() != 0:
+        if requested == "uid":
+            raise IsolationUnavailable("FNHOST_ISOLATION=uid needs the server to run as root.")
+        base.reason = "; ".join([*reasons, "not root, so calls cannot run as another user"])
+        return base
+    candidate = Isolation("uid", uid_base, uid_count, hidden=hidden_paths)
+    ok, private_tmp, why = _probe(candidate)
+    if not ok:
+        raise IsolationUnavailable(f"isolation 'uid' does not work here: {why}")
+    candidate.private_tmp = private_tmp
+    candidate.reason = "; ".join(reasons + ([] if private_tmp else [f"no per-call /tmp: {why}"]))
+    return candidate
+
+
+def _probe(isolation: Isolation) -> tuple[bool, bool, str]:
+    """Run the bootstrap's probe the way a zygote would start: (works, private /tmp, why not)."""
+    python = os.path.realpath(sys.executable)
+    try:
+        if isolation.mechanism == "bwrap":
+            dirs = interpreter_dirs(python, ())
+            argv = [*isolation.bwrap_args(None, dirs), "--", python, "-I", "-S", SANDBOX_BOOTSTRAP, "probe"]
+        else:
+            argv = [python, "-I", "-S", str(BOOTSTRAP), "probe"]
+        if isolation.drops_uid:
+            argv += ["--drop-uid", str(isolation.uid_base), "--drop-gid", str(isolation.uid_base)]
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env={"PATH": "/usr/bin:/bin"}
+        )
+    except (OSError, subprocess.SubprocessError, ValueError, IsolationUnavailable) as exc:
+        return False, False, str(exc)
+    result: dict[str, Any] = {}
+    for line in reversed(proc.stdout.splitlines()):
+        try:
+            result = json.loads(line)
+            break
+        except ValueError:
+            continue
+    if not result.get("ok"):
+        why = result.get("message") or (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        return False, False, str(why)
+    return True, bool(result.get("privateTmp")), str(result.get("tmpMessage") or "")
+
+
+def _under(path: str, roots: Iterable[str]) -> bool:
+    path = os.path.abspath(path)
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """The paths without those inside another one of them, sorted."""
+    kept: list[str] = []
+    for p in sorted({os.path.abspath(p) for p in paths}):
+        if not _under(p, kept):
+            kept.append(p)
+    return kept
