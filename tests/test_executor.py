@@ -5,6 +5,7 @@ against this project's own Python (which has cognite-sdk), with handler code in 
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 import time
 from collections.abc import Iterator
@@ -181,6 +182,41 @@ def test_calls_are_separate_processes(executor: Executor, code: Path) -> None:
     assert third["pid"] != body["pid"]
 
 
+def _spare_pid(executor: LocalExecutor, code: Path) -> int:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pid = executor.stats()["functions"][str(code)]["sparePid"]
+        if pid:
+            return int(pid)
+        time.sleep(0.05)
+    raise AssertionError("no spare process appeared")
+
+
+def test_calls_get_processes_forked_ahead(executor: LocalExecutor, code: Path) -> None:
+    import json
+
+    run(executor, code, {"case": "echo"})
+    spare = _spare_pid(executor, code)
+    second = run(executor, code, {"case": "echo"})
+    assert second.status == "Completed" and second.mode == "fork-spare"
+    assert json.loads(second.response or "null")["calls"] == 1  # a fresh copy of the handler
+    # a spare that died before its call: the call still runs, and a new spare follows
+    spare = _spare_pid(executor, code)
+    os.kill(spare, signal.SIGKILL)
+    time.sleep(0.2)
+    third = run(executor, code, {"case": "echo"})
+    assert third.status == "Completed", third.error
+    assert _spare_pid(executor, code) != spare
+    # other limits than the spare was made for: it is dropped, the call forks as usual
+    spare = _spare_pid(executor, code)
+    other = run(executor, code, {"case": "echo"}, memory_bytes=512 * 1024**2)
+    assert other.status == "Completed" and other.mode == "fork"
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{spare}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{spare}").exists(), "a dropped spare outlived its drop"
+
+
 def test_non_json_and_oversized_response(executor: Executor, code: Path) -> None:
     out = run(executor, code, {"case": "nonjson"})
     assert out.status == "Failed"
@@ -306,6 +342,7 @@ def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
     pids = [f["pid"] for f in stats["functions"].values()] + [e["pid"] for e in stats["envs"].values()]
     future = ex.submit(CallJob(call_id=next(_ids), function_id=1, project="p", env=ENV, code_dir=d,
                                function_path="handler.py"))
+    pids.append(_spare_pid(ex, d))  # the process forked ahead for the next call
     time.sleep(0.5)
     ex.stop()
     out = future.result(5)

@@ -84,6 +84,20 @@ def test_missing_or_invalid_token_is_401_with_a_message(server: LiveServer) -> N
         token_client(server.base_url, "default", "garbage").functions.list()
 
 
+def test_client_secret_is_checked_on_every_grant(server: LiveServer) -> None:
+    creds = server.create_client("secret-checks")
+
+    def grant(secret: str) -> int:
+        form = {"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": secret}
+        return httpx.post(creds["token_url"], data=form).status_code
+
+    # a secret that passed once is recognised quickly afterwards; others are still refused
+    assert [grant(creds["client_secret"]), grant(creds["client_secret"])] == [200, 200]
+    assert grant(creds["client_secret"] + "x") == 401
+    assert grant(creds["client_secret"][:-1]) == 401
+    assert grant(creds["client_secret"]) == 200
+
+
 def test_read_only_client_cannot_deploy(
     server: LiveServer, client: CogniteClient, reader_creds: dict[str, Any], deployed: Any
 ) -> None:

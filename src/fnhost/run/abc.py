@@ -82,7 +82,8 @@ class CallOutcome:
     logs: list[tuple[int, str]] = field(default_factory=list)  # (ms timestamp, line)
     start_ms: int = 0  # when the call's process started
     end_ms: int = 0  # when it ended
-    # how the process was made: "fork" (warm zygote), "fork-cold" (zygote started for it),
+    # how the process was made: "fork" (warm zygote), "fork-spare" (forked ahead by the warm
+    # zygote, before the call came), "fork-cold" (zygote started for it),
     # "spawn" (fresh interpreter, for handlers that cannot be forked)
     mode: str = ""
 

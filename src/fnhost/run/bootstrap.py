@@ -258,14 +258,23 @@ def _check(args: argparse.Namespace) -> int:
 
 # -- one call ---------------------------------------------------------------------------------
 
-def _apply_limits(job: dict[str, Any], cgroup_fds: list[int]) -> None:
-    """Runs in the call's own process before any user code: cgroups, /tmp, rlimits, session."""
-    import resource
+def _enter_call_process(cgroup_fds: list[int]) -> None:
+    """What makes a fork a call's process: its own session and its cgroups.
 
+    Separate from the rest because a spare (see ``_spare``) does it before its call is known:
+    the first write to a v1 ``cgroup.procs`` after a quiet spell waits for an RCU grace
+    period (~10 ms here), which a spare pays while nobody is waiting.
+    """
     os.setsid()  # own process group: the server ends the call and all it started at once
     for fd in cgroup_fds:  # "0" is the writer itself, in whatever pid namespace it is
         os.write(fd, b"0")
         os.close(fd)
+
+
+def _apply_limits(job: dict[str, Any]) -> None:
+    """Runs in the call's own process before any user code: /tmp and rlimits."""
+    import resource
+
     limits = job.get("limits") or {}
     if job.get("privateTmp"):
         private_tmp(int(limits.get("memoryBytes") or 1 << 30))
@@ -437,15 +446,24 @@ def _client(job: dict[str, Any]) -> Any:
 
 
 def _child(
-    job_fd: int, log_fd: int, result_fd: int, module: ModuleType | None, cgroup_fds: list[int] | None = None
+    job_fd: int,
+    log_fd: int,
+    result_fd: int,
+    module: ModuleType | None,
+    cgroup_fds: list[int] | None = None,
+    *,
+    entered: bool = False,
 ) -> int:
-    """The body of a call's process; returns its exit code."""
+    """The body of a call's process; returns its exit code. ``entered``: a spare, which has
+    its session and cgroups already."""
     code = 0
     try:
+        if not entered:
+            _enter_call_process(list(cgroup_fds or ()))
         job = _read_job(job_fd)
         if module is None and job.get("privateTmp"):
             enter_user_namespace()  # a fresh interpreter: no function zygote did it
-        _apply_limits(job, list(cgroup_fds or ()))
+        _apply_limits(job)
         _redirect_output(log_fd)
         if module is None:
             os.chdir(job["codeDir"])
@@ -521,6 +539,30 @@ def _zygote(args: argparse.Namespace) -> int:
         os.close(fds[0])
 
 
+def _spare(
+    control: Any, inbox: Any, spare_id: int, cgroup_fds: list[int], module: ModuleType,
+    wake_r: int, wake_w: int,
+) -> int:
+    """A call's process forked before its call: it enters its session and cgroups, then
+    waits for its job's descriptors (end-of-file: not needed after all)."""
+    import socket
+
+    # sent by the spare itself: the server reads its pid from the socket's credentials
+    _send(control, {"event": "spare", "spare": spare_id, "pid": os.getpid()})
+    control.close()
+    os.close(wake_r)
+    os.close(wake_w)
+    _enter_call_process(cgroup_fds)
+    try:
+        _, fds, _, _ = socket.recv_fds(inbox, 1 << 16, 3)
+    except OSError:
+        fds = []
+    inbox.close()
+    if len(fds) != 3:
+        return 0
+    return _child(fds[0], fds[1], fds[2], module, entered=True)
+
+
 def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
     import select
     import signal
@@ -556,6 +598,7 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     children: dict[int, int] = {}  # pid -> call id
+    spares: dict[int, tuple[int, Any]] = {}  # spare id -> (pid, our end of its socket)
     while True:
         ready, _, _ = select.select([sock, wake_r], [], [])
         if wake_r in ready:
@@ -574,6 +617,11 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
                 call_id = children.pop(pid, None)
                 if call_id is not None:
                     _send(sock, {"event": "exit", "call": call_id, "pid": pid, "status": status})
+                for spare_id, (spare_pid, spare_sock) in list(spares.items()):
+                    if spare_pid == pid:  # ended before it got a call
+                        spare_sock.close()
+                        del spares[spare_id]
+                        _send(sock, {"event": "spare-gone", "spare": spare_id})
         if sock in ready:
             try:
                 msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
@@ -586,7 +634,37 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
                 return 0
             request = json.loads(msg)
             op = request.get("op")
-            if op == "run" and len(fds) >= 3:
+            spare = spares.pop(int(request.get("spare") or 0), None) if op in ("run", "drop-spare") else None
+            if spare is not None:
+                spare_pid, spare_sock = spare
+                if op == "run" and len(fds) >= 3:
+                    try:  # its cgroups (fds[3:]) are joined already
+                        socket.send_fds(spare_sock, [msg], fds[:3])
+                        children[spare_pid] = request["call"]
+                        op = ""  # handed over: every fd is closed below
+                    except OSError:
+                        pass  # it is gone: the call forks as usual, into the same cgroups
+                spare_sock.close()  # a dropped spare reads end-of-file and exits
+            if op == "spare":
+                spare_id = request["spare"]
+                ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                pid = os.fork()
+                if pid == 0:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    code = 70
+                    try:
+                        ours.close()
+                        for _, other_sock in spares.values():
+                            other_sock.close()
+                        code = _spare(sock, theirs, spare_id, fds, module, wake_r, wake_w)
+                    finally:
+                        os._exit(code)
+                theirs.close()
+                for fd in fds:
+                    os.close(fd)
+                spares[spare_id] = (pid, ours)
+            elif op == "run" and len(fds) >= 3:
                 pid = os.fork()
                 if pid == 0:
                     signal.set_wakeup_fd(-1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -37,6 +38,7 @@ from fnhost.run.zygote import (
     FunctionZygote,
     LogCollector,
     Running,
+    Spare,
     ZygoteDied,
     clean_environ,
     decode_status,
@@ -93,11 +95,12 @@ class Cgroups:
             return "rlimits only (no writable cgroup v1 controllers)"
         return "cgroup v1 " + "+".join(sorted(self.bases)) + " per call, plus rlimits"
 
-    def create(self, call_id: int, limits: CallLimits) -> list[str]:
+    def create(self, name: str, limits: CallLimits) -> list[str]:
+        """One directory per controller, named ``name`` (``call-<id>`` or ``spare-<id>``)."""
         made: list[str] = []
         try:
             for ctrl, base in self.bases.items():
-                d = base / f"call-{call_id}"
+                d = base / name
                 d.mkdir(exist_ok=True)
                 made.append(str(d))
                 if ctrl == "memory":
@@ -170,7 +173,7 @@ class Cgroups:
     def close(self) -> None:
         self.remove([])
         for base in self.bases.values():
-            for child in base.glob("call-*"):
+            for child in [*base.glob("call-*"), *base.glob("spare-*")]:
                 with contextlib.suppress(OSError):
                     os.rmdir(child)
             with contextlib.suppress(OSError):
@@ -207,6 +210,7 @@ class LocalExecutor(Executor):
         self._restarts: dict[tuple[str, str, str], list[int]] = {}
         self._running: dict[int, Running] = {}
         self._spawned: dict[int, subprocess.Popen[bytes]] = {}
+        self._spare_ids = itertools.count(1)
         self._stopping = False
         self._evictor: asyncio.Task[None] | None = None
 
@@ -322,6 +326,7 @@ class LocalExecutor(Executor):
                         "pid": f.pid,
                         "forkSafe": f.fork_safe,
                         "running": len(f.calls),
+                        "sparePid": f.spare.pid if f.spare is not None else None,
                         "pss": f.pss_bytes(),
                     }
                     for k, f in self._functions.items()
@@ -522,6 +527,29 @@ class LocalExecutor(Executor):
             with contextlib.suppress(OSError):
                 os.killpg(proc.pid, signal.SIGKILL)
 
+    def _make_spare(self, fz: FunctionZygote, limits: CallLimits) -> None:
+        """Fork the next call's process now, while nobody waits (see bootstrap._spare)."""
+        if not fz.alive or fz.dropped or fz.retired or fz.spare is not None:
+            return
+        spare = Spare(next(self._spare_ids), limits)
+        try:
+            if self.cgroups is not None:
+                spare.cgroups = self.cgroups.create(f"spare-{spare.id}", limits)
+                spare.cgroup_fds = self.cgroups.open_procs(spare.cgroups)
+            fz.on_spare_gone = self._spare_gone
+            fz.add_spare(spare)
+        except (OSError, ZygoteDied) as exc:
+            log.warning("no spare process for %s: %s", fz.code_dir, exc)
+            self._spare_gone(spare)
+
+    def _spare_gone(self, spare: Spare) -> None:
+        for fd in spare.cgroup_fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        spare.cgroup_fds = []
+        if self.cgroups is not None and spare.cgroups:
+            self.cgroups.remove(spare.cgroups)  # kept as leftovers until its process has gone
+
     async def _run_safely(self, job: CallJob) -> CallOutcome:
         start = now_ms()
         try:
@@ -586,8 +614,12 @@ class LocalExecutor(Executor):
         }
         run = Running(job.call_id, loop.create_future(), code_dir=code_dir)
         cgroup_fds: list[int] = []
-        if self.cgroups is not None:
-            run.cgroups = self.cgroups.create(job.call_id, limits)
+        spare = fz.take_spare(limits) if fork_ok else None
+        if spare is not None:
+            mode = "fork-spare"
+            run.cgroups, cgroup_fds = spare.cgroups, spare.cgroup_fds
+        elif self.cgroups is not None:
+            run.cgroups = self.cgroups.create(f"call-{job.call_id}", limits)
             cgroup_fds = self.cgroups.open_procs(run.cgroups)
         if self.cgroups is None or "pids" not in self.cgroups.bases:
             # RLIMIT_NPROC counts every process of the uid: a fallback only
@@ -609,7 +641,9 @@ class LocalExecutor(Executor):
                 view = view[os.write(job_fd, view):]
             started = now_ms()
             try:
-                if fork_ok:
+                if spare is not None:
+                    fz.run_on_spare(run, spare, (job_fd, log_w, result_fd))
+                elif fork_ok:
                     fz.run(run, (job_fd, log_w, result_fd, *cgroup_fds))
                 else:
                     await self._spawn(job, run, (job_fd, log_w, result_fd), cgroup_fds)
@@ -618,6 +652,8 @@ class LocalExecutor(Executor):
                 os.close(log_w)
                 for fd in cgroup_fds:
                     os.close(fd)
+            if fork_ok:  # the next call of this function finds a process ready for it
+                loop.call_soon(self._make_spare, fz, limits)
             try:
                 code, sig = await asyncio.wait_for(asyncio.shield(run.exit), limits.timeout_s)
             except TimeoutError:

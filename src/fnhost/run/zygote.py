@@ -265,6 +265,19 @@ class Running:
     code_dir: str = ""
 
 
+@dataclass
+class Spare:
+    """A call's process forked before its call (``bootstrap._spare``): it has its session and
+    has joined its cgroups, so a call handed to it skips the fork and the cgroup attach."""
+
+    id: int
+    limits: Any  # the CallLimits its cgroups were made with; only a call with the same uses it
+    cgroups: list[str] = field(default_factory=list)
+    # kept open until the spare is used: if it died meanwhile, the call joins through them
+    cgroup_fds: list[int] = field(default_factory=list)
+    pid: int | None = None  # as this server sees it; known once the spare has said hello
+
+
 def decode_status(status: int) -> tuple[int | None, int | None]:
     if os.WIFSIGNALED(status):
         return None, os.WTERMSIG(status)
@@ -296,6 +309,8 @@ class FunctionZygote:
         self.retired = False  # replaced by a newer one: stop when its last call ends
         self.owns_env = False  # isolated: its environment zygote is its alone (its sandbox)
         self.on_exit: Callable[[FunctionZygote], None] | None = None
+        self.spare: Spare | None = None
+        self.on_spare_gone: Callable[[Spare], None] | None = None
         self.channel = Channel(loop, sock, self._message, self._closed)
 
     @property
@@ -318,8 +333,22 @@ class FunctionZygote:
             run = self.calls.pop(msg["call"], None)
             if run is not None and not run.exit.done():
                 run.exit.set_result(decode_status(int(msg["status"])))
+        elif event in ("spare", "spare-gone"):
+            spare = self.spare
+            if spare is None or spare.id != msg["spare"]:
+                return  # one already taken by a call or dropped: nothing to do
+            if event == "spare":
+                spare.pid = msg.get("senderPid") or msg["pid"]
+            else:
+                self._forget_spare()
+
+    def _forget_spare(self) -> None:
+        spare, self.spare = self.spare, None
+        if spare is not None and self.on_spare_gone is not None:
+            self.on_spare_gone(spare)
 
     def _closed(self) -> None:
+        self._forget_spare()
         if not self.ready.done():
             self.ready.set_exception(ZygoteDied("the function's zygote exited while importing the handler"))
         for run in self.calls.values():
@@ -330,14 +359,40 @@ class FunctionZygote:
         if self.on_exit:
             self.on_exit(self)
 
-    def run(self, run: Running, fds: tuple[int, ...]) -> None:
+    def run(self, run: Running, fds: tuple[int, ...], spare: int | None = None) -> None:
         self.calls[run.call_id] = run
         self.last_used = now_ms()
+        message: dict[str, Any] = {"op": "run", "call": run.call_id}
+        if spare is not None:
+            message["spare"] = spare
         try:
-            self.channel.send({"op": "run", "call": run.call_id}, fds)
+            self.channel.send(message, fds)
         except ZygoteDied:
             self.calls.pop(run.call_id, None)
             raise
+
+    def add_spare(self, spare: Spare) -> None:
+        self.channel.send({"op": "spare", "spare": spare.id}, spare.cgroup_fds)
+        self.spare = spare
+
+    def take_spare(self, limits: Any) -> Spare | None:
+        """The spare, if it is up and was made for these limits (it is this call's now)."""
+        spare = self.spare
+        if spare is None or spare.pid is None:
+            return None
+        self.spare = None
+        if spare.limits != limits:
+            with contextlib.suppress(ZygoteDied):
+                self.channel.send({"op": "drop-spare", "spare": spare.id})
+            self.spare = spare
+            self._forget_spare()
+            return None
+        return spare
+
+    def run_on_spare(self, run: Running, spare: Spare, fds: tuple[int, ...]) -> None:
+        """Hand a call to a spare (``take_spare``); its cgroup fds go along in case it died."""
+        run.pid = spare.pid
+        self.run(run, fds + tuple(spare.cgroup_fds), spare=spare.id)
 
     def pss_bytes(self) -> int:
         own = pss_of(self.pid)

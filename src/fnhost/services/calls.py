@@ -324,8 +324,8 @@ class Calls:
             p.submitted - p.accepted if p.submitted is not None else None,
         )
         # "spawn" (a fresh interpreter for code that cannot be forked) uses no zygote
-        if outcome.mode in ("fork", "fork-cold"):
-            self.metrics.zygote(hit=outcome.mode == "fork")
+        if outcome.mode in ("fork", "fork-spare", "fork-cold"):
+            self.metrics.zygote(hit=outcome.mode != "fork-cold")
 
     def _fail_pending(self, p: _Pending, message: str) -> None:
         with self._lock:
