@@ -147,7 +147,21 @@ class Settings(BaseSettings):
     executor: Literal["local", "ray"] = Field(
         default="local", description="Where calls run: `local` (forked workers) or `ray`."
     )
-    ray_address: str | None = Field(default=None, description="Ray cluster address for `executor=ray`.")
+    ray_address: str | None = Field(
+        default=None,
+        description=(
+            "Ray cluster address for `executor=ray` (the head's GCS `host:port`, or `auto` for "
+            "the cluster of the node this server runs on). See docs/scale-out.md."
+        ),
+    )
+    ray_start_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "With `executor=ray`: longest a call may wait for a Ray node with its CPU and memory "
+            "free (autoscaling included) before it fails saying so."
+        ),
+    )
     call_timeout_seconds: int = Field(
         default=540, ge=1, description="Wall-clock limit of one call (the `limits` timeoutMinutes)."
     )
