@@ -194,6 +194,19 @@ class Settings(BaseSettings):
             "recently used idle ones are stopped (their next call starts one again)."
         ),
     )
+    replica_heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often this server records in the database that it is alive.",
+    )
+    replica_dead_after_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "A replica silent this long is gone: the others fail the calls it left Running. "
+            "Keep it several heartbeats long, and above the clock skew between servers."
+        ),
+    )
     max_functions_per_project: int = Field(default=100, description="Functions one project may hold.")
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,
