@@ -138,9 +138,9 @@ def code(code_dir: Path, executor: Executor) -> Path:
 _ids = iter(range(1, 10**6))
 
 
-def run(executor: Executor, code: Path, data: dict, **limits: float) -> CallOutcome:
+def run(executor: Executor, code: Path, data: dict, call_id: int | None = None, **limits: float) -> CallOutcome:
     job = CallJob(
-        call_id=next(_ids),
+        call_id=call_id or next(_ids),
         function_id=7,
         project="p",
         env=ENV,
@@ -161,13 +161,14 @@ def messages(outcome: CallOutcome) -> list[str]:
 
 
 def test_response_logs_info_env_and_redaction(executor: Executor, code: Path) -> None:
-    out = run(executor, code, {"case": "echo", "schedule": 5, "scheduledTime": 1000})
+    call_id = next(_ids)
+    out = run(executor, code, {"case": "echo", "schedule": 5, "scheduledTime": 1000}, call_id=call_id)
     assert out.status == "Completed", out.error
     import json
 
     body = json.loads(out.response or "null")
     assert body["data"]["case"] == "echo"
-    assert body["info"] == {"function_id": 7, "call_id": body["info"]["call_id"], "schedule_id": 5, "scheduled_time": 1000}
+    assert body["info"] == {"function_id": 7, "call_id": call_id, "schedule_id": 5, "scheduled_time": 1000}
     assert body["env"] == "set"
     assert {"handler.py", "handler_state.py"} <= set(body["files"])  # it runs in its code directory
     lines = messages(out)
@@ -427,3 +428,16 @@ def test_ray_call_no_node_can_place_fails_clearly(ray_cluster: Any, code_dir: Pa
     assert out.status == "Failed"
     assert (out.error or {}).get("message", "").startswith("No Ray node could start the call within 3 s")
     assert "1000 CPU" in out.error["message"]
+
+
+def test_ray_environment_missing_on_the_node_fails_clearly(ray_executor: Any, code_dir: Path) -> None:
+    elsewhere = Env("env-not-here", "/nonexistent/fnhost-env/bin/python")
+    result = ray_executor.prepare(elsewhere, code_dir, "handler.py")
+    assert not result.ok
+    assert "The function's environment is not on Ray node" in result.message
+    assert "FNHOST_ENV_DIR" in result.message
+    job = CallJob(call_id=next(_ids), function_id=7, project="p", env=elsewhere, code_dir=code_dir,
+                  function_path="handler.py", data={"case": "echo"})
+    out = ray_executor.submit(job).result(60)
+    assert out.status == "Failed" and out.error and out.error["message"] == result.message
+    assert messages(out) == [f"[fnhost] {result.message}"]

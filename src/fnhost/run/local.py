@@ -470,7 +470,7 @@ class LocalExecutor(Executor):
         limits = job.limits
         token = job.token() if job.token is not None and "client" in fz.args else None
         spec: dict[str, Any] = {
-            "callId": job.call_id,
+            "callId": job.call_id if job.info_call_id is None else job.info_call_id,
             "functionId": job.function_id,
             "project": job.project,
             "codeDir": code_dir,

@@ -180,6 +180,10 @@ class NodeHost:
             code_dir = self._code(conn, request["code"])
             if code_dir is None:
                 return
+            env = request["env"] if request["op"] == "prepare" else request["job"]["env"]
+            if not os.path.exists(env["python"]):
+                self._missing_env(conn, request["op"], env)
+                return
             if request["op"] == "prepare":
                 result = self.executor.prepare(
                     _Env(**request["env"]), code_dir, request["functionPath"], request.get("envVars") or {}
@@ -191,6 +195,20 @@ class NodeHost:
             log.exception("node host: a request failed")
         finally:
             conn.close()
+
+    def _missing_env(self, conn: socket.socket, op: str, env: dict[str, Any]) -> None:
+        message = (
+            f"The function's environment is not on Ray node {self.node_id[:16]} (no {env['python']}): "
+            "every Ray node must mount FNHOST_ENV_DIR at the same path as the servers."
+        )
+        if op == "prepare":
+            _send(conn, {"event": "prepared", "ok": False, "message": message, "trace": ""})
+            return
+        now = now_ms()
+        _send(conn, {"event": "started", "hostPid": os.getpid()})
+        _send(conn, {"event": "logs", "lines": [(now, f"[fnhost] {message}")]})
+        _send(conn, {"event": "outcome", "status": "Failed", "error": {"message": message, "trace": ""},
+                     "startMs": now, "endMs": now, "mode": ""})
 
     def _code(self, conn: socket.socket, digest: str) -> Path | None:
         """The function's code on this node, asked from the task (once per node) if missing."""
@@ -231,6 +249,7 @@ class NodeHost:
             scheduled_time=spec["scheduledTime"],
             limits=limits,
             on_log=lambda ts, line: events.put(("log", (ts, line))),
+            info_call_id=key[1],
         )
         with self._lock:
             self._calls[key] = local_id
@@ -450,7 +469,13 @@ class RayExecutor(Executor):
     def start(self) -> None:
         if self._thread is not None:
             return
-        host = (self.address or "").rsplit(":", 1)[0].removeprefix("ray://").strip("[]")
+        if (self.address or "").startswith("ray://"):
+            raise RuntimeError(
+                "FNHOST_RAY_ADDRESS is a Ray Client address (ray://…), which cannot stream call "
+                "events; run the server on a Ray node (`ray start --address=HEAD:6379 --num-cpus=0` "
+                "next to it) and give the cluster's GCS address (HEAD:6379) or `auto`."
+            )
+        host = (self.address or "").rsplit(":", 1)[0].strip("[]")
         if host in LOOPBACK:
             # Ray replaces a loopback address with the host's external one unless told not to
             # (read when ray is imported); a loopback cluster must stay on loopback
