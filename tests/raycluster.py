@@ -70,6 +70,7 @@ class RayCluster:
         self.temp_dir = Path(f"/tmp/fnhost-rt-{secrets.token_hex(3)}")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = free_port()  # Ray Client's server (fnhost does not use it)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.temp_dir / "ray-start.log"
 
@@ -79,7 +80,7 @@ class RayCluster:
         self.temp_dir.mkdir(parents=True)
         ports = {
             "--port": self.port,
-            "--ray-client-server-port": free_port(),
+            "--ray-client-server-port": self.client_port,
             "--node-manager-port": free_port(),
             "--object-manager-port": free_port(),
             "--dashboard-port": free_port(),
