@@ -422,6 +422,10 @@ def prepare_task(request: dict[str, Any], code_box: list[Any], memory_budget_byt
 
 # -- in the server: the executor ----------------------------------------------------------------
 
+_connection_lock = threading.Lock()
+_connection_users: set[int] = set()  # executors in this process sharing its Ray connection
+
+
 @dataclass
 class _Call:
     job: CallJob
@@ -457,7 +461,7 @@ class RayExecutor(Executor):
         self.server_id = secrets.token_hex(8)  # keys this server's calls on shared hosts
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._owns_ray = False
+        self._connected = False
         self._calls: dict[int, _Call] = {}
         self._codes: dict[str, _Code] = {}
         self._code_lock = threading.Lock()
@@ -490,14 +494,16 @@ class RayExecutor(Executor):
                 "FNHOST_EXECUTOR=ray needs the ray extra: pip install 'fnhost[ray]'"
             ) from exc
         self._ray = ray
-        if not ray.is_initialized():
-            ray.init(
-                address=self.address,
-                namespace=NAMESPACE,
-                log_to_driver=False,
-                configure_logging=False,
-            )
-            self._owns_ray = True
+        with _connection_lock:
+            if not ray.is_initialized():
+                ray.init(
+                    address=self.address,
+                    namespace=NAMESPACE,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            _connection_users.add(id(self))
+        self._connected = True
         resources = ray.cluster_resources()
         log.info(
             "ray executor: cluster at %s with %g CPU, %.1f GB memory on %d node(s)",
@@ -531,9 +537,12 @@ class RayExecutor(Executor):
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         self._thread = None
-        if self._owns_ray:
-            self._ray.shutdown()
-            self._owns_ray = False
+        if self._connected:
+            self._connected = False
+            with _connection_lock:  # one connection per process: the last executor ends it
+                _connection_users.discard(id(self))
+                if not _connection_users:
+                    self._ray.shutdown()
 
     async def _drain(self) -> None:
         deadline = asyncio.get_running_loop().time() + STOP_GRACE_S
