@@ -18,10 +18,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tests.live import free_port
 
 RAY_BIN = Path(sys.executable).with_name("ray")
+REPO = Path(__file__).resolve().parents[1]
 # read by ray when imported: stay on loopback, and (under `uv run`) do not ship the project
 # to the workers as a runtime env; the cluster runs this checkout's own .venv
 RAY_ENV = {
@@ -63,60 +65,36 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-class RayCluster:
-    def __init__(self, num_cpus: int = 8) -> None:
-        self.num_cpus = num_cpus
-        # Ray's Unix sockets live under the temp dir: keep the path short
-        self.temp_dir = Path(f"/tmp/fnhost-rt-{secrets.token_hex(3)}")
-        self.port = free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.client_port = free_port()  # Ray Client's server (fnhost does not use it)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = self.temp_dir / "ray-start.log"
+class RayNode:
+    """One ``ray start --block`` process (head or worker) and everything it starts."""
 
-    def start(self, timeout: float = 120) -> RayCluster:
-        if not RAY_BIN.exists():
-            raise RuntimeError(f"{RAY_BIN} is missing: install the ray extra (uv sync --all-extras)")
-        self.temp_dir.mkdir(parents=True)
-        ports = {
-            "--port": self.port,
-            "--ray-client-server-port": self.client_port,
-            "--node-manager-port": free_port(),
-            "--object-manager-port": free_port(),
-            "--dashboard-port": free_port(),
-            "--dashboard-agent-listen-port": free_port(),
-            "--dashboard-agent-grpc-port": free_port(),
-            "--runtime-env-agent-port": free_port(),
-            "--metrics-export-port": free_port(),
-        }
-        cmd = [
-            str(RAY_BIN), "start", "--head", "--block",
-            "--node-ip-address", "127.0.0.1",
-            "--num-cpus", str(self.num_cpus),
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            "--temp-dir", str(self.temp_dir),
-            *[x for flag, port in ports.items() for x in (flag, str(port))],
-        ]
+    def __init__(self, cmd: list[str], log_path: Path, tmpdir: Path) -> None:
+        self.cmd = cmd
+        self.log_path = log_path
+        self.tmpdir = tmpdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                cmd,
+                self.cmd,
                 # TMPDIR: the node hosts keep their socket and unpacked code under it
-                env={**os.environ, **RAY_ENV, "TMPDIR": str(self.temp_dir)},
+                env={**os.environ, **RAY_ENV, "TMPDIR": str(self.tmpdir)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                cwd=REPO,  # tests.raynode
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{self.log()}")
             if "Ray runtime started" in self.log():
-                return self
+                return
             time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the Ray cluster did not start within {timeout} s:\n{self.log()}")
+        self.kill()
+        raise RuntimeError(f"the Ray node did not start within {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
         try:
@@ -124,16 +102,18 @@ class RayCluster:
         except FileNotFoundError:
             return ""
 
-    def stop(self) -> None:
+    def kill(self, graceful: float = 5) -> None:
+        """End the node's whole process tree (``graceful`` seconds after SIGTERM, then SIGKILL)."""
         if self.proc is None:
             return
         pids = descendants(self.proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            pids += [p for p in descendants(self.proc.pid) if p not in pids]
-            time.sleep(0.2)
+        if graceful:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + graceful
+            while time.monotonic() < deadline and self.proc.poll() is None:
+                pids += [p for p in descendants(self.proc.pid) if p not in pids]
+                time.sleep(0.2)
         # workers and the node hosts run in sessions of their own: end them by pid
         for pid in [self.proc.pid, *pids]:
             with contextlib.suppress(ProcessLookupError):
@@ -143,4 +123,63 @@ class RayCluster:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
         self.proc = None
+
+
+def _ports(*flags: str) -> list[str]:
+    return [x for flag in flags for x in (flag, str(free_port()))]
+
+
+class RayCluster:
+    def __init__(self, num_cpus: int = 8) -> None:
+        self.num_cpus = num_cpus
+        # Ray's Unix sockets live under the temp dir: keep the path short
+        self.temp_dir = Path(f"/tmp/fnhost-rt-{secrets.token_hex(3)}")
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.nodes: list[RayNode] = []
+
+    def start(self, timeout: float = 120) -> RayCluster:
+        if not RAY_BIN.exists():
+            raise RuntimeError(f"{RAY_BIN} is missing: install the ray extra (uv sync --all-extras)")
+        self.temp_dir.mkdir(parents=True)
+        cmd = [
+            str(RAY_BIN), "start", "--head", "--block",
+            "--node-ip-address", "127.0.0.1",
+            "--port", str(self.port),
+            "--num-cpus", str(self.num_cpus),
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--temp-dir", str(self.temp_dir),
+            *_ports(
+                "--ray-client-server-port", "--node-manager-port", "--object-manager-port",
+                "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                "--runtime-env-agent-port", "--metrics-export-port",
+            ),
+        ]
+        return self._start(RayNode(cmd, self.temp_dir / "head.log", self.temp_dir), timeout)
+
+    def add_worker(self, num_cpus: int, timeout: float = 120) -> RayNode:
+        """Another node on this machine (its own raylet), joined to the head."""
+        n = len(self.nodes)
+        cmd = [sys.executable, "-m", "tests.raynode", "--address", self.address, "--num-cpus", str(num_cpus)]
+        node = RayNode(cmd, self.temp_dir / f"worker{n}.log", self.temp_dir)
+        self._start(node, timeout)
+        return node
+
+    def _start(self, node: RayNode, timeout: float) -> Any:
+        self.nodes.append(node)
+        try:
+            node.start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log(self) -> str:
+        return "\n".join(node.log() for node in self.nodes)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.kill()
+        self.nodes.clear()
         shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -200,3 +200,38 @@ def test_a_replica_that_goes_silent_has_its_calls_failed_by_heartbeat(
     finally:
         c.kill9()  # SIGKILL ends a stopped process too
     wait_for(lambda: not alive(int(pidfile.read_text())), timeout=60, what="the call's process to end")
+
+
+def test_a_lost_ray_node_fails_its_calls(tmp_path: Path) -> None:
+    """A Ray node that vanishes (its raylet and every process on it SIGKILLed, as when a
+    machine dies) fails the calls it ran, saying so; nothing stays Running."""
+    cluster = RayCluster(num_cpus=0).start()  # the head takes no calls: they go to the worker node
+    server: LiveServer | None = None
+    try:
+        worker = cluster.add_worker(num_cpus=2)
+        server = LiveServer(tmp_path / "home", env={
+            "FNHOST_EXECUTOR": "ray", "FNHOST_RAY_ADDRESS": cluster.address,
+        }).start(timeout=120)
+        client = server.client(server.create_client("nodes"))
+        file_id = client.files.upload_bytes(zip_of({"handler.py": HANDLER}), name="node.zip").id
+        fn = client.functions.create(name="on-a-node", file_id=file_id, secrets={"key": "k"})
+        assert wait_status(client, fn.id) == "Ready"
+        pidfile = tmp_path / "call.pid"
+        call = client.functions.call(id=fn.id, data={"sleep": 300, "pidfile": str(pidfile)}, wait=False)
+        wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the call to start")
+        worker.kill(graceful=0)
+
+        def ended() -> Any:
+            row = client.functions.calls.retrieve(function_id=fn.id, call_id=call.id)
+            return row if row is not None and row.status != "Running" else None
+
+        row = wait_for(ended, timeout=120, what="the lost node's call to fail")
+        assert row.status == "Failed"
+        message = row.error["message"]
+        assert message.startswith("The call was lost: the Ray worker or node running it failed ("), message
+        logs = [e.message for e in client.functions.calls.get_logs(call_id=call.id, function_id=fn.id)]
+        assert logs[-1] == f"[fnhost] {message}"
+    finally:
+        if server is not None:
+            server.stop()
+        cluster.stop()
