@@ -45,7 +45,7 @@ class Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url, pool_size=16, max_overflow=32)
             _configure_sqlite(self.engine)
-            self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+            self._writer: Engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         else:
             self.engine = create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
             self._writer = self.engine
@@ -69,7 +69,9 @@ class Database:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        cfg.attributes["engine"] = self.engine
+        # the writer engine: on SQLite a migration starts BEGIN IMMEDIATE, so servers starting
+        # together wait for each other (busy_timeout) instead of failing "database is locked"
+        cfg.attributes["engine"] = self._writer
         command.upgrade(cfg, "head")
 
     def dispose(self) -> None:
