@@ -151,7 +151,8 @@ class Settings(BaseSettings):
         default=None,
         description=(
             "Ray cluster address for `executor=ray` (the head's GCS `host:port`, or `auto` for "
-            "the cluster of the node this server runs on). See docs/scale-out.md."
+            "the cluster of the node this server runs on; the default when unset). See "
+            "docs/scale-out.md."
         ),
     )
     ray_start_timeout_seconds: float = Field(

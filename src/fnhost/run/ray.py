@@ -497,7 +497,8 @@ class RayExecutor(Executor):
         with _connection_lock:
             if not ray.is_initialized():
                 ray.init(
-                    address=self.address,
+                    # never None: that would start a private Ray instance inside this server
+                    address=self.address or "auto",
                     namespace=NAMESPACE,
                     log_to_driver=False,
                     configure_logging=False,
