@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ import pytest
 from cognite.client import CogniteClient
 
 from tests.live import LiveServer
+from tests.raycluster import RAY_ENV, RayCluster
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +43,21 @@ def start_server(tmp_path: Path) -> Iterator[Any]:
     yield _start
     for live in started:
         live.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """One local Ray cluster on 127.0.0.1 for the whole session (it takes ~10 s and ~1 GB).
+
+    The ray extra is part of the test setup: without it these tests fail, unless
+    FNHOST_TEST_SKIP_RAY=1 says this run is knowingly without Ray.
+    """
+    if os.environ.get("FNHOST_TEST_SKIP_RAY") == "1":
+        pytest.skip("FNHOST_TEST_SKIP_RAY=1: the Ray executor is not tested in this run")
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)  # read when ray is imported, in this process too
+    cluster = RayCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

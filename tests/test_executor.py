@@ -1,5 +1,6 @@
-"""Executor contract: what every backend must do with a call. Runs the real local executor
-against this project's own Python (which has cognite-sdk), with handler code in temp dirs.
+"""Executor contract: what every backend must do with a call. Runs the real executors (the
+local one, and the Ray one on a local Ray cluster) against this project's own Python (which
+has cognite-sdk), with handler code in temp dirs. Tests marked local-only or ray-only say why.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from fnhost.run.abc import CallJob, CallLimits, CallOutcome, Executor
 from fnhost.run.local import LocalExecutor
+from tests.raycluster import alive
 
 PYTHON = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python")
 
@@ -41,7 +44,7 @@ def handle(data, secrets, function_call_info):
         print("to stderr", file=sys.stderr)
         logging.getLogger("mine").warning("a log record")
         return {"data": data, "info": function_call_info, "env": os.environ.get("MY_VAR"),
-                "cwd": os.getcwd(), "calls": STATE["calls"], "pid": os.getpid()}
+                "files": sorted(os.listdir(".")), "calls": STATE["calls"], "pid": os.getpid()}
     if case == "raise":
         raise ValueError("bad input " + secrets["token"])
     if case == "set":
@@ -80,6 +83,11 @@ def handle(data, secrets, function_call_info):
         except OSError as exc:
             return {"forked": n, "error": str(exc)}
         return {"forked": n}
+    if case == "pidfile":
+        with open(data["path"], "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(data["seconds"])
+        return "slept"
     if case == "bigfile":
         with open("/tmp/fnhost-test-bigfile", "wb") as f:
             f.write(b"z" * data["n"])
@@ -96,18 +104,33 @@ def write(dir: Path, files: dict[str, str]) -> Path:
     return dir
 
 
-@pytest.fixture(scope="module", params=["none", "bwrap"])
-def executor(request: pytest.FixtureRequest) -> Iterator[LocalExecutor]:
-    """The contract holds unisolated and in bubblewrap sandboxes (see test_isolation.py)."""
-    ex = LocalExecutor(isolation=request.param)
+def make_executor(kind: str, request: pytest.FixtureRequest, **options: float) -> Executor:
+    if kind in ("local", "bwrap"):
+        return LocalExecutor(isolation="bwrap" if kind == "bwrap" else "none")
+    from fnhost.run.ray import RayExecutor
+
+    cluster = request.getfixturevalue("ray_cluster")
+    return RayExecutor(cluster.address, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module", params=["local", "bwrap", "ray"])
+def executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    """The contract holds on the local executor, unisolated and in bubblewrap sandboxes (see
+    test_isolation.py), and on the Ray executor."""
+    ex = make_executor(request.param, request)
     ex.start()
     yield ex
     ex.stop()
 
 
 @pytest.fixture(scope="module")
-def code(tmp_path_factory: pytest.TempPathFactory, executor: Executor) -> Path:
-    d = write(tmp_path_factory.mktemp("code"), {"handler.py": HANDLER, "handler_state.py": "value = None\n"})
+def code_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write(tmp_path_factory.mktemp("code"), {"handler.py": HANDLER, "handler_state.py": "value = None\n"})
+
+
+@pytest.fixture(scope="module")
+def code(code_dir: Path, executor: Executor) -> Path:
+    d = code_dir
     result = executor.prepare(ENV, d, "handler.py", env_vars={"MY_VAR": "set"})
     assert result.ok, result
     assert result.fork_safe
@@ -118,9 +141,9 @@ def code(tmp_path_factory: pytest.TempPathFactory, executor: Executor) -> Path:
 _ids = iter(range(1, 10**6))
 
 
-def run(executor: Executor, code: Path, data: dict, **limits: float) -> CallOutcome:
+def run(executor: Executor, code: Path, data: dict, call_id: int | None = None, **limits: float) -> CallOutcome:
     job = CallJob(
-        call_id=next(_ids),
+        call_id=call_id or next(_ids),
         function_id=7,
         project="p",
         env=ENV,
@@ -141,16 +164,19 @@ def messages(outcome: CallOutcome) -> list[str]:
 
 
 def test_response_logs_info_env_and_redaction(executor: Executor, code: Path) -> None:
-    out = run(executor, code, {"case": "echo", "schedule": 5, "scheduledTime": 1000})
+    call_id = next(_ids)
+    out = run(executor, code, {"case": "echo", "schedule": 5, "scheduledTime": 1000}, call_id=call_id)
     assert out.status == "Completed", out.error
     import json
 
     body = json.loads(out.response or "null")
     assert body["data"]["case"] == "echo"
-    assert body["info"] == {"function_id": 7, "call_id": body["info"]["call_id"], "schedule_id": 5, "scheduled_time": 1000}
+    assert body["info"] == {"function_id": 7, "call_id": call_id, "schedule_id": 5, "scheduled_time": 1000}
     assert body["env"] == "set"
-    sandboxed = isinstance(executor, LocalExecutor) and executor.isolation.mechanism == "bwrap"
-    assert body["cwd"] == ("/function" if sandboxed else str(code))
+    if isinstance(executor, LocalExecutor):  # on Ray, the code is unpacked on the node
+        sandboxed = executor.isolation.mechanism == "bwrap"
+        assert body["cwd"] == ("/function" if sandboxed else str(code))
+    assert {"handler.py", "handler_state.py"} <= set(body["files"])  # it runs in its code directory
     lines = messages(out)
     assert lines[:3] == ["hello ***", "to stderr", "WARNING:mine:a log record"]
     assert not any("s3cr3t-value" in m for m in lines)
@@ -192,8 +218,11 @@ def _spare_pid(executor: LocalExecutor, code: Path) -> int:
     raise AssertionError("no spare process appeared")
 
 
-def test_calls_get_processes_forked_ahead(executor: LocalExecutor, code: Path) -> None:
+def test_calls_get_processes_forked_ahead(executor: Executor, code: Path) -> None:
     import json
+
+    if not isinstance(executor, LocalExecutor):
+        pytest.skip("local executor's mechanism; a Ray node's host runs a LocalExecutor, tested here")
 
     run(executor, code, {"case": "echo"})
     spare = _spare_pid(executor, code)
@@ -333,22 +362,129 @@ def test_zygote_crash_fails_calls_in_flight_and_restarts(executor: Executor, tmp
     assert executor.submit(job).result(30).status == "Completed"
 
 
-def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
+def wait_for_pid(path: Path, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError(f"the call did not write {path}")
+
+
+def wait_gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+@pytest.mark.parametrize("kind", ["local", "ray"])
+def test_stop_fails_running_calls_and_ends_their_processes(
+    kind: str, request: pytest.FixtureRequest, code_dir: Path, tmp_path: Path
+) -> None:
+    ex = make_executor(kind, request)
+    ex.start()
+    pidfile = tmp_path / "pid"
+    future = ex.submit(CallJob(call_id=next(_ids), function_id=1, project="p", env=ENV, code_dir=code_dir,
+                               function_path="handler.py", env_vars={"MY_VAR": "set"},
+                               data={"case": "pidfile", "path": str(pidfile), "seconds": 60}))
+    pid = wait_for_pid(pidfile)
+    ex.stop()
+    out = future.result(30)
+    assert out.status == "Failed" and "server stopped" in (out.error or {}).get("message", "")
+    assert wait_gone(pid), f"call process {pid} outlived stop()"
+
+
+def test_stop_leaves_no_zygote_behind(tmp_path: Path) -> None:
+    """Local-only: a local executor owns its zygotes and ends them on stop. The Ray executor's
+    zygotes belong to the node hosts, which every replica shares; they end with the cluster."""
     d = write(tmp_path / "c", {"handler.py": "import time\ndef handle():\n    time.sleep(60)\n"})
     ex = LocalExecutor()
     ex.start()
     assert ex.prepare(ENV, d, "handler.py").ok
     stats = ex.stats()
     pids = [f["pid"] for f in stats["functions"].values()] + [e["pid"] for e in stats["envs"].values()]
-    future = ex.submit(CallJob(call_id=next(_ids), function_id=1, project="p", env=ENV, code_dir=d,
-                               function_path="handler.py"))
+    ex.submit(CallJob(call_id=next(_ids), function_id=1, project="p", env=ENV, code_dir=d,
+                      function_path="handler.py"))
     pids.append(_spare_pid(ex, d))  # the process forked ahead for the next call
-    time.sleep(0.5)
     ex.stop()
-    out = future.result(5)
-    assert out.status == "Failed" and "server stopped" in (out.error or {}).get("message", "")
-    time.sleep(0.3)
     for pid in pids:
-        stat = Path(f"/proc/{pid}/stat")
-        alive = stat.exists() and stat.read_text().split()[2] != "Z"
-        assert not alive, pid
+        assert wait_gone(pid, 5), pid
+
+
+# -- Ray only: what a cluster adds (other machines' processes that can vanish, placement) ---------
+
+@pytest.fixture(scope="module")
+def ray_executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
+    ex = make_executor("ray", request)
+    ex.start()
+    yield ex
+    ex.stop()
+
+
+def started(executor: Any, call_id: int, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = executor.running().get(call_id)
+        if info and info["started"]:
+            return info
+        time.sleep(0.05)
+    raise AssertionError(f"call {call_id} did not start")
+
+
+@pytest.mark.parametrize("victim", ["workerPid", "hostPid"])
+def test_ray_lost_worker_or_host_fails_the_call(
+    ray_executor: Any, code_dir: Path, tmp_path: Path, victim: str
+) -> None:
+    code = code_dir
+    pidfile = tmp_path / "pid"
+    job = CallJob(call_id=next(_ids), function_id=7, project="p", env=ENV, code_dir=code,
+                  function_path="handler.py",
+                  data={"case": "pidfile", "path": str(pidfile), "seconds": 60})
+    future = ray_executor.submit(job)
+    call_pid = wait_for_pid(pidfile)
+    info = started(ray_executor, job.call_id)
+    os.kill(info[victim], 9)
+    out = future.result(60)
+    assert out.status == "Failed"
+    message = (out.error or {}).get("message", "")
+    if victim == "workerPid":
+        assert message.startswith("The call was lost: the Ray worker or node running it failed"), message
+    else:
+        assert message == "The fnhost host process on the Ray node ended unexpectedly while the call ran."
+    assert messages(out)[-1] == f"[fnhost] {message}"
+    assert wait_gone(call_pid), "the call's process outlived its Ray worker"
+    # the node recovers: the next call runs (on a restarted host when it was the host that died)
+    again = run(ray_executor, code, {"case": "echo"})
+    assert again.status == "Completed", again.error
+
+
+def test_ray_call_no_node_can_place_fails_clearly(ray_cluster: Any, code_dir: Path) -> None:
+    code = code_dir
+    from fnhost.run.ray import RayExecutor
+
+    ex = RayExecutor(ray_cluster.address, start_timeout_s=3)
+    ex.start()
+    try:
+        job = CallJob(call_id=next(_ids), function_id=7, project="p", env=ENV, code_dir=code,
+                      function_path="handler.py", data={"case": "echo"},
+                      limits=CallLimits(cpu=1000, timeout_s=30))
+        out = ex.submit(job).result(60)
+    finally:
+        ex.stop()
+    assert out.status == "Failed"
+    assert (out.error or {}).get("message", "").startswith("No Ray node could start the call within 3 s")
+    assert "1000 CPU" in out.error["message"]
+
+
+def test_ray_environment_missing_on_the_node_fails_clearly(ray_executor: Any, code_dir: Path) -> None:
+    elsewhere = Env("env-not-here", "/nonexistent/fnhost-env/bin/python")
+    result = ray_executor.prepare(elsewhere, code_dir, "handler.py")
+    assert not result.ok
+    assert "The function's environment is not on Ray node" in result.message
+    assert "FNHOST_ENV_DIR" in result.message
+    job = CallJob(call_id=next(_ids), function_id=7, project="p", env=elsewhere, code_dir=code_dir,
+                  function_path="handler.py", data={"case": "echo"})
+    out = ray_executor.submit(job).result(60)
+    assert out.status == "Failed" and out.error and out.error["message"] == result.message
+    assert messages(out) == [f"[fnhost] {result.message}"]

@@ -147,7 +147,22 @@ class Settings(BaseSettings):
     executor: Literal["local", "ray"] = Field(
         default="local", description="Where calls run: `local` (forked workers) or `ray`."
     )
-    ray_address: str | None = Field(default=None, description="Ray cluster address for `executor=ray`.")
+    ray_address: str | None = Field(
+        default=None,
+        description=(
+            "Ray cluster address for `executor=ray` (the head's GCS `host:port`, or `auto` for "
+            "the cluster of the node this server runs on; the default when unset). See "
+            "docs/scale-out.md."
+        ),
+    )
+    ray_start_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description=(
+            "With `executor=ray`: longest a call may wait for a Ray node with its CPU and memory "
+            "free (autoscaling included) before it fails saying so."
+        ),
+    )
     call_timeout_seconds: int = Field(
         default=540, ge=1, description="Wall-clock limit of one call (the `limits` timeoutMinutes)."
     )
@@ -214,6 +229,19 @@ class Settings(BaseSettings):
         description=(
             "Memory (PSS) that idle function zygotes may hold together; beyond it the least "
             "recently used idle ones are stopped (their next call starts one again)."
+        ),
+    )
+    replica_heartbeat_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often this server records in the database that it is alive.",
+    )
+    replica_dead_after_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "A replica silent this long is gone: the others fail the calls it left Running. "
+            "Keep it several heartbeats long, and above the clock skew between servers."
         ),
     )
     max_functions_per_project: int = Field(default=100, description="Functions one project may hold.")

@@ -71,6 +71,9 @@ class CallJob:
     limits: CallLimits = field(default_factory=CallLimits)
     # called with (ms timestamp, line) as each log line is read, for live log streams
     on_log: Callable[[int, str], None] | None = None
+    # the call id the function sees (function_call_info) when ``call_id`` is an executor's own
+    # key instead, as on a Ray node's host, which serves calls of several servers
+    info_call_id: int | None = None
 
 
 @dataclass

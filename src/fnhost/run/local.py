@@ -590,7 +590,7 @@ class LocalExecutor(Executor):
         token = job.token() if job.token is not None and "client" in fz.args else None
         iso = self.isolation
         spec: dict[str, Any] = {
-            "callId": job.call_id,
+            "callId": job.call_id if job.info_call_id is None else job.info_call_id,
             "functionId": job.function_id,
             "project": job.project,
             "codeDir": iso.code_dir_inside(code_dir),

@@ -34,6 +34,7 @@ from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
 from fnhost.store import calls as store
 from fnhost.store import functions as function_store
+from fnhost.store import replicas as replica_store
 from fnhost.store.calls import CallLogRow, CallRow
 from fnhost.store.db import Database
 from fnhost.store.functions import FunctionRow
@@ -382,15 +383,35 @@ class Calls:
         if code_dir is not None:
             self.executor.drop(code_dir, "The function was deleted while the call ran.")
 
-    def recover(self) -> int:
-        """Calls left Running by a server that is gone fail with a message saying so."""
-        now = now_ms()
-        count = 0
+    def heartbeat(self) -> None:
+        """Tell the other replicas this one is alive (see ``store.replicas``)."""
         with self.db.write() as s:
+            replica_store.beat(self.replica_id, now_ms(), session=s)
+
+    def leave(self) -> None:
+        """A clean stop: this replica's calls are recorded, so it leaves no orphans."""
+        with self.db.write() as s:
+            replica_store.remove([self.replica_id], session=s)
+
+    def recover(self) -> int:
+        """Calls left Running by a replica that is gone fail with a message saying so.
+
+        Gone: no heartbeat for ``replica_dead_after_seconds`` (or no row at all), or, on this
+        host, its process no longer exists. Every replica checks periodically, so a replica
+        killed mid-call (SIGKILL, lost machine) has its calls failed by the others.
+        """
+        now = now_ms()
+        since = now - int(self.settings.replica_dead_after_seconds * 1000)
+        count = 0
+        gone: set[str] = set()
+        with self.db.write() as s:
+            live = replica_store.live_ids(since, session=s)
             for row in store.running_owned_by(None, session=s):
-                if row.owner == self.replica_id:
+                owner = row.owner
+                if owner == self.replica_id:
                     continue
-                if row.owner is not None and not self._owner_is_dead(row.owner):
+                # on this host a missing process is a dead replica at once; elsewhere, its heartbeat tells
+                if owner is not None and owner in live and not owner_is_dead(owner, shared_with_other_hosts=True):
                     continue
                 row.status = "Failed"
                 row.end_time = max(now, row.start_time)
@@ -399,12 +420,16 @@ class Calls:
                     "trace": "",
                 }
                 count += 1
+                if owner is not None:
+                    gone.add(owner)
+            gone |= replica_store.stale_ids(since, session=s)
+            gone.discard(self.replica_id)
+            replica_store.remove(gone, session=s)
         if count:
-            log.warning("failed %d call(s) left Running by a stopped server", count)
+            log.warning(
+                "failed %d call(s) left Running by stopped replica(s) %s", count, ", ".join(sorted(gone))
+            )
         return count
-
-    def _owner_is_dead(self, owner: str) -> bool:
-        return owner_is_dead(owner, shared_with_other_hosts=not self.db.is_sqlite)
 
     def prewarm(self) -> None:
         """Start zygotes for the Ready functions this server may run (after a restart)."""
@@ -519,12 +544,15 @@ class CallsService(Service):
         super().__init__()
         self.calls = calls
         self.executor = executor
+        self._next_beat = 0.0
 
     async def start(self) -> None:
         import asyncio
 
         await asyncio.to_thread(self.executor.start)
+        await asyncio.to_thread(self.calls.heartbeat)
         await asyncio.to_thread(self.calls.recover)
+        self._next_beat = time.monotonic() + self.calls.settings.replica_heartbeat_seconds
         await super().start()
         self._prewarm = asyncio.create_task(asyncio.to_thread(self.calls.prewarm))
 
@@ -532,6 +560,10 @@ class CallsService(Service):
         import asyncio
 
         await asyncio.to_thread(self.calls.check_waiting)
+        if time.monotonic() >= self._next_beat:
+            self._next_beat = time.monotonic() + self.calls.settings.replica_heartbeat_seconds
+            await asyncio.to_thread(self.calls.heartbeat)
+            await asyncio.to_thread(self.calls.recover)
 
     async def stop(self) -> None:
         import asyncio
@@ -539,3 +571,7 @@ class CallsService(Service):
         await super().stop()
         await asyncio.to_thread(self.executor.stop)
         await asyncio.to_thread(self.calls.close)
+        try:
+            await asyncio.to_thread(self.calls.leave)
+        except Exception:
+            log.exception("could not remove this replica's heartbeat row")

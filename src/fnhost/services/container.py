@@ -24,6 +24,7 @@ from fnhost.blobs.database import DatabaseBlobStore
 from fnhost.blobs.local import LocalBlobStore
 from fnhost.clock import now_ms
 from fnhost.metrics import Metrics
+from fnhost.run.abc import Executor
 from fnhost.services.loop import Service
 from fnhost.settings import Settings
 from fnhost.store import clients as client_store
@@ -104,16 +105,9 @@ class System:
         )
         self.background.append(self.builder)
         # calls: the executor runs them, the calls service queues and records them
-        from fnhost.run.local import LocalExecutor
         from fnhost.services.calls import Calls, CallsService
 
-        self.executor = LocalExecutor(
-            memory_budget_bytes=settings.zygote_memory_budget_mb * 1024 * 1024,
-            isolation=settings.isolation,
-            isolation_uid_base=settings.isolation_uid_base,
-            isolation_uid_count=settings.isolation_uid_count,
-            hidden_paths=self.private_paths(),
-        )
+        self.executor = make_executor(settings, hidden_paths=self.private_paths())
         self.builder.executor = self.executor
         self.calls = Calls(
             db=self.db,
@@ -227,6 +221,28 @@ class System:
 
     def close(self) -> None:
         self.db.dispose()
+
+
+def make_executor(settings: Settings, hidden_paths: list[str] | None = None) -> Executor:
+    """The executor ``FNHOST_EXECUTOR`` names; Ray is imported only when chosen."""
+    budget = settings.zygote_memory_budget_mb * 1024 * 1024
+    if settings.executor == "ray":
+        from fnhost.run.ray import RayExecutor
+
+        return RayExecutor(
+            settings.ray_address,
+            memory_budget_bytes=budget,
+            start_timeout_s=settings.ray_start_timeout_seconds,
+        )
+    from fnhost.run.local import LocalExecutor
+
+    return LocalExecutor(
+        memory_budget_bytes=budget,
+        isolation=settings.isolation,
+        isolation_uid_base=settings.isolation_uid_base,
+        isolation_uid_count=settings.isolation_uid_count,
+        hidden_paths=hidden_paths or [],
+    )
 
 
 def read_server_info(home: Path) -> dict[str, Any] | None:

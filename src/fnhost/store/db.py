@@ -92,7 +92,9 @@ class Database:
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-        cfg.attributes["engine"] = self.engine
+        # the writer engine: on SQLite a migration starts BEGIN IMMEDIATE, so servers starting
+        # together wait for each other (busy_timeout) instead of failing "database is locked"
+        cfg.attributes["engine"] = self._writer
         command.upgrade(cfg, "head")
 
     def revision(self) -> str | None:

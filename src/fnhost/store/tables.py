@@ -14,6 +14,7 @@ from fnhost.store import (
     identity,  # noqa: F401
     projects,  # noqa: F401
     raw,  # noqa: F401
+    replicas,  # noqa: F401
     schedules,  # noqa: F401
     sessions,  # noqa: F401
 )

@@ -7,6 +7,7 @@ from alembic import context
 from fnhost.store.tables import metadata
 
 config = context.config
+MIGRATION_LOCK = 0x666E686F7374  # "fnhost": the advisory lock key of schema migrations
 
 
 def run_migrations_online() -> None:
@@ -22,6 +23,10 @@ def run_migrations_online() -> None:
             render_as_batch=connection.dialect.name == "sqlite",
         )
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # replicas starting together: one migrates, the others wait and find it done
+                # (PostgreSQL DDL is transactional; the lock ends with the transaction)
+                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             context.run_migrations()
         connection.commit()
 

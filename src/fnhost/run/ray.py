@@ -1,0 +1,828 @@
+"""The Ray executor: each call is a Ray task placed by the function's CPU and memory.
+
+Process picture on every Ray node::
+
+    Ray task (one per call)       num_cpus=cpu, memory=memory; streams events to the server
+       │  Unix socket on the node
+    node host (a detached Ray actor, one per node, num_cpus=0, shared by every replica)
+    └── LocalExecutor             the same forked zygotes, cgroups/rlimits, timeouts,
+        └── env / function zygotes, calls      log capture and redaction as ``run.local``
+
+Why a task *and* a host: Ray places the task by the call's ``cpu`` and ``memory`` and holds
+those resources while the call runs (the autoscaler sees the demand), and the host keeps the
+warm zygotes so a call is a ~3 ms fork, not a fresh interpreter importing the handler. The
+task waits on the host over a Unix socket, not ``ray.get``, because Ray lends out the CPU of a
+task blocked in ``ray.get``; a socket keeps the reservation honest. Limits, logs, redaction,
+statuses and messages are the local executor's own, so both backends pass one contract suite.
+
+Code travels through Ray's object store (a tar, once per function and node); the function's
+environment (``FNHOST_ENV_DIR``) must be at the same path on every node (a shared volume).
+A lost worker or node fails the call with a message saying so; Ray never retries a call.
+
+``ray`` is imported lazily: fnhost runs without the ``ray`` extra unless this backend is chosen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import itertools
+import json
+import logging
+import os
+import queue
+import re
+import secrets
+import socket
+import struct
+import tarfile
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fnhost.clock import now_ms
+from fnhost.run.abc import (
+    CallJob,
+    CallLimits,
+    CallOutcome,
+    EnvironmentLike,
+    Executor,
+    PrepareResult,
+)
+
+log = logging.getLogger("fnhost.run")
+
+NAMESPACE = "fnhost"
+HOST_PREFIX = "fnhost-host-"
+# after its time limit, how long a started call may stay silent before it counts as lost
+SILENCE_GRACE_S = 60.0
+STOP_GRACE_S = 10.0
+HOST_START_TIMEOUT_S = 120.0
+_FRAME = struct.Struct("!I")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+# -- wire between a call's task and its node's host (length-prefixed JSON or bytes) ----------------
+
+def _send(sock: socket.socket, payload: dict[str, Any] | bytes) -> None:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    sock.sendall(_FRAME.pack(len(data)) + data)
+
+
+def _recv_bytes(sock: socket.socket) -> bytes | None:
+    head = _recv_exact(sock, _FRAME.size)
+    if head is None:
+        return None
+    return _recv_exact(sock, _FRAME.unpack(head)[0])
+
+
+def _recv(sock: socket.socket) -> dict[str, Any] | None:
+    data = _recv_bytes(sock)
+    return None if data is None else json.loads(data)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def _node_dir(node_id: str) -> Path:
+    return Path(tempfile.gettempdir()) / "fnhost-ray" / node_id[:16]
+
+
+def _socket_path(node_id: str) -> str:
+    return str(_node_dir(node_id) / "host.sock")
+
+
+# -- on each node: the host actor ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Env:
+    hash: str
+    python: str
+    site_dirs: list[str] = field(default_factory=list)
+
+
+class NodeHost:
+    """One per Ray node (a detached actor): serves calls and prepares on a Unix socket."""
+
+    def __init__(self, node_id: str, memory_budget_bytes: int) -> None:
+        from fnhost.run.local import LocalExecutor
+
+        self.node_id = node_id
+        self.dir = _node_dir(node_id)
+        (self.dir / "code").mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)  # the socket runs code: only this node's user may reach it
+        self.executor = LocalExecutor(memory_budget_bytes=memory_budget_bytes)
+        self.executor.start()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._calls: dict[tuple[str, int], int] = {}  # (server, call id) -> id on this host
+        self._code_lock = threading.Lock()
+        self.path = _socket_path(node_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(256)
+        threading.Thread(target=self._accept, name="fnhost-host-accept", daemon=True).start()
+        log.info("fnhost node host on %s: %s", node_id, self.path)
+
+    # actor methods
+    def address(self) -> str:
+        return self.path
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def cancel(self, server: str, call_id: int, message: str) -> bool:
+        with self._lock:
+            local_id = self._calls.get((server, call_id))
+        if local_id is None:
+            return False
+        self.executor.cancel(local_id, message)
+        return True
+
+    def drop(self, digest: str, message: str) -> None:
+        self.executor.drop(self.dir / "code" / digest, message)
+
+    def stats(self) -> dict[str, Any]:
+        return self.executor.stats()
+
+    # the socket
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), name="fnhost-host-conn", daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            request = _recv(conn)
+            if request is None:
+                return
+            code_dir = self._code(conn, request["code"])
+            if code_dir is None:
+                return
+            env = request["env"] if request["op"] == "prepare" else request["job"]["env"]
+            if not os.path.exists(env["python"]):
+                self._missing_env(conn, request["op"], env)
+                return
+            if request["op"] == "prepare":
+                result = self.executor.prepare(
+                    _Env(**request["env"]), code_dir, request["functionPath"], request.get("envVars") or {}
+                )
+                _send(conn, {"event": "prepared", **result.__dict__, "args": list(result.args)})
+            elif request["op"] == "call":
+                self._call(conn, request, code_dir)
+        except Exception:
+            log.exception("node host: a request failed")
+        finally:
+            conn.close()
+
+    def _missing_env(self, conn: socket.socket, op: str, env: dict[str, Any]) -> None:
+        message = (
+            f"The function's environment is not on Ray node {self.node_id[:16]} (no {env['python']}): "
+            "every Ray node must mount FNHOST_ENV_DIR at the same path as the servers."
+        )
+        if op == "prepare":
+            _send(conn, {"event": "prepared", "ok": False, "message": message, "trace": ""})
+            return
+        now = now_ms()
+        _send(conn, {"event": "started", "hostPid": os.getpid()})
+        _send(conn, {"event": "logs", "lines": [(now, f"[fnhost] {message}")]})
+        _send(conn, {"event": "outcome", "status": "Failed", "error": {"message": message, "trace": ""},
+                     "startMs": now, "endMs": now, "mode": ""})
+
+    def _code(self, conn: socket.socket, digest: str) -> Path | None:
+        """The function's code on this node, asked from the task (once per node) if missing."""
+        target = self.dir / "code" / digest
+        if target.is_dir():
+            return target
+        _send(conn, {"event": "needCode"})
+        data = _recv_bytes(conn)
+        if data is None:
+            return None
+        with self._code_lock:
+            if not target.is_dir():
+                tmp = Path(tempfile.mkdtemp(dir=self.dir / "code", prefix=".unpack-"))
+                with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                    tar.extractall(tmp, filter="data")
+                os.rename(tmp, target)
+        return target
+
+    def _call(self, conn: socket.socket, request: dict[str, Any], code_dir: Path) -> None:
+        spec = request["job"]
+        key = (request["server"], int(spec["callId"]))
+        local_id = next(self._ids)
+        events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        limits = CallLimits(**spec["limits"])
+        job = CallJob(
+            call_id=local_id,
+            function_id=spec["functionId"],
+            project=spec["project"],
+            env=_Env(**spec["env"]),
+            code_dir=code_dir,
+            function_path=spec["functionPath"],
+            data=spec["data"],
+            secrets=spec["secrets"],
+            env_vars=spec["envVars"],
+            base_url=spec["baseUrl"],
+            token=(lambda: spec["token"]) if spec.get("token") else None,
+            schedule_id=spec["scheduleId"],
+            scheduled_time=spec["scheduledTime"],
+            limits=limits,
+            on_log=lambda ts, line: events.put(("log", (ts, line))),
+            info_call_id=key[1],
+        )
+        with self._lock:
+            self._calls[key] = local_id
+        try:
+            _send(conn, {"event": "started", "hostPid": os.getpid()})
+            future = self.executor.submit(job)
+            future.add_done_callback(lambda f: events.put(("done", f.result())))
+
+            def watch() -> None:  # the task's end closes the socket: the call ends with it
+                _recv_exact(conn, 1)
+                events.put(("closed", None))
+
+            threading.Thread(target=watch, name="fnhost-host-watch", daemon=True).start()
+            connected = True
+            while True:
+                kind, value = events.get()
+                if kind == "closed":
+                    if connected:
+                        connected = False
+                        self.executor.cancel(
+                            local_id, "The Ray task that ran the call ended before the call did."
+                        )
+                    continue
+                lines, outcome = [], None
+                while True:
+                    if kind == "log":
+                        lines.append(value)
+                    elif kind == "done":
+                        outcome = value
+                    if outcome is not None:
+                        break
+                    try:
+                        kind, value = events.get_nowait()
+                    except queue.Empty:
+                        break
+                    if kind == "closed":
+                        events.put((kind, value))
+                        break
+                if connected and lines:
+                    with contextlib.suppress(OSError):
+                        _send(conn, {"event": "logs", "lines": lines})
+                if outcome is not None:
+                    if connected:
+                        with contextlib.suppress(OSError):
+                            _send(conn, {"event": "outcome", **_outcome_dict(outcome)})
+                    return
+        finally:
+            with self._lock:
+                self._calls.pop(key, None)
+
+
+def _outcome_dict(outcome: CallOutcome) -> dict[str, Any]:
+    return {
+        "status": outcome.status,
+        "response": outcome.response,
+        "error": outcome.error,
+        "startMs": outcome.start_ms,
+        "endMs": outcome.end_ms,
+        "mode": outcome.mode,
+    }
+
+
+# -- on each node: the task of one call -----------------------------------------------------------
+
+_host_sockets: dict[str, str] = {}
+_remotes: dict[str, Any] = {}
+
+
+def _remote(target: Any) -> Any:
+    """``ray.remote(target)``, made once per process (each new one is exported to the cluster)."""
+    import ray
+
+    made = _remotes.get(target.__name__)
+    if made is None:
+        made = _remotes[target.__name__] = ray.remote(target)
+    return made
+
+
+def _connect_host(memory_budget_bytes: int) -> tuple[socket.socket, str]:
+    """A connection to this node's host, starting the host (a detached actor) if needed.
+
+    A host that just died is restarted by Ray; until it is back, its actor is unavailable
+    and its socket refuses: keep trying for ``HOST_START_TIMEOUT_S``.
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node_id = ray.get_runtime_context().get_node_id()
+    path = _host_sockets.get(node_id) or _socket_path(node_id)
+    deadline = time.monotonic() + HOST_START_TIMEOUT_S
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(path)
+            _host_sockets[node_id] = path
+            return sock, node_id
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+        try:
+            host = (
+                _remote(NodeHost)
+                .options(
+                    name=HOST_PREFIX + node_id,
+                    namespace=NAMESPACE,
+                    lifetime="detached",
+                    get_if_exists=True,
+                    num_cpus=0,
+                    max_concurrency=64,
+                    max_restarts=-1,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
+                )
+                .remote(node_id, memory_budget_bytes)
+            )
+            path = ray.get(host.address.remote(), timeout=max(1.0, deadline - time.monotonic()))
+        except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _code_exchange(sock: socket.socket, code_box: list[Any]) -> dict[str, Any] | None:
+    """Read the host's next message, sending the code when it asks for it."""
+    import ray
+
+    while True:
+        msg = _recv(sock)
+        if msg is None or msg.get("event") != "needCode":
+            return msg
+        _send(sock, ray.get(code_box[0]))
+
+
+HOST_LOST = "The fnhost host process on the Ray node ended unexpectedly while the call ran."
+
+
+def run_call_task(
+    server: str, job: dict[str, Any], code: str, code_box: list[Any], memory_budget_bytes: int
+) -> Any:
+    """The body of a call's Ray task (a streaming generator of events)."""
+    sock, node_id = _connect_host(memory_budget_bytes)
+    try:
+        _send(sock, {"op": "call", "server": server, "job": job, "code": code})
+        while True:
+            msg = _code_exchange(sock, code_box)
+            if msg is None:
+                yield {"event": "lost"}
+                return
+            if msg["event"] == "started":
+                msg.update(node=node_id, workerPid=os.getpid())
+            yield msg
+            if msg["event"] == "outcome":
+                return
+    finally:
+        sock.close()
+
+
+def prepare_task(request: dict[str, Any], code_box: list[Any], memory_budget_bytes: int) -> dict[str, Any]:
+    sock, node_id = _connect_host(memory_budget_bytes)
+    try:
+        _send(sock, {"op": "prepare", **request})
+        msg = _code_exchange(sock, code_box)
+        if msg is None:
+            return {"ok": False, "message": HOST_LOST, "trace": ""}
+        msg["node"] = node_id
+        return msg
+    finally:
+        sock.close()
+
+
+# -- in the server: the executor ----------------------------------------------------------------
+
+_connection_lock = threading.Lock()
+_connection_users: set[int] = set()  # executors in this process sharing its Ray connection
+
+
+@dataclass
+class _Call:
+    job: CallJob
+    node: str | None = None
+    cancel_message: str | None = None
+    gen: Any = None
+    lines: list[tuple[int, str]] = field(default_factory=list)
+    started_ms: int = 0
+    worker_pid: int | None = None
+    host_pid: int | None = None
+
+
+@dataclass
+class _Code:
+    signature: tuple[int, int]
+    digest: str
+    ref: Any
+
+
+class RayExecutor(Executor):
+    """Runs calls on a Ray cluster (``FNHOST_EXECUTOR=ray``, ``FNHOST_RAY_ADDRESS``)."""
+
+    def __init__(
+        self,
+        address: str | None,
+        *,
+        memory_budget_bytes: int = 2 * 1024**3,
+        start_timeout_s: float = 300.0,
+    ) -> None:
+        self.address = address
+        self.memory_budget_bytes = memory_budget_bytes
+        self.start_timeout_s = start_timeout_s
+        self.server_id = secrets.token_hex(8)  # keys this server's calls on shared hosts
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._connected = False
+        self._calls: dict[int, _Call] = {}
+        self._codes: dict[str, _Code] = {}
+        self._code_lock = threading.Lock()
+        self._args: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._stopping = False
+        self._ray: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        if (self.address or "").startswith("ray://"):
+            raise RuntimeError(
+                "FNHOST_RAY_ADDRESS is a Ray Client address (ray://…), which cannot stream call "
+                "events; run the server on a Ray node (`ray start --address=HEAD:6379 --num-cpus=0` "
+                "next to it) and give the cluster's GCS address (HEAD:6379) or `auto`."
+            )
+        host = (self.address or "").rsplit(":", 1)[0].strip("[]")
+        if host in LOOPBACK:
+            # Ray replaces a loopback address with the host's external one unless told not to
+            # (read when ray is imported); a loopback cluster must stay on loopback
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # Under `uv run`, Ray would ship this server's project to every worker as a runtime
+        # env (slow, and not what runs calls): the nodes run their own fnhost installation.
+        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+        try:
+            import ray
+        except ImportError as exc:
+            raise RuntimeError(
+                "FNHOST_EXECUTOR=ray needs the ray extra: pip install 'fnhost[ray]'"
+            ) from exc
+        self._ray = ray
+        with _connection_lock:
+            if not ray.is_initialized():
+                ray.init(
+                    # never None: that would start a private Ray instance inside this server
+                    address=self.address or "auto",
+                    namespace=NAMESPACE,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            _connection_users.add(id(self))
+        self._connected = True
+        resources = ray.cluster_resources()
+        log.info(
+            "ray executor: cluster at %s with %g CPU, %.1f GB memory on %d node(s)",
+            self.address or "auto",
+            resources.get("CPU", 0),
+            resources.get("memory", 0) / 1024**3,
+            sum(1 for n in ray.nodes() if n.get("Alive")),
+        )
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=main, name="fnhost-ray-executor", daemon=True)
+        self._thread.start()
+        ready.wait()
+
+    def stop(self) -> None:
+        if self._thread is None or self.loop is None:
+            return
+        self._stopping = True
+        for call_id in list(self._calls):
+            self.cancel(call_id, "The server stopped while the call ran.")
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._drain(), self.loop).result(STOP_GRACE_S + 5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self._thread = None
+        if self._connected:
+            self._connected = False
+            with _connection_lock:  # one connection per process: the last executor ends it
+                _connection_users.discard(id(self))
+                if not _connection_users:
+                    self._ray.shutdown()
+
+    async def _drain(self) -> None:
+        deadline = asyncio.get_running_loop().time() + STOP_GRACE_S
+        while self._calls and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        for call in list(self._calls.values()):  # a host that does not answer: stop waiting
+            if call.gen is not None:
+                with contextlib.suppress(Exception):
+                    self._ray.cancel(call.gen, force=True)
+
+    # -- code shipping ------------------------------------------------------------------------
+    def _code(self, code_dir: Path) -> _Code:
+        """The code as a tar in Ray's object store, made once per code directory."""
+        st = code_dir.stat()
+        signature = (st.st_ino, st.st_mtime_ns)
+        with self._code_lock:
+            known = self._codes.get(str(code_dir))
+            if known is not None and known.signature == signature:
+                return known
+            buf = io.BytesIO()
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for path in sorted(code_dir.rglob("*")):
+                    if "__pycache__" in path.parts:
+                        continue
+                    tar.add(path, arcname=str(path.relative_to(code_dir)), recursive=False)
+            data = buf.getvalue()
+            code = _Code(signature, hashlib.sha256(data).hexdigest()[:32], self._ray.put(data))
+            self._codes[str(code_dir)] = code
+            return code
+
+    @staticmethod
+    def _env(env: EnvironmentLike) -> dict[str, Any]:
+        return {"hash": str(env.hash), "python": str(env.python), "site_dirs": [str(d) for d in env.site_dirs or ()]}
+
+    # -- public API ----------------------------------------------------------------------------
+    def prepare(
+        self,
+        env: EnvironmentLike,
+        code_dir: Path,
+        function_path: str,
+        env_vars: dict[str, str] | None = None,
+    ) -> PrepareResult:
+        ray = self._ray
+        with self._code_lock:
+            self._codes.pop(str(code_dir), None)  # a fresh build: ship the code again
+        code = self._code(code_dir)
+        request = {
+            "code": code.digest,
+            "env": self._env(env),
+            "functionPath": function_path,
+            "envVars": env_vars or {},
+        }
+        task = _remote(prepare_task).options(num_cpus=0, max_retries=0)
+        try:
+            msg = ray.get(task.remote(request, [code.ref], self.memory_budget_bytes), timeout=600)
+        except Exception as exc:
+            return PrepareResult(False, f"The function could not be prepared on the Ray cluster: {_describe(exc)}")
+        result = PrepareResult(
+            bool(msg.get("ok")),
+            str(msg.get("message") or ""),
+            str(msg.get("trace") or ""),
+            bool(msg.get("fork_safe")),
+            tuple(msg.get("args") or ()),
+        )
+        if result.ok:
+            self._args[(str(code_dir), function_path)] = result.args
+        return result
+
+    def submit(self, job: CallJob) -> Future[CallOutcome]:
+        if self.loop is None:
+            raise RuntimeError("the executor is not started")
+        return asyncio.run_coroutine_threadsafe(self._run_safely(job), self.loop)
+
+    def cancel(self, call_id: int, message: str) -> None:
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._cancel, call_id, message)
+
+    def drop(self, code_dir: Path, message: str = "The function was deleted.") -> None:
+        with self._code_lock:
+            code = self._codes.pop(str(code_dir), None)
+        self._args = {k: v for k, v in self._args.items() if k[0] != str(code_dir)}
+        if self.loop is not None:
+            for call_id, call in list(self._calls.items()):
+                if str(call.job.code_dir) == str(code_dir):
+                    self.loop.call_soon_threadsafe(self._cancel, call_id, message)
+        if code is None:
+            return
+        refs = [host.drop.remote(code.digest, message) for host in self._hosts().values()]
+        with contextlib.suppress(Exception):
+            self._ray.get(refs, timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        """The hosts' own stats; ``functions`` keyed by this server's code directories."""
+        if self._ray is None:
+            return {}
+        by_digest = {c.digest: d for d, c in self._codes.items()}
+        hosts: dict[str, Any] = {}
+        functions: dict[str, Any] = {}
+        for name, host in self._hosts().items():
+            try:
+                stats = self._ray.get(host.stats.remote(), timeout=10)
+            except Exception as exc:
+                hosts[name] = {"error": _describe(exc)}
+                continue
+            hosts[name] = stats
+            for path, info in (stats.get("functions") or {}).items():
+                functions[by_digest.get(Path(path).name, path)] = info
+        return {"executor": "ray", "hosts": hosts, "functions": functions, "running": len(self._calls)}
+
+    def _hosts(self) -> dict[str, Any]:
+        ray = self._ray
+        out = {}
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            if entry.get("namespace") == NAMESPACE and entry.get("name", "").startswith(HOST_PREFIX):
+                with contextlib.suppress(ValueError):
+                    out[entry["name"]] = ray.get_actor(entry["name"], namespace=NAMESPACE)
+        return out
+
+    # -- calls (on the executor's event loop) ---------------------------------------------------
+    def _cancel(self, call_id: int, message: str) -> None:
+        call = self._calls.get(call_id)
+        if call is None or call.cancel_message is not None:
+            return
+        call.cancel_message = message
+        if call.node is not None:
+            self._cancel_on_host(call)
+        elif call.gen is not None:  # not started yet: Ray drops the waiting task
+            with contextlib.suppress(Exception):
+                self._ray.cancel(call.gen, force=True)
+
+    def _cancel_on_host(self, call: _Call) -> None:
+        try:
+            host = self._ray.get_actor(HOST_PREFIX + str(call.node), namespace=NAMESPACE)
+            host.cancel.remote(self.server_id, call.job.call_id, call.cancel_message)
+        except Exception:
+            log.exception("call %s: cancelling on the Ray node failed", call.job.call_id)
+            with contextlib.suppress(Exception):
+                self._ray.cancel(call.gen, force=True)
+
+    async def _run_safely(self, job: CallJob) -> CallOutcome:
+        start = now_ms()
+        call = _Call(job)
+        self._calls[job.call_id] = call
+        try:
+            outcome = await self._run(call)
+        except Exception as exc:
+            log.exception("call %s could not run on Ray", job.call_id)
+            outcome = self._failed(call, f"The call could not run on the Ray cluster: {_describe(exc)}")
+        finally:
+            self._calls.pop(job.call_id, None)
+        outcome.start_ms = outcome.start_ms or start
+        outcome.end_ms = outcome.end_ms or now_ms()
+        return outcome
+
+    def _failed(self, call: _Call, message: str) -> CallOutcome:
+        """An outcome fnhost decides (lost, cancelled, never started), logged like the local one."""
+        if call.cancel_message is not None:
+            message = call.cancel_message
+        line = (now_ms(), f"[fnhost] {message}")
+        call.lines.append(line)
+        self._publish(call, line)
+        return CallOutcome(
+            "Failed",
+            error={"message": message, "trace": ""},
+            logs=call.lines,
+            start_ms=call.started_ms,
+            end_ms=now_ms(),
+        )
+
+    def _publish(self, call: _Call, line: tuple[int, str]) -> None:
+        if call.job.on_log is not None:
+            try:
+                call.job.on_log(*line)
+            except Exception:
+                log.exception("live log subscriber failed")
+
+    async def _run(self, call: _Call) -> CallOutcome:
+        ray = self._ray
+        job = call.job
+        loop = asyncio.get_running_loop()
+        code = await loop.run_in_executor(None, self._code, job.code_dir)
+        args = self._args.get((str(job.code_dir), job.function_path))
+        wants_token = job.token is not None and (args is None or "client" in args)
+        token = await loop.run_in_executor(None, job.token) if wants_token and job.token else None
+        limits = job.limits
+        spec = {
+            "callId": job.call_id,
+            "functionId": job.function_id,
+            "project": job.project,
+            "env": self._env(job.env),
+            "functionPath": job.function_path,
+            "data": job.data,
+            "secrets": job.secrets,
+            "envVars": job.env_vars,
+            "baseUrl": job.base_url,
+            "token": token,
+            "scheduleId": job.schedule_id,
+            "scheduledTime": job.scheduled_time,
+            "limits": limits.__dict__,
+        }
+        if call.cancel_message is not None:
+            return self._failed(call, call.cancel_message)
+        task = _remote(run_call_task).options(
+            num_cpus=limits.cpu,
+            memory=max(1, int(limits.memory_bytes)),
+            max_retries=0,
+            retry_exceptions=False,
+            num_returns="streaming",
+        )
+        call.gen = task.remote(self.server_id, spec, code.digest, [code.ref], self.memory_budget_bytes)
+        events = call.gen.__aiter__()
+        deadline = self.start_timeout_s
+        while True:
+            try:
+                ref = await asyncio.wait_for(events.__anext__(), deadline)
+                msg = await ref
+            except StopAsyncIteration:
+                return self._failed(call, HOST_LOST)
+            except TimeoutError:
+                with contextlib.suppress(Exception):
+                    ray.cancel(call.gen, force=True)
+                if call.node is None:
+                    gb = f"{limits.memory_bytes / 1024**3:g} GB"
+                    return self._failed(
+                        call,
+                        f"No Ray node could start the call within {self.start_timeout_s:g} s (it asks for "
+                        f"{limits.cpu:g} CPU and {gb} memory; is the cluster big enough, or its "
+                        "autoscaler running?).",
+                    )
+                return self._failed(
+                    call, "The Ray node running the call stopped reporting on it; it was stopped."
+                )
+            except Exception as exc:
+                if call.cancel_message is not None:
+                    return self._failed(call, call.cancel_message)
+                return self._failed(
+                    call,
+                    f"The call was lost: the Ray worker or node running it failed ({_describe(exc)}).",
+                )
+            event = msg.get("event")
+            if event == "started":
+                call.node = msg["node"]
+                call.worker_pid = msg.get("workerPid")
+                call.host_pid = msg.get("hostPid")
+                call.started_ms = now_ms()
+                deadline = limits.timeout_s + SILENCE_GRACE_S
+                if call.cancel_message is not None:
+                    self._cancel_on_host(call)
+            elif event == "logs":
+                for ts, line in msg["lines"]:
+                    call.lines.append((ts, line))
+                    self._publish(call, (ts, line))
+            elif event == "lost":
+                return self._failed(call, HOST_LOST)
+            elif event == "outcome":
+                return CallOutcome(
+                    msg["status"],
+                    response=msg.get("response"),
+                    error=msg.get("error"),
+                    logs=call.lines,
+                    start_ms=msg.get("startMs") or call.started_ms,
+                    end_ms=msg.get("endMs") or now_ms(),
+                    mode=msg.get("mode") or "",
+                )
+
+    def running(self) -> dict[int, dict[str, Any]]:
+        """Calls in flight: where they run (for tests and ``stats``)."""
+        return {
+            i: {"node": c.node, "workerPid": c.worker_pid, "hostPid": c.host_pid, "started": bool(c.started_ms)}
+            for i, c in list(self._calls.items())
+        }
+
+
+def _describe(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)  # RayTaskError wraps what went wrong in the task
+    if isinstance(cause, BaseException) and cause is not exc:
+        return _describe(cause)
+    text = _ANSI.sub("", str(exc)).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
