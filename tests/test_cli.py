@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cognite.client import CogniteClient
 
+from tests.gate import WAIT_AT_GATE, Gate
 from tests.live import LiveServer
 
 
@@ -223,27 +225,23 @@ def test_a_failing_call_exits_non_zero_with_its_error(cli: Cli, tmp_path: Path) 
     cli("functions", "rm", "cli-failing", "--yes")
 
 
-GATED = '''
-import os
-import time
+GATED = WAIT_AT_GATE + '''
 
-def handle(data):
+def handle(client, data):
     print("first line", flush=True)
     # held open until the test has seen the first line and checked the call still runs
-    deadline = time.monotonic() + 120
-    while not os.path.exists(data["gate"]) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_at_gate(client, data["gate"])
     print("last line")
     return "done"
 '''
 
 
-def test_logs_follow_shows_a_line_before_the_call_ends(cli: Cli, tmp_path: Path) -> None:
-    # The call cannot end before the test opens its gate (a file: the local executor shares
-    # this machine's file system), so "Running" below is a fact, not a race against CLI start-up.
-    gate = tmp_path / "gate"
+def test_logs_follow_shows_a_line_before_the_call_ends(cli: Cli, client: CogniteClient, tmp_path: Path) -> None:
+    # The call cannot end before the test opens its gate, so "Running" below is a fact, not a
+    # race against CLI start-up.
+    gate = Gate(client)
     cli.json("deploy", str(write_code(tmp_path / "slow", GATED)), "--external-id", "cli-slow")
-    started = cli.json("call", "cli-slow", "--data", json.dumps({"gate": str(gate)}), "--no-wait")
+    started = cli.json("call", "cli-slow", "--data", json.dumps({"gate": gate.data}), "--no-wait")
     follower = cli.popen("logs", str(started["id"]), "--function", "cli-slow", "--follow", "--json")
     assert follower.stdout is not None
     try:
@@ -254,7 +252,7 @@ def test_logs_follow_shows_a_line_before_the_call_ends(cli: Cli, tmp_path: Path)
         assert [c["status"] for c in state if c["id"] == started["id"]] == ["Running"]
         assert follower.poll() is None
     finally:
-        gate.touch()
+        gate.open()
     rest = [json.loads(line) for line in follower.stdout]
     assert follower.wait(30) == 0
     assert [r.get("message") for r in rest[:-1]] == ["last line"]

@@ -63,12 +63,13 @@ def uid_processes(uid: int) -> list[int]:
 
 
 def test_kill9_while_calls_run_and_wait(start_server: Any) -> None:
-    live = start_server(env={"FNHOST_MAX_RUNNING_CALLS_PER_FUNCTION": "2"})
+    # a uid range of its own: other servers of the test run have functions with the same ids
+    live = start_server(env={"FNHOST_MAX_RUNNING_CALLS_PER_FUNCTION": "2", "FNHOST_ISOLATION_UID_BASE": "310000"})
     client = live.client(live.create_client("faults"))
     fn = settled(deploy(client, "sleeper", {"handler.py": SLEEPER}))
     assert fn.status == "Ready", fn.error
     calls = [fn.call({"seconds": 60}, wait=False) for _ in range(5)]  # 2 run, 3 wait their turn
-    uid = 200_000 + fn.id
+    uid = 310_000 + fn.id
     wait_for(lambda: len(uid_processes(uid)) >= 4, what="two calls running in the sandbox")
 
     kill9(live)
@@ -81,17 +82,17 @@ def test_kill9_while_calls_run_and_wait(start_server: Any) -> None:
         assert after.status == "Failed"
         assert after.error["message"] == "The server running this call stopped before the call ended."
         assert after.end_time is not None and after.end_time >= after.start_time
-    assert "failed 5 call(s) left Running by a stopped server" in live.log()
+    assert "failed 5 call(s) left Running by stopped replica(s)" in live.log()
     # and it serves calls again
     assert client.functions.retrieve(id=fn.id).call({"seconds": 0}).get_response() == "done"
 
 
 def test_kill9_while_a_deploy_builds(start_server: Any) -> None:
-    live = start_server()
+    live = start_server(env={"FNHOST_ISOLATION_UID_BASE": "320000"})
     client = live.client(live.create_client("builds"))
     fn = deploy(client, "slow-import", {"handler.py": SLOW_IMPORT})
     # the import check runs in the function's sandbox: its processes show the build is under way
-    wait_for(lambda: uid_processes(200_000 + fn.id), timeout=120, what="the build's import check")
+    wait_for(lambda: uid_processes(320_000 + fn.id), timeout=120, what="the build's import check")
     fn.update()
     assert fn.status == "Deploying"
     kill9(live)

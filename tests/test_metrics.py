@@ -96,9 +96,11 @@ def test_calls_move_the_call_metrics(server: LiveServer, client: CogniteClient) 
         return sample(after, name, **labels) - sample(before, name, **labels)
 
     # by function and status
-    assert moved("fnhost_calls_started_total", function_id=fid) == 3
-    assert moved("fnhost_calls_total", function_id=fid, status="Completed") == 2
-    assert moved("fnhost_calls_total", function_id=fid, status="Failed") == 1
+    # (with the project: another project's deleted function may have had the same id)
+    project = client.config.project
+    assert moved("fnhost_calls_started_total", project=project, function_id=fid) == 3
+    assert moved("fnhost_calls_total", project=project, function_id=fid, status="Completed") == 2
+    assert moved("fnhost_calls_total", project=project, function_id=fid, status="Failed") == 1
     # the histograms are per replica (not per function): they moved at least by these calls
     assert moved("fnhost_call_duration_seconds_count", status="Completed") >= 2
     assert moved("fnhost_call_duration_seconds_count", status="Failed") >= 1

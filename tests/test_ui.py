@@ -10,6 +10,7 @@ next to the field and keeps what was typed.
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 import zipfile
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
+from tests.gate import WAIT_AT_GATE, Gate
 from tests.live import LiveServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -36,18 +38,13 @@ CHROMIUM_ARGS = [
 DEPLOY_TIMEOUT_MS = 300_000  # a cold environment build installs the cognite-sdk baseline
 CALL_TIMEOUT_MS = 60_000
 
-HANDLER = '''\
-import os
-import time
+HANDLER = WAIT_AT_GATE + '''
 
-
-def handle(data):
+def handle(client, data):
     print("hello from the page, got", data, flush=True)
-    if data.get("gate"):  # hold the call until the test creates this file
+    if data.get("gate"):  # hold the call until the test opens the gate
         print("waiting for the gate", flush=True)
-        deadline = time.monotonic() + 120
-        while not os.path.exists(data["gate"]) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_at_gate(client, data["gate"])
         print("through the gate")
     if data.get("fail"):
         raise ValueError("asked to fail")
@@ -335,16 +332,18 @@ def test_a_failed_call_is_on_the_failed_calls_page(page: Page, server: LiveServe
     expect(page.locator("tr.call-detail .call-logs").first).to_contain_text("asked to fail")
 
 
-def test_a_running_call_shows_its_log_lines_live(page: Page, server: LiveServer, tmp_path: Path) -> None:
+def test_a_running_call_shows_its_log_lines_live(
+    page: Page, server: LiveServer, ui_creds: dict[str, Any], tmp_path: Path
+) -> None:
     deployed(page, server.base_url, tmp_path, "live-logs")
     expect(page.locator("#status-badge")).to_have_text("Ready", timeout=DEPLOY_TIMEOUT_MS)
-    gate = tmp_path / "gate"
-    call(page, f'{{"gate": "{gate}"}}')
+    gate = Gate(server.client(ui_creds))
+    call(page, json.dumps({"gate": gate.data}))
     # the call is held at the gate: what it printed so far is on the page while it runs
     expect(page.locator("#call-logs")).to_contain_text("waiting for the gate", timeout=CALL_TIMEOUT_MS)
     expect(page.locator("#call-status")).to_have_text("Running")
     expect(page.locator("#call-logs")).not_to_contain_text("through the gate")
-    gate.touch()
+    gate.open()
     expect(page.locator("#call-status")).to_have_text("Completed", timeout=CALL_TIMEOUT_MS)
     expect(page.locator("#call-logs")).to_contain_text("through the gate")
     expect(page.locator("#call-response")).to_contain_text('"sum": 0')

@@ -149,6 +149,17 @@ def _render(
     )
 
 
+async def _signed_in_form(request: Request) -> tuple[UiSession, dict[str, Any]] | Response:
+    """A form posted by a signed-in user with its CSRF token, or the response refusing it."""
+    sess = _session(request)
+    if not isinstance(sess, UiSession):
+        return sess
+    form = await _form(request)
+    if (bad := _check_csrf(sess, form.get(CSRF_FIELD))) is not None:
+        return bad
+    return sess, form
+
+
 async def _form(request: Request) -> dict[str, Any]:
     form = await request.form()
     out: dict[str, Any] = {}
@@ -346,12 +357,10 @@ def upload_form(request: Request) -> Response:
 
 @router.post("/ui/upload")
 async def upload(request: Request) -> Response:
-    sess = _session(request)
-    if not isinstance(sess, UiSession):
-        return sess
-    form = await _form(request)
-    if (bad := _check_csrf(sess, form.get(CSRF_FIELD))) is not None:
-        return bad
+    signed_in = await _signed_in_form(request)
+    if isinstance(signed_in, Response):
+        return signed_in
+    sess, form = signed_in
     values = {k: _text(form, k) for k in UPLOAD_FIELDS}
     errors: dict[str, str] = {}
     upload_file = form.get("file")
@@ -463,12 +472,10 @@ def function_state(request: Request, function_id: int) -> Response:
 
 @router.post("/ui/functions/{function_id}/delete")
 async def delete_function(request: Request, function_id: int) -> Response:
-    sess = _session(request)
-    if not isinstance(sess, UiSession):
-        return sess
-    form = await _form(request)
-    if (bad := _check_csrf(sess, form.get(CSRF_FIELD))) is not None:
-        return bad
+    signed_in = await _signed_in_form(request)
+    if isinstance(signed_in, Response):
+        return signed_in
+    sess, _ = signed_in
     system = _system(request)
     try:
         await run_in_threadpool(
@@ -605,12 +612,10 @@ SCHEDULE_FIELDS = ("name", "cron", "description", "data", "client_id", "client_s
 
 @router.post("/ui/functions/{function_id}/schedules")
 async def create_schedule(request: Request, function_id: int) -> Response:
-    sess = _session(request)
-    if not isinstance(sess, UiSession):
-        return sess
-    form = await _form(request)
-    if (bad := _check_csrf(sess, form.get(CSRF_FIELD))) is not None:
-        return bad
+    signed_in = await _signed_in_form(request)
+    if isinstance(signed_in, Response):
+        return signed_in
+    sess, form = signed_in
     values = {k: _text(form, k) for k in SCHEDULE_FIELDS}
     errors = await run_in_threadpool(
         actions.create_schedule, _system(request), sess, function_id, values
@@ -635,12 +640,10 @@ async def create_schedule(request: Request, function_id: int) -> Response:
 async def schedule_action(
     request: Request, function_id: int, schedule_id: int, action: str
 ) -> Response:
-    sess = _session(request)
-    if not isinstance(sess, UiSession):
-        return sess
-    form = await _form(request)
-    if (bad := _check_csrf(sess, form.get(CSRF_FIELD))) is not None:
-        return bad
+    signed_in = await _signed_in_form(request)
+    if isinstance(signed_in, Response):
+        return signed_in
+    sess, _ = signed_in
     try:
         message = await run_in_threadpool(
             actions.schedule_action, _system(request), sess, schedule_id, action
