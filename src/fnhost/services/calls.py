@@ -67,6 +67,14 @@ class _FunctionState:
     error: str | None = None
 
 
+
+@dataclass
+class _Waiters:
+    """Requests waiting for one call to end (see ``Calls._until_ended``)."""
+
+    ended: threading.Event = field(default_factory=threading.Event)
+    count: int = 0
+
 class Calls:
     def __init__(
         self,
@@ -97,7 +105,9 @@ class Calls:
         self._by_function: Counter[int] = Counter()
         self._by_project: Counter[str] = Counter()
         self._states: dict[int, _FunctionState] = {}
-        self._ended = threading.Condition(self._lock)
+        # one wake-up per waiter of the call that ended, not a wake-up (and a database read)
+        # of every waiter at every call's end
+        self._end_events: dict[int, _Waiters] = {}
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="fnhost-calls")
         self.live = LiveLogs()  # running calls' log lines, for GET …/logs/stream
         functions.on_deleted.append(self._on_function_deleted)
@@ -310,7 +320,9 @@ class Calls:
             with self._lock:
                 self._by_function[p.function_id] -= 1
                 self._by_project[p.project] -= 1
-                self._ended.notify_all()
+                waiting = self._end_events.get(p.call_id)
+                if waiting is not None:
+                    waiting.ended.set()
             if self.metrics is not None:
                 self._record_metrics(p, outcome)
             self._pump()
@@ -468,14 +480,24 @@ class Calls:
         """``row``, or the call re-read once it has ended, waiting up to ``wait_seconds``."""
         wait_seconds = min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
         deadline = time.monotonic() + wait_seconds
-        while True:
-            remaining = deadline - time.monotonic()
-            if row.status != "Running" or remaining <= 0:
-                return row
+        if row.status != "Running" or wait_seconds <= 0:
+            return row
+        with self._lock:
+            waiting = self._end_events.setdefault(row.id, _Waiters())
+            waiting.count += 1
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if row.status != "Running" or remaining <= 0:
+                    return row
+                # ours end with the event; other replicas' are seen by the periodic re-read
+                waiting.ended.wait(min(remaining, 0.5))
+                row = self._call_row(project, function_id, row.id)
+        finally:
             with self._lock:
-                # ours end with a notify; other replicas' are seen by the periodic re-read
-                self._ended.wait(min(remaining, 0.5))
-            row = self._call_row(project, function_id, row.id)
+                waiting.count -= 1
+                if waiting.count == 0:
+                    self._end_events.pop(row.id, None)
 
     def by_ids(
         self, project: str, caller: Principal, function_id: int, ids: list[int], ignore_unknown: bool
