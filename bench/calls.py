@@ -110,9 +110,12 @@ def main() -> int:
     parser.add_argument("--sdk", type=int, default=50, help="calls through cognite-sdk's func.call()")
     parser.add_argument("--seconds", type=float, default=10, help="per throughput level")
     parser.add_argument("--extra", type=int, default=10, help="extra Ready functions for the memory figure")
+    parser.add_argument(
+        "--isolation", default="auto", help="FNHOST_ISOLATION of the server: auto, bwrap, uid or none"
+    )
     args = parser.parse_args()
 
-    with live_server() as live:
+    with live_server(env={"FNHOST_ISOLATION": args.isolation}) as live:
         creds = live.create_client("bench")
         api = Api(creds)
         assert live.proc is not None
@@ -185,7 +188,7 @@ def main() -> int:
     print("bar: >= 200 calls/s with 8 clients, every call Completed")
 
     mb = 1024 * 1024
-    print("\nMemory (PSS of the server and its children)\n")
+    print(f"\nMemory (PSS of the server and its children; FNHOST_ISOLATION={args.isolation})\n")
     print(f"server idle, no function:            {idle / mb:8.1f} MB")
     print(f"one Ready function (env + zygotes):  {one / mb:8.1f} MB")
     print(f"per extra Ready function, shared env: {per_extra / mb:7.1f} MB   bar: <= 20 MB")
@@ -200,6 +203,7 @@ def main() -> int:
             "cold_e2e_s": summary(cold_e2e),
             "sdk_call_s": summary(sdk_times),
             "throughput": [{k: v for k, v in lv.items() if k != "wrong"} | {"wrong": len(lv["wrong"])} for lv in levels],
+            "isolation": args.isolation,
             "memory_bytes": {"idle": idle, "one_function": one, "per_extra_function": per_extra},
             "baselines_s": {k: summary(v) for k, v in base.items()},
         },
