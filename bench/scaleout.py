@@ -26,7 +26,6 @@ Prints a table and writes ``bench/results/scaleout.json``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -35,19 +34,20 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from tests.raycluster import RAY_ENV, RayCluster  # noqa: E402
 
 for _key, _value in RAY_ENV.items():  # read by ray when imported (the in-process executor)
     os.environ.setdefault(_key, _value)
 
+from _common import zip_of  # noqa: E402
 from cognite.client import CogniteClient  # noqa: E402
 from tests.live import LiveServer, sdk_client, wait_for  # noqa: E402
 from tests.pg import create_database, drop_database  # noqa: E402
@@ -58,14 +58,6 @@ from fnhost.run.ray import RayExecutor  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 HANDLER = "def handle(data):\n    return data\n"
-
-
-def zip_of(files: dict[str, str]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, content in files.items():
-            zf.writestr(name, content)
-    return buf.getvalue()
 
 
 def client_for(server: LiveServer, creds: dict[str, Any]) -> CogniteClient:

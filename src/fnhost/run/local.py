@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fnhost.clock import now_ms
+from fnhost.run._loop import start_loop_thread
 from fnhost.run.abc import (
     CallJob,
     CallLimits,
@@ -232,20 +233,10 @@ class LocalExecutor(Executor):
             "local executor: limits enforced by %s",
             self.cgroups.describe() if self.cgroups else "rlimits only",
         )
-        loop = asyncio.new_event_loop()
-        self.loop = loop
-        ready = threading.Event()
-
-        def main() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
+        def start_evictor(loop: asyncio.AbstractEventLoop) -> None:
             self._evictor = loop.create_task(self._evict_loop())
-            loop.run_forever()
-            loop.close()
 
-        self._thread = threading.Thread(target=main, name="fnhost-executor", daemon=True)
-        self._thread.start()
-        ready.wait()
+        self.loop, self._thread = start_loop_thread("fnhost-executor", start_evictor)
 
     def stop(self) -> None:
         if self._thread is None or self.loop is None:

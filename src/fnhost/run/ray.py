@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from fnhost.clock import now_ms
+from fnhost.run._loop import start_loop_thread
 from fnhost.run.abc import (
     CallJob,
     CallLimits,
@@ -513,19 +514,7 @@ class RayExecutor(Executor):
             resources.get("memory", 0) / 1024**3,
             sum(1 for n in ray.nodes() if n.get("Alive")),
         )
-        loop = asyncio.new_event_loop()
-        self.loop = loop
-        ready = threading.Event()
-
-        def main() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-            loop.close()
-
-        self._thread = threading.Thread(target=main, name="fnhost-ray-executor", daemon=True)
-        self._thread.start()
-        ready.wait()
+        self.loop, self._thread = start_loop_thread("fnhost-ray-executor")
 
     def stop(self) -> None:
         if self._thread is None or self.loop is None:
