@@ -503,6 +503,11 @@ def _zygote(args: argparse.Namespace) -> int:
 
     sock = socket.socket(fileno=args.control_fd)
     _preload()
+    # Freeze what every function shares before any function zygote is forked: a collection
+    # walks (and writes to) every tracked object it reaches, so one run in each function
+    # zygote would copy most of this heap into each of them.
+    gc.collect()
+    gc.freeze()
 
     def reap(_signum: int, _frame: Any) -> None:
         while True:
@@ -589,8 +594,9 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
         _send(sock, {"event": "ready", "ok": False, "message": exc.message, "trace": exc.trace})
         return 0
     safe = fork_safe()
-    # Everything imported so far is shared with every call: move it out of the collector's
-    # reach, so that a collection in a call does not touch (and copy) the shared pages.
+    # The handler's module is shared with every call too: freeze it as well, so that a
+    # collection in a call does not touch (and copy) the shared pages. The environment's
+    # heap is frozen already, so this collection walks only what the handler created.
     gc.collect()
     gc.freeze()
     _send(sock, {"event": "ready", "ok": True, "forkSafe": safe, "args": names, "pid": os.getpid()})
