@@ -48,6 +48,7 @@ import os
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -544,19 +545,29 @@ def _zygote(args: argparse.Namespace) -> int:
         os.close(fds[0])
 
 
+def _call_process(control: Any, call_id: int, fds: list[int], module: ModuleType) -> int:
+    """A call's process forked for its call. ``fds``: its job, log and result descriptors,
+    then those of the cgroups it joins."""
+    # sent by the call itself: the server reads its pid (as the server sees it, whatever
+    # namespace this is) from the socket's credentials
+    _send(control, {"event": "started", "call": call_id, "pid": os.getpid()})
+    control.close()
+    return _child(fds[0], fds[1], fds[2], module, fds[3:])
+
+
 def _spare(
-    control: Any, inbox: Any, spare_id: int, cgroup_fds: list[int], module: ModuleType,
-    wake_r: int, wake_w: int,
+    control: Any, inbox: Any, spare_id: int, cgroup_fds: list[int], module: ModuleType, others: list[Any]
 ) -> int:
     """A call's process forked before its call: it enters its session and cgroups, then
-    waits for its job's descriptors (end-of-file: not needed after all)."""
+    waits for its job's descriptors (end-of-file: not needed after all). ``others`` are the
+    zygote's ends of spare sockets, its own included, which are not this process's to hold."""
     import socket
 
+    for other in others:
+        other.close()
     # sent by the spare itself: the server reads its pid from the socket's credentials
     _send(control, {"event": "spare", "spare": spare_id, "pid": os.getpid()})
     control.close()
-    os.close(wake_r)
-    os.close(wake_w)
     _enter_call_process(cgroup_fds)
     try:
         _, fds, _, _ = socket.recv_fds(inbox, 1 << 16, 3)
@@ -603,6 +614,23 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def fork_call_process(body: Callable[..., int], *args: Any) -> int:
+        """Fork a call's process (or a spare): the child leaves this loop's signal plumbing
+        behind, runs ``body(*args)`` and exits with its code (70 if it raised); we get its pid."""
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                os.close(wake_r)
+                os.close(wake_w)
+                code = body(*args)
+            finally:
+                os._exit(code)
+        return pid
+
     children: dict[int, int] = {}  # pid -> call id
     spares: dict[int, tuple[int, Any]] = {}  # spare id -> (pid, our end of its socket)
     while True:
@@ -654,38 +682,14 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
             if op == "spare":
                 spare_id = request["spare"]
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                pid = os.fork()
-                if pid == 0:
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    code = 70
-                    try:
-                        ours.close()
-                        for _, other_sock in spares.values():
-                            other_sock.close()
-                        code = _spare(sock, theirs, spare_id, fds, module, wake_r, wake_w)
-                    finally:
-                        os._exit(code)
+                others = [ours, *(other_sock for _, other_sock in spares.values())]
+                pid = fork_call_process(_spare, sock, theirs, spare_id, fds, module, others)
                 theirs.close()
                 for fd in fds:
                     os.close(fd)
                 spares[spare_id] = (pid, ours)
             elif op == "run" and len(fds) >= 3:
-                pid = os.fork()
-                if pid == 0:
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    code = 70
-                    try:
-                        # sent by the call itself: the server reads its pid (as the server
-                        # sees it, whatever namespace this is) from the socket's credentials
-                        _send(sock, {"event": "started", "call": request["call"], "pid": os.getpid()})
-                        sock.close()
-                        os.close(wake_r)
-                        os.close(wake_w)
-                        code = _child(fds[0], fds[1], fds[2], module, fds[3:])
-                    finally:
-                        os._exit(code)
+                pid = fork_call_process(_call_process, sock, request["call"], fds, module)
                 for fd in fds:
                     os.close(fd)
                 children[pid] = request["call"]
