@@ -356,6 +356,11 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'fnhost.db').resolve()}"
 
+    def sqlite_file(self) -> Path | None:
+        """The database file, when the database is SQLite on disk."""
+        url = self.resolved_database_url()
+        return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
     def resolved_env_dir(self) -> Path:
         return (self.env_dir or self.home / "envs").resolve()
 

@@ -133,9 +133,9 @@ class System:
         paths = [self.home, s.resolved_env_dir()]
         if s.uv_cache_dir is not None:
             paths.append(s.uv_cache_dir.resolve())
-        url = s.resolved_database_url()
-        if url.startswith("sqlite:///"):
-            paths.append(Path(url.removeprefix("sqlite:///")).parent)
+        db_file = s.sqlite_file()
+        if db_file is not None:
+            paths.append(db_file.parent)
         return [str(p) for p in paths]
 
     def protect_files(self) -> None:
@@ -149,9 +149,8 @@ class System:
         ):
             if path.is_dir():
                 path.chmod(mode)
-        url = self.settings.resolved_database_url()
-        if url.startswith("sqlite:///"):
-            db = Path(url.removeprefix("sqlite:///"))
+        db = self.settings.sqlite_file()
+        if db is not None:
             for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
                 if f.exists():
                     f.chmod(0o600)
