@@ -52,6 +52,18 @@ def pg_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
         return list(conn.execute(sql))
 
 
+def assert_failed_for_stopped_server(client: CogniteClient, function_id: int, call_id: int, what: str) -> None:
+    """Wait for the call to leave Running, and check that it failed as a stopped server's."""
+
+    def ended() -> Any:
+        row = client.functions.calls.retrieve(function_id=function_id, call_id=call_id)
+        return row if row is not None and row.status != "Running" else None
+
+    row = wait_for(ended, timeout=60, what=what)
+    assert row.status == "Failed"
+    assert row.error["message"] == "The server running this call stopped before the call ended."
+
+
 def client_for(server: LiveServer, creds: dict[str, Any]) -> CogniteClient:
     """The same service client, talking to (and getting its tokens from) ``server``."""
     return sdk_client({
@@ -157,14 +169,9 @@ def test_a_replica_killed_mid_call_does_not_leave_it_running(
     wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the call to start on Ray")
     call_pid = int(pidfile.read_text())
     b.kill9()
-
-    def ended() -> Any:
-        row = setup["a"].functions.calls.retrieve(function_id=fn.id, call_id=call.id)
-        return row if row is not None and row.status != "Running" else None
-
-    row = wait_for(ended, timeout=60, what="the surviving replica to fail the orphaned call")
-    assert row.status == "Failed"
-    assert row.error["message"] == "The server running this call stopped before the call ended."
+    assert_failed_for_stopped_server(
+        setup["a"], fn.id, call.id, what="the surviving replica to fail the orphaned call"
+    )
     # Ray ends the dead replica's task; the node host then ends the call's process
     wait_for(lambda: not alive(call_pid), timeout=60, what="the orphaned call's process to end")
     assert "failed 1 call(s) left Running by stopped replica(s)" in a.log()
@@ -188,14 +195,7 @@ def test_a_replica_that_goes_silent_has_its_calls_failed_by_heartbeat(
         wait_for(lambda: pidfile.exists() and pidfile.read_text(), timeout=60, what="the call to start")
         assert c.proc is not None
         os.killpg(c.proc.pid, signal.SIGSTOP)
-
-        def ended() -> Any:
-            row = setup["a"].functions.calls.retrieve(function_id=fn.id, call_id=call.id)
-            return row if row is not None and row.status != "Running" else None
-
-        row = wait_for(ended, timeout=60, what="the silent replica's call to be failed")
-        assert row.status == "Failed"
-        assert row.error["message"] == "The server running this call stopped before the call ended."
+        assert_failed_for_stopped_server(setup["a"], fn.id, call.id, what="the silent replica's call to be failed")
         assert alive(c.proc.pid), "the replica was only frozen: its heartbeat told, not its pid"
     finally:
         c.kill9()  # SIGKILL ends a stopped process too
