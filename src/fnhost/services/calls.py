@@ -67,13 +67,13 @@ class _FunctionState:
     error: str | None = None
 
 
-
 @dataclass
 class _Waiters:
     """Requests waiting for one call to end (see ``Calls._until_ended``)."""
 
     ended: threading.Event = field(default_factory=threading.Event)
     count: int = 0
+
 
 class Calls:
     def __init__(
