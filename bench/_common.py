@@ -169,8 +169,8 @@ def baselines(runs: int) -> dict[str, list[float]]:
     }
 
 
-def pss_bytes(root_pid: int) -> int:
-    """Proportional set size of a process and all its descendants."""
+def descendants(root_pid: int) -> list[int]:
+    """A process and every process below it, from /proc (host pids, sandboxes included)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -181,10 +181,18 @@ def pss_bytes(root_pid: int) -> int:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root_pid]
+    out, todo = [], [root_pid]
     while todo:
         pid = todo.pop()
+        out.append(pid)
         todo.extend(children.get(pid, []))
+    return out
+
+
+def pss_bytes(root_pid: int) -> int:
+    """Proportional set size of a process and all its descendants."""
+    total = 0
+    for pid in descendants(root_pid):
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -192,6 +200,22 @@ def pss_bytes(root_pid: int) -> int:
         except OSError:
             continue
     return total
+
+
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, *, reaped_children: bool) -> float:
+    """User + system CPU of one process; with ``reaped_children``, also of the children it
+    has waited for (their time moves into the parent when it reaps them)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / CLOCK_TICK
 
 
 def print_table(title: str, rows: list[tuple[str, dict[str, float] | None, str]], unit: str = "ms") -> None:

@@ -1,0 +1,210 @@
+"""Where the CPU of a call goes: the figure that bounds throughput on a small machine.
+
+    uv run python bench/cpu.py [--clients 8] [--seconds 10] [--isolation auto]
+
+On a box with N cores, no server can complete more than N / (CPU seconds per call) calls a
+second, however its work is spread over threads and processes. This script drives trivial
+calls (``def handle(data): return data``) with ``--clients`` concurrent keep-alive clients, as
+the throughput part of ``bench/calls.py`` does (session + call + server-side wait, every
+response checked), and reads from /proc how much CPU each part used per call:
+
+- the server process: HTTP, tokens, capabilities, the database, dispatch;
+- the processes below it: environment and function zygotes, sandboxes, each call's process
+  (counted with the children they have reaped);
+- the clients: this process.
+
+Baselines in the same run, with the same clients: CPU per ``GET /health`` (the HTTP stack
+alone: no token, no database), per authenticated ``GET /functions/{id}`` (token check,
+capability check, one read), per ``POST /sessions`` alone, and per bare ``fork()`` of a warm
+process that has imported ``cognite.client`` (fork, pipe, exit, reap).
+
+It prints the ceiling N / (CPU per call) beside the rate it measured, and how many times less
+CPU per call the 200 calls/s bar would need. Writes ``bench/results/cpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Api, base_python, cpu_seconds, descendants, live_server, write_results, zip_of
+
+TRIVIAL = zip_of({"handler.py": "def handle(data):\n    return data\n"})
+BAR_CALLS_PER_S = 200
+
+FORK_CPU = """
+import gc, json, os, sys
+import cognite.client
+gc.collect(); gc.freeze()  # as fnhost's zygotes do before they fork
+runs = int(sys.argv[1])
+before = os.times()
+for _ in range(runs):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, json.dumps({"response": {"ok": True}}).encode())
+        os._exit(0)
+    os.close(w)
+    while os.read(r, 65536):
+        pass
+    os.close(r)
+    os.waitpid(pid, 0)
+after = os.times()
+used = sum(after[i] - before[i] for i in range(4))  # user, system, children's user, system
+print(json.dumps(used / runs))
+"""
+
+
+def client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Meter:
+    """CPU seconds of the server process, of everything below it, and of the clients."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+
+    def read(self) -> tuple[float, float, float]:
+        server = cpu_seconds(self.server_pid, reaped_children=False)
+        tree = sum(cpu_seconds(pid, reaped_children=True) for pid in descendants(self.server_pid))
+        return server, tree - server, client_cpu()
+
+
+def drive(
+    apis: list[Api], meter: Meter, seconds: float, request: Callable[[Api, int], bool]
+) -> dict[str, Any]:
+    """Every client repeats ``request`` for ``seconds``; CPU per request of each part."""
+    counts = [0] * len(apis)
+    wrong = [0] * len(apis)
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            if not request(apis[k], n):
+                wrong[k] += 1
+            n += 1
+        counts[k] = n
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(len(apis))]
+    before = meter.read()
+    began = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - began
+    after = meter.read()
+    done = sum(counts)
+    if done == 0:
+        raise RuntimeError(f"no request finished in {seconds} s")
+    server, below, clients = (after[i] - before[i] for i in range(3))
+    return {
+        "requests": done,
+        "per_s": done / elapsed,
+        "wrong": sum(wrong),
+        "server_ms": server / done * 1000,
+        "below_ms": below / done * 1000,
+        "client_ms": clients / done * 1000,
+        "total_ms": (server + below + clients) / done * 1000,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
+    parser.add_argument("--seconds", type=float, default=10, help="per case")
+    parser.add_argument(
+        "--isolation", default="auto", help="FNHOST_ISOLATION of the server: auto, bwrap, uid or none"
+    )
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+
+    with live_server(env={"FNHOST_ISOLATION": args.isolation}) as live:
+        creds = live.create_client("bench")
+        api = Api(creds)
+        assert live.proc is not None
+        fid = api.deploy("trivial", TRIVIAL)
+        apis = [Api(creds) for _ in range(args.clients)]
+        for a in apis:  # warm: every connection open, the function's zygote forked
+            a.call_and_wait(fid, {})
+        meter = Meter(live.proc.pid)
+
+        def health(a: Api, _n: int) -> bool:
+            return a.http.get(a.base_url + "/health").status_code == 200
+
+        def read_function(a: Api, _n: int) -> bool:
+            return bool(a.get(f"/functions/{fid}")["id"] == fid)
+
+        def session(a: Api, _n: int) -> bool:
+            return bool(a.nonce())
+
+        def call(a: Api, n: int) -> bool:
+            return a.call_and_wait(fid, {"n": n})["status"] == "Completed"
+
+        cases = {
+            "GET /health (HTTP stack only)": drive(apis, meter, args.seconds, health),
+            "GET /functions/{id} (token, capability, one read)": drive(apis, meter, args.seconds, read_function),
+            "POST /sessions (a call's nonce)": drive(apis, meter, args.seconds, session),
+            "trivial call: session + call + server-side wait": drive(apis, meter, args.seconds, call),
+        }
+        bare_fork = subprocess.run(
+            [base_python(), "-c", FORK_CPU, "300"], check=True, capture_output=True, text=True
+        )
+        fork_ms = json.loads(bare_fork.stdout) * 1000
+
+    print(f"\nCPU per request (FNHOST_ISOLATION={args.isolation}, {args.clients} clients, "
+          f"{args.seconds:.0f} s per case, {cores} cores)\n")
+    print(f"{'case':52} {'req/s':>7} {'server':>8} {'below':>8} {'clients':>8} {'total':>8} {'wrong':>6}")
+    print(f"{'':52} {'':>7} {'ms':>8} {'ms':>8} {'ms':>8} {'ms':>8}")
+    for name, c in cases.items():
+        print(
+            f"{name:52} {c['per_s']:7.1f} {c['server_ms']:8.2f} {c['below_ms']:8.2f} "
+            f"{c['client_ms']:8.2f} {c['total_ms']:8.2f} {c['wrong']:6d}"
+        )
+    print(f"{'baseline: bare fork of a warm process (pipe, reap)':52} {'':>7} {'':>8} {fork_ms:8.2f}")
+
+    call_case = cases["trivial call: session + call + server-side wait"]
+    ceiling = cores * 1000 / call_case["total_ms"]
+    needed_ms = cores * 1000 / BAR_CALLS_PER_S
+    print(
+        f"\nceiling on {cores} cores = {cores} / CPU per call = {ceiling:.1f} calls/s "
+        f"(measured {call_case['per_s']:.1f})"
+        f"\n{BAR_CALLS_PER_S} calls/s needs <= {needed_ms:.1f} ms of CPU per call: "
+        f"this run used {call_case['total_ms'] / needed_ms:.1f}x that"
+        f"\nratios: call's server CPU / GET /health = {call_case['server_ms'] / cases['GET /health (HTTP stack only)']['server_ms']:.0f}x; "
+        f"CPU below the server per call / bare fork = {call_case['below_ms'] / fork_ms:.1f}x"
+    )
+    path = write_results(
+        "cpu",
+        {
+            "isolation": args.isolation,
+            "clients": args.clients,
+            "cores": cores,
+            "cases": cases,
+            "bare_fork_ms": fork_ms,
+            "ceiling_calls_per_s": ceiling,
+        },
+    )
+    print(f"\nwrote {path}")
+    return 1 if call_case["wrong"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
