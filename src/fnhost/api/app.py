@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fnhost import __version__
 from fnhost.api import files, sessions, token
 from fnhost.api.wire import WireMiddleware, install_error_handlers
+from fnhost.services.access import one_identity_read
 from fnhost.services.container import System
 from fnhost.settings import Settings
 
@@ -26,6 +28,20 @@ def project_routers() -> list[APIRouter]:
     from fnhost.api import registry
 
     return [files.router, sessions.router, *registry.extra_project_routers()]
+
+
+class OneIdentityReadPerRequest:
+    """Each HTTP request reads the identity tables' version once (see ``one_identity_read``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with one_identity_read():
+            await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, system: System | None = None) -> FastAPI:
@@ -60,6 +76,7 @@ def create_app(settings: Settings, system: System | None = None) -> FastAPI:
         max_json_depth=settings.max_json_depth,
         body_idle_timeout=settings.http_body_idle_timeout_seconds,
     )
+    app.add_middleware(OneIdentityReadPerRequest)
 
     @app.get("/health", tags=["operations"])
     def health() -> JSONResponse:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from typing import Any
 
 import jwt
@@ -12,6 +14,8 @@ from fnhost.auth.keys import SigningKey
 from fnhost.errors import Unauthenticated
 
 ALGORITHMS = ["RS256"]
+LEEWAY_SECONDS = 5
+VERIFIED_CACHE_SIZE = 4096
 
 
 class TokenService:
@@ -19,6 +23,12 @@ class TokenService:
         self.key = key
         self.issuer = issuer
         self.audience = audience
+        # token -> its claims, for tokens whose signature, audience and issuer passed. A client
+        # sends the same bearer token with every request until it expires; checking it again
+        # decodes it three times and verifies RSA for the same answer. Expiry (and nbf) are
+        # still checked on every use. Least recently used first, bounded.
+        self._verified: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._verified_lock = threading.Lock()
 
     def issue(self, subject: str, lifetime_seconds: int, **claims: Any) -> tuple[str, int]:
         """Sign a token; returns it with its expiry (seconds since epoch)."""
@@ -40,7 +50,28 @@ class TokenService:
     def is_ours(self, unverified_issuer: str | None) -> bool:
         return unverified_issuer == self.issuer
 
+    def verified_before(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token this service has already verified, if it is still in date."""
+        with self._verified_lock:
+            claims = self._verified.get(token)
+            if claims is None:
+                return None
+            now = time.time()
+            if claims["exp"] + LEEWAY_SECONDS <= now or claims.get("nbf", 0) - LEEWAY_SECONDS > now:
+                del self._verified[token]  # verify() gives the precise error
+                return None
+            self._verified.move_to_end(token)
+            return claims
+
     def verify(self, token: str) -> dict[str, Any]:
+        claims = self._verify(token)
+        with self._verified_lock:
+            self._verified[token] = claims
+            while len(self._verified) > VERIFIED_CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return claims
+
+    def _verify(self, token: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("kid") not in (None, self.key.kid):
@@ -52,7 +83,7 @@ class TokenService:
                 audience=self.audience,
                 issuer=self.issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
-                leeway=5,
+                leeway=LEEWAY_SECONDS,
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("The token has expired.") from None

@@ -6,6 +6,9 @@ import hashlib
 import hmac
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,32 @@ class _IdentityView:
     groups: dict[str, list[GroupRow]] = field(default_factory=dict)
     # client id -> HMAC of the secret that passed scrypt under this version (see verify_client)
     verified: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class _Snapshot:
+    view: _IdentityView | None = None
+
+
+# Set for the length of one HTTP request (see ``one_identity_read``); shared by reference with
+# the worker threads the request's dependencies and route run on, which get a copy of the
+# context, so what one of them reads the others reuse.
+_request_snapshot: ContextVar[_Snapshot | None] = ContextVar("fnhost_identity_snapshot", default=None)
+
+
+@contextmanager
+def one_identity_read() -> Iterator[None]:
+    """Inside, the identity version is read once and every check uses what it read then.
+
+    A request authenticates, then checks capabilities, sometimes more than once: one
+    consistent view of clients, projects and groups per request instead of one database read
+    for each. Work outside a request (scheduler, builder) reads the version every time.
+    """
+    token = _request_snapshot.set(_Snapshot())
+    try:
+        yield
+    finally:
+        _request_snapshot.reset(token)
 
 
 class Access:
@@ -83,12 +112,18 @@ class Access:
 
     # -- what the identity tables say, cached per identity version -----------------------
     def _current_view(self) -> _IdentityView:
+        snapshot = _request_snapshot.get()
+        if snapshot is not None and snapshot.view is not None:
+            return snapshot.view
         with self.db.read() as s:
             version = identity_store.current(session=s)
         with self._view_lock:
             if self._view.version != version:
                 self._view = _IdentityView(version)
-            return self._view
+            view = self._view
+        if snapshot is not None:
+            snapshot.view = view
+        return view
 
     def _client(self, client_id: str, view: _IdentityView) -> ClientRow | None:
         if client_id not in view.clients:
@@ -116,10 +151,12 @@ class Access:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("The Authorization header must be 'Bearer <token>'.")
         token = token.strip()
-        issuer = unverified_claims(token).get("iss")
-        if not self.tokens.is_ours(issuer):
-            return self.authenticate_external(token, issuer)
-        claims = self.tokens.verify(token)
+        claims = self.tokens.verified_before(token)
+        if claims is None:
+            issuer = unverified_claims(token).get("iss")
+            if not self.tokens.is_ours(issuer):
+                return self.authenticate_external(token, issuer)
+            claims = self.tokens.verify(token)
         sid = claims.get("sid")
         if sid is not None:
             return self._session_principal(int(sid))
