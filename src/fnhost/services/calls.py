@@ -14,7 +14,9 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,9 @@ class _Waiters:
 
     ended: threading.Event = field(default_factory=threading.Event)
     count: int = 0
+    # the row as this process recorded the call's end: the waiters answer with it instead of
+    # each reading it back (None if the end was recorded elsewhere, or not at all)
+    row: CallRow | None = None
 
 
 class Calls:
@@ -135,8 +140,10 @@ class Calls:
                 project, body.get("nonce"), lifetime_ms=CALL_SESSION_LIFETIME_MS, session=s
             )
             accepted = self._insert(row, session.id, data, session=s)
-        self._enqueue(row, accepted)
-        return self._until_ended(project, function_id, accepted, wait_seconds)
+        # waiting before the executor has it: a call that ends at once still wakes us
+        with self._waiting_for(accepted.id) as waiting:
+            self._enqueue(row, accepted)
+            return self._until_ended(project, function_id, accepted, wait_seconds, waiting)
 
     def start_scheduled_call(
         self,
@@ -299,6 +306,7 @@ class Calls:
         future.add_done_callback(done)
 
     def _finish(self, p: _Pending, outcome: CallOutcome) -> None:
+        ended: CallRow | None = None
         try:
             with self.db.write() as s:
                 row = store.get_any(p.call_id, session=s)
@@ -310,10 +318,10 @@ class Calls:
                     row.response = outcome.response
                     if outcome.logs:
                         store.add_logs(p.call_id, 0, outcome.logs, session=s)
-                    function = function_store.get_any(p.function_id, session=s)
-                    if function is not None:
-                        function.last_called = row.start_time
+                    function_store.mark_called(p.function_id, row.start_time, session=s)
+                    ended = row
         except Exception:
+            ended = None
             log.exception("the outcome of call %s could not be recorded", p.call_id)
         finally:
             self.live.end(p.call_id, outcome.status)  # after the outcome is recorded
@@ -322,6 +330,7 @@ class Calls:
                 self._by_project[p.project] -= 1
                 waiting = self._end_events.get(p.call_id)
                 if waiting is not None:
+                    waiting.row = ended
                     waiting.ended.set()
             if self.metrics is not None:
                 self._record_metrics(p, outcome)
@@ -474,30 +483,42 @@ class Calls:
     ) -> CallRow:
         """One call; with ``wait_seconds``, wait up to that long for it to end (long poll)."""
         self.access.require(caller, project, "functionsAcl", "READ")
-        return self._until_ended(project, function_id, self._call_row(project, function_id, call_id), wait_seconds)
+        with self._waiting_for(call_id) as waiting:  # before the read: an end after it wakes us
+            row = self._call_row(project, function_id, call_id)
+            return self._until_ended(project, function_id, row, wait_seconds, waiting)
 
-    def _until_ended(self, project: str, function_id: int, row: CallRow, wait_seconds: float) -> CallRow:
-        """``row``, or the call re-read once it has ended, waiting up to ``wait_seconds``."""
-        wait_seconds = min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
-        deadline = time.monotonic() + wait_seconds
-        if row.status != "Running" or wait_seconds <= 0:
-            return row
+    @contextmanager
+    def _waiting_for(self, call_id: int) -> Iterator[_Waiters]:
+        """Be woken when this process records the end of ``call_id``."""
         with self._lock:
-            waiting = self._end_events.setdefault(row.id, _Waiters())
+            waiting = self._end_events.setdefault(call_id, _Waiters())
             waiting.count += 1
         try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if row.status != "Running" or remaining <= 0:
-                    return row
-                # ours end with the event; other replicas' are seen by the periodic re-read
-                waiting.ended.wait(min(remaining, 0.5))
-                row = self._call_row(project, function_id, row.id)
+            yield waiting
         finally:
             with self._lock:
                 waiting.count -= 1
                 if waiting.count == 0:
-                    self._end_events.pop(row.id, None)
+                    self._end_events.pop(call_id, None)
+
+    def _until_ended(
+        self, project: str, function_id: int, row: CallRow, wait_seconds: float, waiting: _Waiters
+    ) -> CallRow:
+        """``row``, or the call re-read once it has ended, waiting up to ``wait_seconds``."""
+        wait_seconds = min(max(wait_seconds, 0.0), MAX_WAIT_SECONDS)
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            if row.status != "Running" or remaining <= 0:
+                return row
+            # ours end with the event; other replicas' are seen by the periodic re-read
+            if not waiting.ended.is_set():
+                waiting.ended.wait(min(remaining, 0.5))
+            elif waiting.row is None:  # ended here but not recorded (an error): poll, do not spin
+                time.sleep(min(remaining, 0.5))
+            if waiting.row is not None:
+                return waiting.row
+            row = self._call_row(project, function_id, row.id)
 
     def by_ids(
         self, project: str, caller: Principal, function_id: int, ids: list[int], ignore_unknown: bool

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, String, Text, UniqueConstraint, func, select
+from sqlalchemy import (
+    JSON,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fnhost.store.base import Base, IdType
@@ -60,6 +72,12 @@ def get(project: str, function_id: int, *, session: Session) -> FunctionRow | No
 
 def get_any(function_id: int, *, session: Session) -> FunctionRow | None:
     return session.get(FunctionRow, function_id)
+
+
+def mark_called(function_id: int, called_at: int, *, session: Session) -> None:
+    """Set ``last_called`` without loading the row (every call's end does this)."""
+    table = cast(Table, FunctionRow.__table__)  # a Core UPDATE: the ORM's bulk-update bookkeeping costs more here
+    session.execute(update(table).where(table.c.id == function_id).values(last_called=called_at))
 
 
 def by_external_id(project: str, external_id: str, *, session: Session) -> FunctionRow | None:
