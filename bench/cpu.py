@@ -120,7 +120,7 @@ def drive(
         "per_s": done / elapsed,
         "wrong": sum(wrong),
         "server_ms": server / done * 1000,
-        "below_ms": below / done * 1000,
+        "below_ms": max(below / done * 1000, 0.0),  # no "-0.00" when nothing ran below
         "client_ms": clients / done * 1000,
         "total_ms": (server + below + clients) / done * 1000,
     }
