@@ -134,10 +134,13 @@ def base_python() -> str:
 
 
 BARE_FORK = """
-import json, os, sys, time
+import gc, json, os, sys, time
 import cognite.client  # a warm process: the import is paid once, before timing
-runs = int(sys.argv[1])
+runs, freeze = int(sys.argv[1]), sys.argv[2] == "freeze"
+if freeze:
+    gc.collect(); gc.freeze()  # as fnhost's zygotes do before they fork
 times = []
+before = os.times()
 for _ in range(runs):
     started = time.perf_counter()
     r, w = os.pipe()
@@ -152,20 +155,34 @@ for _ in range(runs):
     os.close(r)
     os.waitpid(pid, 0)
     times.append(time.perf_counter() - started)
-print(json.dumps(times))
+after = os.times()
+cpu = sum(after[i] - before[i] for i in range(4))  # user, system, children's user, system
+print(json.dumps({"times": times, "cpu_per_fork": cpu / runs}))
 """
+
+
+def bare_forks(runs: int, *, freeze: bool = False) -> dict[str, Any]:
+    """``runs`` forks of a process that has imported cognite.client, each writing a reply on a
+    pipe and reaped: the wall time of each, and the CPU (parent and children) per fork."""
+    out = subprocess.run(
+        [base_python(), "-c", BARE_FORK, str(runs), "freeze" if freeze else "-"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
 
 
 def baselines(runs: int) -> dict[str, list[float]]:
     """The machine's limits, measured now: an empty interpreter, a cold import, a warm fork."""
     python = base_python()
-    bare = subprocess.run([python, "-c", BARE_FORK, str(runs * 5)], check=True, capture_output=True, text=True)
     return {
         "baseline: python -c pass": time_process([python, "-c", "pass"], runs),
         "baseline: fresh python importing cognite.client": time_process(
             [python, "-c", "import cognite.client"], max(5, runs // 4)
         ),
-        "baseline: bare fork of a warm process (pipe, reap)": json.loads(bare.stdout),
+        "baseline: bare fork of a warm process (pipe, reap)": bare_forks(runs * 5)["times"],
     }
 
 

@@ -25,10 +25,8 @@ CPU per call the 200 calls/s bar would need. Writes ``bench/results/cpu.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
-import subprocess
 import sys
 import threading
 import time
@@ -38,34 +36,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import Api, base_python, cpu_seconds, descendants, live_server, write_results, zip_of
+from _common import Api, bare_forks, cpu_seconds, descendants, live_server, write_results, zip_of
 
 TRIVIAL = zip_of({"handler.py": "def handle(data):\n    return data\n"})
 BAR_CALLS_PER_S = 200
-
-FORK_CPU = """
-import gc, json, os, sys
-import cognite.client
-gc.collect(); gc.freeze()  # as fnhost's zygotes do before they fork
-runs = int(sys.argv[1])
-before = os.times()
-for _ in range(runs):
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        os.write(w, json.dumps({"response": {"ok": True}}).encode())
-        os._exit(0)
-    os.close(w)
-    while os.read(r, 65536):
-        pass
-    os.close(r)
-    os.waitpid(pid, 0)
-after = os.times()
-used = sum(after[i] - before[i] for i in range(4))  # user, system, children's user, system
-print(json.dumps(used / runs))
-"""
-
 
 def client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -164,10 +138,7 @@ def main() -> int:
             "POST /sessions (a call's nonce)": drive(apis, meter, args.seconds, session),
             "trivial call: session + call + server-side wait": drive(apis, meter, args.seconds, call),
         }
-        bare_fork = subprocess.run(
-            [base_python(), "-c", FORK_CPU, "300"], check=True, capture_output=True, text=True
-        )
-        fork_ms = json.loads(bare_fork.stdout) * 1000
+        fork_ms = bare_forks(300, freeze=True)["cpu_per_fork"] * 1000
 
     print(f"\nCPU per request (FNHOST_ISOLATION={args.isolation}, {args.clients} clients, "
           f"{args.seconds:.0f} s per case, {cores} cores)\n")
