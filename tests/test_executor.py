@@ -105,12 +105,15 @@ def write(dir: Path, files: dict[str, str]) -> Path:
 
 
 def make_executor(kind: str, request: pytest.FixtureRequest, **options: float) -> Executor:
+    """``ray`` isolates calls on each node as the server would (bubblewrap here);
+    ``ray-unisolated`` is for tests whose calls write to the test's own files (pid files)."""
     if kind in ("local", "bwrap"):
         return LocalExecutor(isolation="bwrap" if kind == "bwrap" else "none")
-    from fnhost.run.ray import RayExecutor
+    from fnhost.run.ray import NodeSettings, RayExecutor
 
     cluster = request.getfixturevalue("ray_cluster")
-    return RayExecutor(cluster.address, **options)  # type: ignore[arg-type]
+    node = NodeSettings(isolation="none", allow_unisolated=True) if kind == "ray-unisolated" else None
+    return RayExecutor(cluster.address, node=node, **options)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module", params=["local", "bwrap", "ray"])
@@ -375,7 +378,7 @@ def wait_gone(pid: int, timeout: float = 10) -> bool:
     return not alive(pid)
 
 
-@pytest.mark.parametrize("kind", ["local", "ray"])
+@pytest.mark.parametrize("kind", ["local", "ray-unisolated"])  # the call writes a pid file here
 def test_stop_fails_running_calls_and_ends_their_processes(
     kind: str, request: pytest.FixtureRequest, code_dir: Path, tmp_path: Path
 ) -> None:
@@ -413,7 +416,8 @@ def test_stop_leaves_no_zygote_behind(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def ray_executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
-    ex = make_executor("ray", request)
+    """Unisolated: these calls write pid files for the test (isolated Ray calls: test_escape.py)."""
+    ex = make_executor("ray-unisolated", request)
     ex.start()
     yield ex
     ex.stop()

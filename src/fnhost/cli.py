@@ -34,8 +34,6 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
 ) -> None:
     """Run the server: API, builder, executor, scheduler and web pages in one process."""
-    import uvicorn
-
     from fnhost.api.app import create_app
     from fnhost.services.container import System
 
@@ -61,19 +59,12 @@ def serve(
             f"token_url={creds['token_url']}, project={creds['project']}",
             err=True,
         )
-    from fnhost.api.httpguard import protocol_with_header_timeout
+    from fnhost.api import server
 
-    uvicorn.run(
-        create_app(settings, system),
-        host=settings.host,
-        port=settings.port,
-        log_level=log_level,
-        log_config=None,  # serverlog.configure set up every logger (text or JSON)
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        timeout_keep_alive=settings.http_keep_alive_seconds,
-        http=protocol_with_header_timeout(settings.http_header_timeout_seconds),
-    )
+    try:
+        server.run(create_app(settings, system), settings, api_socket=system.api_socket_path, log_level=log_level)
+    finally:
+        system.close()
 
 
 def _operator_system() -> System:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fnhost.run.network import DEFAULT_API_PORT, NetworkPolicy, parse_networks
 
 
 class OidcIssuer(BaseModel):
@@ -224,6 +227,31 @@ class Settings(BaseSettings):
     isolation_uid_count: int = Field(
         default=65_536, ge=1, description="Number of uids in the range functions run as."
     )
+    network: Literal["internet", "api-only", "none"] = Field(
+        default="internet",
+        description=(
+            "What function code (calls and builds) may reach over the network, with isolation "
+            "`bwrap` (each sandbox has a network namespace of its own): `internet` (this "
+            "server's API, and public addresses through an HTTP proxy set in `HTTPS_PROXY`), "
+            "`api-only` (the API), or `none`. Never the host's loopback services, its other "
+            "addresses, private or link-local ranges, unless `network_allow` lists them. "
+            "Builds also reach the package indexes they name. See docs/isolation.md."
+        ),
+    )
+    network_allow: list[str] = Field(
+        default=[],
+        description=(
+            "Extra destinations function code may reach (through the proxy), as a JSON list of "
+            'CIDRs: `["10.20.0.0/16", "192.0.2.7/32"]`. Applies to every policy but `none`.'
+        ),
+    )
+    ray_allow_unisolated: bool = Field(
+        default=False,
+        description=(
+            "With `executor=ray`: let Ray nodes that cannot isolate function code (no "
+            "bubblewrap, not root) run calls unisolated. Off: such nodes refuse calls, saying why."
+        ),
+    )
     zygote_memory_budget_mb: int = Field(
         default=2048,
         description=(
@@ -350,6 +378,15 @@ class Settings(BaseSettings):
         ),
     )
 
+    @field_validator("network_allow")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            raise ValueError(f"FNHOST_NETWORK_ALLOW: {exc} (write CIDRs such as 10.20.0.0/16)") from None
+        return value
+
     def resolved_public_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
@@ -363,6 +400,16 @@ class Settings(BaseSettings):
 
     def resolved_env_dir(self) -> Path:
         return (self.env_dir or self.home / "envs").resolve()
+
+    def network_policy(self) -> NetworkPolicy:
+        """``network`` and ``network_allow`` as the policy sandboxes get (run/network.py)."""
+        return NetworkPolicy(self.network, allow=parse_networks(self.network_allow))
+
+    def sandbox_api_port(self) -> int:
+        """The loopback port a sandbox's ``client`` reaches the API on: the public URL's own
+        port where it can be (so code that names the server's URL keeps working), else 8000."""
+        port = urlsplit(self.resolved_public_url()).port or 0
+        return port if port >= 1024 else DEFAULT_API_PORT
 
 
 def markdown_reference() -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from fnhost.build import handler, zips
-from fnhost.build.envs import Environment, EnvironmentCache
+from fnhost.build.envs import BuildSandbox, Environment, EnvironmentCache
 from fnhost.build.runtimes import Runtime
 from fnhost.build.zips import CodeError, ZipLimits
 from fnhost.clock import now_ms
@@ -85,6 +85,7 @@ class Builder(Service):
         home: Path,
         replica_id: str,
         metrics: Metrics | None = None,
+        sandbox: BuildSandbox | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -94,7 +95,7 @@ class Builder(Service):
         self.runtimes = runtimes
         self.code_root = home / "code"
         self.replica_id = replica_id
-        self.envs = EnvironmentCache(settings, runtimes)
+        self.envs = EnvironmentCache(settings, runtimes, sandbox)
         self.metrics = metrics
         if metrics is not None:
             self.envs.on_lookup.append(metrics.environment)
@@ -278,6 +279,7 @@ class Builder(Service):
             extra_index_urls=row.extra_index_urls,
             requirements_file=code_dir / "requirements.txt" if requirements else None,
             code_digest=f"{row.id}:{row.file_id}",
+            function_id=row.id,
         )
         return PreparedFunction(code_dir, env)
 

@@ -14,8 +14,24 @@ so a user's pin (say another cognite-sdk) shadows the baseline's copy. The ``req
 covers the runtime, the baseline, the normalised requirements and the index settings:
 functions with identical inputs share one directory.
 
+Where each step runs (docs/isolation.md has the threat model):
+
+- The baseline (the operator's ``baseline_requirements``) is installed by uv on the host.
+- A function's requirements are first installed by uv on the host with ``--no-build``:
+  wheels only, so no code of the function's or of any package runs, and nothing but uv
+  writes to uv's shared cache. uv reaches the indexes through an egress proxy with the
+  build's network policy (its named indexes, plus public addresses under ``internet``).
+  Such a layer is shared by every function with the same inputs.
+- When that needs a build (a source distribution, a local package, a PEP 517 backend), or
+  the requirements name local files or index options, the whole install runs again inside a
+  sandbox (``run/sandbox.py``): the function's uid, no capabilities, ``no_new_privs``, a
+  network namespace that reaches only the egress proxy, a copy of the function's code, and a
+  uv cache of its own, thrown away afterwards. None of the server's files, the shared cache or
+  other environments are in it. Its result belongs to that function alone (the hash covers the
+  function), and is owned by root and read-only before any call runs on it.
+
 Builds happen in a temp dir renamed into place, under an ``flock`` per hash, so several
-servers (or test runs) may share ``env_dir``. uv's own package cache is reused by all builds.
+servers (or test runs) may share ``env_dir``.
 """
 
 from __future__ import annotations
@@ -28,7 +44,9 @@ import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,11 +55,17 @@ from pathlib import Path
 
 from fnhost.build.runtimes import Runtime
 from fnhost.build.zips import CodeError
+from fnhost.run.network import Egress, NetworkPolicy
+from fnhost.run.sandbox import Isolation, Sockets, interpreter_dirs
 from fnhost.settings import Settings
 
 log = logging.getLogger("fnhost.build")
 
 TRACE_MAX_CHARS = 20_000
+BUILD_DIR = "/build"  # where a sandboxed build sees its work directory
+SANDBOX_UV = "/fnhost/uv"
+# what a sandboxed build inherits from the server's environment: nothing secret
+_BUILD_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
 @dataclass(frozen=True)
@@ -78,6 +102,79 @@ def _refers_to_local_files(requirements: str) -> bool:
     return False
 
 
+def _needs_sandbox(requirements: str) -> bool:
+    """Whether the requirements name local files or carry options (``--find-links /etc``,
+    an index of their own): those are read only in a sandbox, where only the code is."""
+    return any(line.startswith(("-", ".", "/", "~", "file:")) or "@ file:" in line
+               for line in requirements.splitlines())
+
+
+def _index_urls_in(requirements: str) -> list[str]:
+    """Index URLs named in requirements.txt (``--index-url X``, ``-i X``, ``--extra-index-url X``)."""
+    urls = []
+    for line in requirements.splitlines():
+        parts = line.replace("=", " ", 1).split() if line.startswith("--") else line.split()
+        options = ("-i", "--index-url", "--extra-index-url", "-f", "--find-links")
+        if len(parts) >= 2 and parts[0] in options and parts[1].startswith(("http://", "https://")):
+            urls.append(parts[1])
+    return urls
+
+
+def _configured_indexes() -> list[str]:
+    """The indexes uv uses when a function names none, as configured in this server's environment."""
+    urls = []
+    for key in ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_INDEX"):
+        for value in os.environ.get(key, "").split():
+            url = value.split("=", 1)[1] if "=" in value and not value.startswith("http") else value
+            if url.startswith(("http://", "https://")):
+                urls.append(url)
+    return urls
+
+
+def _source_builds_refused(output: str) -> bool:
+    """uv's words for "this needs a build, and --no-build forbids it"."""
+    text = output.lower()
+    return "source distributions is disabled" in text or "building from source is disabled" in text
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chown(dirpath, uid, uid)
+        for name in [*dirnames, *filenames]:
+            os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
+
+
+def _seal(root: Path) -> None:
+    """Make what a build wrote root's and read-only (readable by all: calls run as the
+    function's uid). Links are not followed: a planted symlink changes nothing outside."""
+    as_root = os.geteuid() == 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        if as_root:
+            os.chown(dirpath, 0, 0)
+        os.chmod(dirpath, 0o555)  # noqa: S103  (read-only for all: calls read their packages)
+        for name in [*dirnames, *filenames]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if as_root:
+                os.chown(path, 0, 0, follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(path, 0o555 if st.st_mode & 0o111 else 0o444)
+            elif stat.S_ISDIR(st.st_mode):
+                continue  # walked next
+            elif not stat.S_ISLNK(st.st_mode):
+                os.unlink(path)  # fifos, sockets, devices: nothing a package needs
+
+
+@dataclass
+class BuildSandbox:
+    """How function-supplied build steps are isolated: the host's isolation (detected on
+    first use), the egress proxies, and where build sockets live."""
+
+    isolation: Callable[[], Isolation]
+    egress: Egress
+    policy: NetworkPolicy
+
+
 def _digest(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -99,11 +196,16 @@ def _uv_summary(output: str) -> str:
 
 
 class EnvironmentCache:
-    def __init__(self, settings: Settings, runtimes: dict[str, Runtime]) -> None:
+    def __init__(
+        self, settings: Settings, runtimes: dict[str, Runtime], sandbox: BuildSandbox | None = None
+    ) -> None:
+        """``sandbox``: where a function's build steps run; without one (``fnhost run --build``
+        on a developer's own machine) they run as the current user."""
         from uv import find_uv_bin
 
         self.settings = settings
         self.runtimes = runtimes
+        self.sandbox = sandbox
         self.root = settings.resolved_env_dir()
         self.root.mkdir(parents=True, exist_ok=True)
         self.uv = find_uv_bin()
@@ -185,53 +287,169 @@ class EnvironmentCache:
         extra_index_urls: list[str] | None = None,
         requirements_file: Path | None = None,
         code_digest: str = "",
+        function_id: int | None = None,
     ) -> Environment:
-        """The environment for these inputs: a cache hit, or a build. Raises ``CodeError``."""
+        """The environment for these inputs: a cache hit, or a build. Raises ``CodeError``.
+
+        ``requirements_file`` is the function's own (its folder holds any local packages it
+        names); ``function_id`` owns a layer that had to be built in its sandbox.
+        """
         base = self.baseline(runtime)
         h = self.key(runtime, requirements, index_url, extra_index_urls, code_digest)
-        final = self.root / f"req-{h}"
-        hit = h is None or final.is_dir()
-        for hook in self.on_lookup:
-            hook(hit)
         if h is None:
+            for hook in self.on_lookup:
+                hook(True)
             return base
-        env = Environment(hash=h, python=base.python, site_dirs=[str(final / "site")])
-        if final.is_dir():
-            return env
-        with self._locked(f"req-{h}"):
-            if final.is_dir():
-                return env
-            tmp = self._tmp(final)
+        reqs = normalise_requirements(requirements)
+        indexes = [u for u in [index_url, *(extra_index_urls or [])] if u]
+        # a layer some build step of a function's made is that function's alone
+        private = f"{h[:24]}-f{function_id}" if function_id is not None else f"{h[:24]}-local"
+        shared_dir, private_dir = self.root / f"req-{h}", self.root / f"req-{private}"
+        for done in (shared_dir, private_dir):
+            if done.is_dir():
+                for hook in self.on_lookup:
+                    hook(True)
+                return Environment(hash=done.name[4:], python=base.python, site_dirs=[str(done / "site")])
+        for hook in self.on_lookup:
+            hook(False)
+        if not _needs_sandbox(reqs):
+            with self._locked(f"req-{h}"):
+                if not shared_dir.is_dir():
+                    output = self._install_wheels(base, reqs, indexes, shared_dir)
+                    if output is not None and not _source_builds_refused(output):
+                        raise CodeError(f"Installing requirements.txt failed: {_uv_summary(output)}", _tail(output))
+            if shared_dir.is_dir():
+                return Environment(hash=h, python=base.python, site_dirs=[str(shared_dir / "site")])
+        with self._locked(f"req-{private}"):
+            if not private_dir.is_dir():
+                code = requirements_file.parent if requirements_file is not None else None
+                self._install_in_sandbox(base, reqs, indexes, private_dir, code, function_id)
+        return Environment(hash=private, python=base.python, site_dirs=[str(private_dir / "site")])
+
+    def _install_args(self, python: str, target: str, requirements: str, indexes: list[str]) -> list[str]:
+        args = [
+            "pip", "install", "--python", python, "--target", target,
+            "--index-strategy", "first-index", "-r", requirements,
+        ]
+        if indexes:
+            args += ["--index-url", indexes[0]]
+        for extra in indexes[1:]:
+            args += ["--extra-index-url", extra]
+        return args
+
+    def _build_policy(self, requirements: str, indexes: list[str]) -> NetworkPolicy:
+        named = [*indexes, *_index_urls_in(requirements)] or _configured_indexes()
+        policy = self.sandbox.policy if self.sandbox is not None else NetworkPolicy()
+        return policy.for_build(named)
+
+    def _install_wheels(
+        self, base: Environment, requirements: str, indexes: list[str], final: Path
+    ) -> str | None:
+        """uv on the host, wheels only: nothing of the function's runs. None if it installed;
+        uv's output if it did not."""
+        tmp = self._tmp(final)
+        try:
+            tmp.mkdir()
+            (tmp / "requirements.txt").write_text(requirements + "\n")
+            args = self._install_args(base.python, str(tmp / "site"), str(tmp / "requirements.txt"), indexes)
+            proxy = None
+            if self.sandbox is not None:  # uv's requests go where the build's policy allows
+                proxy = self.sandbox.egress.proxy_tcp(self._build_policy(requirements, indexes), "build (wheels)")
+            started = time.monotonic()
             try:
-                tmp.mkdir()
-                req_path = tmp / "requirements.txt"
-                req_path.write_text(normalise_requirements(requirements) + "\n")
-                args = [
-                    "pip",
-                    "install",
-                    "--python",
-                    base.python,
-                    "--target",
-                    str(tmp / "site"),
-                    "--index-strategy",
-                    "first-index",
-                    "-r",
-                    str(requirements_file or req_path),
-                ]
-                if index_url:
-                    args += ["--index-url", index_url]
-                for extra in extra_index_urls or []:
-                    args += ["--extra-index-url", extra]
-                started = time.monotonic()
-                cwd = requirements_file.parent if requirements_file else tmp
-                self._uv(args, what="Installing requirements.txt", cwd=cwd)
-                tmp.rename(final)
-                log.info(
-                    "built requirements env %s in %.1fs", final.name, time.monotonic() - started
-                )
+                env = self._uv_env()
+                if proxy is not None:
+                    env.update({k: proxy.url for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")})
+                code, output = self._run([self.uv, *args, "--no-build"], env=env, cwd=tmp, what="Installing requirements.txt")
             finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        return env
+                if proxy is not None:
+                    proxy.close()
+            if code != 0:
+                return output
+            tmp.rename(final)
+            log.info("built requirements env %s (wheels) in %.1fs", final.name, time.monotonic() - started)
+            return None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _install_in_sandbox(
+        self,
+        base: Environment,
+        requirements: str,
+        indexes: list[str],
+        final: Path,
+        code_dir: Path | None,
+        function_id: int | None,
+    ) -> None:
+        """The full install, source builds and all, as the function's uid in its sandbox."""
+        iso = self.sandbox.isolation() if self.sandbox is not None else Isolation()
+        uid = iso.uid_of(function_id or 0)
+        work = self._tmp(final)
+        sealed = iso.mechanism == "bwrap"
+        inside = BUILD_DIR if sealed else str(work)
+        started = time.monotonic()
+        listener = None
+        socket_dir = None
+        try:
+            src = work / "src"
+            if code_dir is not None and code_dir.is_dir():
+                shutil.copytree(code_dir, src, symlinks=True)  # extraction let no symlink in
+            else:
+                src.mkdir(parents=True)
+            (src / ".fnhost-requirements.txt").write_text(requirements + "\n")
+            for sub in ("site", "cache", "home"):
+                (work / sub).mkdir()
+            if iso.drops_uid:
+                _chown_tree(work, uid)
+            uv = SANDBOX_UV if sealed else self.uv
+            args = self._install_args(
+                base.python, f"{inside}/site", f"{inside}/src/.fnhost-requirements.txt", indexes
+            )
+            env = {k: v for k, v in os.environ.items() if k in _BUILD_ENV}
+            env.update(
+                HOME=f"{inside}/home",
+                UV_CACHE_DIR=f"{inside}/cache",  # its own: nothing it writes is read by another
+                UV_PYTHON_DOWNLOADS="never",
+                UV_NO_PROGRESS="1",
+                UV_LINK_MODE="copy",
+            )
+            sockets = Sockets()
+            if iso.network and self.sandbox is not None:
+                policy = self._build_policy(requirements, indexes)
+                socket_dir = tempfile.mkdtemp(prefix="fnhost-build-")
+                path = os.path.join(socket_dir, "egress.sock")
+                listener = self.sandbox.egress.proxy(path, policy, name=f"build of function {function_id}")
+                sockets = Sockets(egress=path)
+                env = iso.environ(env, policy)
+                env["HOME"] = f"{inside}/home"
+            argv = iso.build_command(
+                base.python,
+                [uv, *args],
+                uid=uid,
+                work_dir=str(work),
+                read_only=interpreter_dirs(base.python, ()) if sealed else (),
+                sockets=sockets,
+                extra_ro={self.uv: SANDBOX_UV},
+                chdir=f"{inside}/src",
+            )
+            code, output = self._run(argv, env=env, cwd=src, what="Installing requirements.txt")
+            if code != 0:
+                raise CodeError(f"Installing requirements.txt failed: {_uv_summary(output)}", _tail(output))
+            site = work / "site"
+            _seal(site)  # root's and read-only before any call can load it
+            final.mkdir()
+            site.rename(final / "site")
+            log.info(
+                "built requirements env %s in the function's sandbox in %.1fs",
+                final.name,
+                time.monotonic() - started,
+            )
+        finally:
+            if listener is not None:
+                listener.close()
+            if socket_dir is not None:
+                shutil.rmtree(socket_dir, ignore_errors=True)
+            shutil.rmtree(work, ignore_errors=True)
 
     @contextlib.contextmanager
     def supervised(self, proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
@@ -293,15 +511,23 @@ class EnvironmentCache:
         return env
 
     def _uv(self, args: list[str], *, what: str, cwd: Path | None = None) -> str:
+        code, output = self._run([self.uv, *args], env=self._uv_env(), cwd=cwd, what=what)
+        if code != 0:
+            raise CodeError(f"{what} failed: {_uv_summary(output)}", _tail(output))
+        return output
+
+    def _run(self, argv: list[str], *, env: dict[str, str], cwd: Path | None, what: str) -> tuple[int, str]:
+        """Run one build step under the build timeout; (exit code, its output)."""
         if self._closed:
             raise CodeError(f"{what} was stopped: the server is shutting down.")
         timeout = self.settings.build_timeout_seconds
         proc = subprocess.Popen(
-            [self.uv, *args],
+            argv,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             text=True,
-            env=self._uv_env(),
+            env=env,
             cwd=cwd,
             start_new_session=True,
         )
@@ -316,8 +542,6 @@ class EnvironmentCache:
                     f"{what} took longer than {timeout} s (the build timeout) and was stopped.",
                     _tail(output or ""),
                 ) from None
-        if proc.returncode != 0:
-            if self._closed:
-                raise CodeError(f"{what} was stopped: the server is shutting down.", _tail(output))
-            raise CodeError(f"{what} failed: {_uv_summary(output)}", _tail(output))
-        return output
+        if proc.returncode != 0 and self._closed:
+            raise CodeError(f"{what} was stopped: the server is shutting down.", _tail(output))
+        return proc.returncode, output

@@ -150,7 +150,9 @@ def fork_safe() -> bool:
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
-MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 0x2, 0x4, 0x8, 0x4000, 0x40000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    0x1, 0x2, 0x4, 0x8, 0x20, 0x1000, 0x4000, 0x40000
+)
 PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 4, 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _libc: Any = None
@@ -194,16 +196,70 @@ def enter_user_namespace() -> None:
     _ok(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
 
 
+PRIVATE_TMP_DIRS = ("/tmp", "/dev/shm")
+O_PATH = getattr(os, "O_PATH", 0o10000000)
+# what lives under /tmp and must stay visible in each call: the interpreter, environment and
+# code (set by the function zygote; computed on first use otherwise)
+_keep_paths: list[str] | None = None
+
+
+def paths_under_tmp(extra: tuple[str, ...] = ()) -> list[str]:
+    """This interpreter's own directories (and ``extra``) that a tmpfs on /tmp would hide."""
+    candidates = [*sys.path, sys.prefix, sys.base_prefix, sys.exec_prefix, *extra]
+    candidates += [os.path.dirname(os.path.realpath(sys.executable)), os.path.dirname(os.path.abspath(__file__))]
+    found: list[str] = []
+    for p in candidates:
+        if not p:
+            continue
+        real = os.path.realpath(p)
+        while real and not os.path.exists(real):  # a zip on sys.path may not exist
+            real = os.path.dirname(real)
+        if any(real == d or real.startswith(d + "/") for d in PRIVATE_TMP_DIRS) and real not in PRIVATE_TMP_DIRS:
+            found.append(real)
+    outermost: list[str] = []
+    for p in sorted(set(found)):
+        if not any(p.startswith(q + "/") for q in outermost):
+            outermost.append(p)
+    return outermost
+
+
 def private_tmp(size_bytes: int) -> None:
-    """Call process: fresh tmpfs on /tmp and /dev/shm, then no capabilities at all."""
+    """Call process: fresh tmpfs on /tmp and /dev/shm, then no capabilities at all.
+
+    Whatever of the function's own lives under /tmp (its environment, when ``FNHOST_HOME``
+    or ``FNHOST_ENV_DIR`` is there) is bound again on top of the new tmpfs from a descriptor
+    opened before it, so a call still imports what its zygote had not imported yet.
+    """
+    global _keep_paths
     libc = _lib()
+    if _keep_paths is None:
+        _keep_paths = paths_under_tmp()
     _ok(libc.unshare(CLONE_NEWNS), "unshare(mount namespace)")
     _ok(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    # opened in the new namespace (a bind's source must be a mount of the caller's own)
+    keep = [(p, os.open(p, O_PATH | os.O_CLOEXEC)) for p in _keep_paths]
     options = f"size={max(size_bytes, 1 << 20)},mode=1777".encode()
     for target in (b"/tmp", b"/dev/shm"):
         if os.path.isdir(target):
             _ok(libc.mount(b"tmpfs", target, b"tmpfs", MS_NOSUID | MS_NODEV, options), f"mount {target!r}")
+    for path, fd in keep:
+        os.makedirs(path, exist_ok=True)
+        source = f"/proc/self/fd/{fd}".encode()
+        _ok(libc.mount(source, path.encode(), None, MS_BIND | MS_REC, None), f"keep {path}")
+        # read-only: the call may not change its own environment or code (the flags the
+        # mount has must be repeated, or a user namespace may not remount it)
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY | _mount_flags(path)
+        _ok(libc.mount(None, path.encode(), None, flags, None), f"keep {path} read-only")
+        os.close(fd)
     drop_capabilities()
+
+
+def _mount_flags(path: str) -> int:
+    """The per-mount flags of the mount ``path`` is on, as ``mount(2)`` wants them."""
+    f_flag = os.statvfs(path).f_flag
+    pairs = ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC),
+             (os.ST_NOATIME, 1024), (os.ST_NODIRATIME, 2048), (os.ST_RELATIME, 1 << 21))
+    return sum(ms for st, ms in pairs if f_flag & st)
 
 
 def drop_capabilities() -> None:
@@ -479,6 +535,108 @@ def _child(
     return code
 
 
+# -- network (inside a sandbox's own network namespace; see run/network.py) -------------------
+
+def _parse_forwards(specs: list[str] | None) -> list[tuple[int, str]]:
+    out = []
+    for spec in specs or ():
+        port, _, path = spec.partition("=")
+        out.append((int(port), path))
+    return out
+
+
+def start_forwarder(forwards: list[tuple[int, str]], close: tuple[int, ...] = ()) -> int | None:
+    """Fork the process that serves this sandbox's loopback ports; returns its pid.
+
+    Each connection to ``127.0.0.1:port`` is handed to the Unix socket ``path`` the server
+    bound into the sandbox (the API, the egress proxy). The process is not a boundary: the
+    sandbox may talk to those sockets itself; what they let through is decided outside.
+    ``close``: descriptors of the parent's that the forwarder must not hold (its control socket).
+    """
+    if not forwards:
+        return None
+    import socket
+
+    listening = []
+    for port, path in forwards:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen(128)
+        listening.append((server, path))
+    pid = os.fork()
+    if pid:
+        for server, _ in listening:
+            server.close()
+        return pid
+    code = 1
+    try:
+        for fd in close:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        _forward(listening)
+    finally:
+        os._exit(code)
+
+
+def _forward(listening: list[tuple[Any, str]]) -> None:
+    import select
+    import signal
+    import socket
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+
+    def pipe(src: Any, dst: Any) -> None:
+        try:
+            while True:
+                chunk = src.recv(1 << 16)
+                if not chunk:
+                    break
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+    def serve(conn: Any, path: str) -> None:
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            up.connect(path)
+        except OSError:
+            conn.close()
+            up.close()
+            return
+        back = threading.Thread(target=pipe, args=(up, conn), daemon=True)
+        back.start()
+        pipe(conn, up)
+        back.join()
+        conn.close()
+        up.close()
+
+    paths = {server: path for server, path in listening}
+    while True:
+        ready, _, _ = select.select(list(paths), [], [])
+        for server in ready:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            threading.Thread(target=serve, args=(conn, paths[server]), daemon=True).start()
+
+
+def _exec(args: argparse.Namespace) -> int:
+    """A build step in its sandbox: the loopback forwarder, then the command itself."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        print("bootstrap exec: no command", file=sys.stderr)
+        return 2
+    start_forwarder(_parse_forwards(args.forward))
+    os.execve(command[0], command, dict(os.environ))  # noqa: S606  (argv, no shell)
+
+
 # -- zygotes ------------------------------------------------------------------------------------
 
 def _send(sock: Any, message: dict[str, Any]) -> None:
@@ -503,6 +661,9 @@ def _zygote(args: argparse.Namespace) -> int:
     import socket
 
     sock = socket.socket(fileno=args.control_fd)
+    forwards = _parse_forwards(args.forward)
+    # forked before the heavy imports: the forwarder is a small process
+    forwarder = start_forwarder(forwards, close=(args.control_fd,))
     _preload()
     # Freeze what every function shares before any function zygote is forked: a collection
     # walks (and writes to) every tracked object it reaches, so one run in each function
@@ -511,6 +672,7 @@ def _zygote(args: argparse.Namespace) -> int:
     gc.freeze()
 
     def reap(_signum: int, _frame: Any) -> None:
+        nonlocal forwarder
         while True:
             try:
                 pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -518,6 +680,8 @@ def _zygote(args: argparse.Namespace) -> int:
                 return
             if pid == 0:
                 return
+            if pid == forwarder:  # killed (function code runs as the same uid): serve again
+                forwarder = start_forwarder(forwards, close=(args.control_fd,))
 
     signal.signal(signal.SIGCHLD, reap)
     _send(sock, {"event": "ready", "pid": os.getpid(), "forkSafe": fork_safe()})
@@ -604,6 +768,8 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
     except HandlerImportError as exc:
         _send(sock, {"event": "ready", "ok": False, "message": exc.message, "trace": exc.trace})
         return 0
+    global _keep_paths
+    _keep_paths = paths_under_tmp((code_dir,))  # once here rather than in every call
     safe = fork_safe()
     # The handler's module is shared with every call too: freeze it as well, so that a
     # collection in a call does not touch (and copy) the shared pages. The environment's
@@ -699,6 +865,8 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    # a sandbox of its own (and so a network namespace of its own): serve its loopback too
+    start_forwarder(_parse_forwards(args.forward), close=(args.job_fd, args.log_fd, args.result_fd))
     return _child(args.job_fd, args.log_fd, args.result_fd, None, args.cgroup_fd or [])
 
 
@@ -728,8 +896,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--result-fd", type=int, required=True)
     run.add_argument("--cgroup-fd", type=int, action="append")
     run.add_argument("--site-dir", action="append")
+    run.add_argument("--forward", action="append", help="PORT=UNIX_SOCKET served on loopback")
+    zygote.add_argument("--forward", action="append", help="PORT=UNIX_SOCKET served on loopback")
     probe = sub.add_parser("probe", help="check that calls can be isolated here")
-    for p in (zygote, run, probe):
+    exec_ = sub.add_parser("exec", help="run a build step in a sandbox: forward, then exec")
+    exec_.add_argument("--forward", action="append", help="PORT=UNIX_SOCKET served on loopback")
+    exec_.add_argument("command", nargs=argparse.REMAINDER)
+    for p in (zygote, run, probe, exec_):
         p.add_argument("--drop-uid", type=int)
         p.add_argument("--drop-gid", type=int)
     args = parser.parse_args(argv)
@@ -746,6 +919,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
     if args.mode == "probe":
         return _probe(args)
+    if args.mode == "exec":
+        return _exec(args)
     _add_site_dirs(args.site_dir)
     if args.mode == "zygote":
         return _zygote(args)

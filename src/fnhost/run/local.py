@@ -16,9 +16,12 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -33,7 +36,8 @@ from fnhost.run.abc import (
     Executor,
     PrepareResult,
 )
-from fnhost.run.sandbox import Isolation, IsolationUnavailable, detect, interpreter_dirs
+from fnhost.run.network import DEFAULT_API_PORT, Egress, Listener, NetworkPolicy
+from fnhost.run.sandbox import Isolation, IsolationUnavailable, Sockets, detect, interpreter_dirs
 from fnhost.run.zygote import (
     EnvZygote,
     FunctionZygote,
@@ -188,17 +192,31 @@ class LocalExecutor(Executor):
         memory_budget_bytes: int = 2 * 1024**3,
         use_cgroups: bool = True,
         evict_interval_s: float = 5.0,
-        isolation: str = "none",
+        isolation: str | Isolation | Callable[[], Isolation] = "none",
         isolation_uid_base: int = 200_000,
         isolation_uid_count: int = 65_536,
         hidden_paths: tuple[str, ...] | list[str] = (),
+        network: NetworkPolicy | None = None,
+        api_socket: str | None = None,
+        api_port: int = DEFAULT_API_PORT,
+        egress: Egress | None = None,
     ) -> None:
+        """``isolation``: a mechanism to detect at start (``auto``, ``bwrap``…) or one detected
+        already. ``network``: what sandboxes may reach; ``api_socket``: a Unix socket that
+        serves this server's API, bound into each sandbox (``run/network.py``)."""
         self.memory_budget_bytes = memory_budget_bytes
         self.use_cgroups = use_cgroups
         self.evict_interval_s = evict_interval_s
         self.isolation_request = isolation
         self.uid_range = (isolation_uid_base, isolation_uid_count)
         self.hidden_paths = list(hidden_paths)
+        self.network = network or NetworkPolicy()
+        self.api_socket = api_socket
+        self.api_port = api_port
+        self.egress = egress
+        self._own_egress = False
+        self._socket_dir: str | None = None
+        self._socket_ids = itertools.count(1)
         self.isolation = Isolation()
         self._interpreter_dirs: dict[tuple[str, tuple[str, ...]], list[str]] = {}
         self.cgroups: Cgroups | None = None
@@ -219,12 +237,24 @@ class LocalExecutor(Executor):
     def start(self) -> None:
         if self._thread is not None:
             return
-        self.isolation = detect(
-            self.isolation_request,
-            uid_base=self.uid_range[0],
-            uid_count=self.uid_range[1],
-            hidden=self.hidden_paths,
-        )
+        if isinstance(self.isolation_request, Isolation):
+            self.isolation = self.isolation_request
+        elif callable(self.isolation_request):
+            self.isolation = self.isolation_request()
+        else:
+            self.isolation = detect(
+                self.isolation_request,
+                uid_base=self.uid_range[0],
+                uid_count=self.uid_range[1],
+                hidden=self.hidden_paths,
+                policy=self.network,
+                api_port=self.api_port,
+            )
+        if self.isolation.network:
+            if self.egress is None:
+                self.egress, self._own_egress = Egress(), True
+            # short: a Unix socket's path must fit in 108 bytes; the sandboxes never see it
+            self._socket_dir = tempfile.mkdtemp(prefix="fnhost-net-")
         self.cgroups = Cgroups() if self.use_cgroups else None
         if self.cgroups is not None and not self.cgroups.bases:
             self.cgroups = None
@@ -249,6 +279,12 @@ class LocalExecutor(Executor):
         self._thread = None
         if self.cgroups is not None:
             self.cgroups.close()
+        if self._own_egress and self.egress is not None:
+            self.egress.close()
+            self.egress, self._own_egress = None, False
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
 
     async def _shutdown(self) -> None:
         for call_id in list(self._running):
@@ -358,17 +394,27 @@ class LocalExecutor(Executor):
         read_only = self._interpreter_dirs[key]
         iso.check_reachable([*read_only, code_dir])
         await loop.run_in_executor(None, iso.own_code_dir, code_dir)
+        sockets, listener = self._sandbox_sockets(code_dir)
         ez = EnvZygote(
             loop,
             str(env.hash),
             python,
             site_dirs,
-            command=lambda args: iso.command(python, args, code_dir=code_dir, read_only=read_only),
+            command=lambda args: iso.command(
+                python, args, code_dir=code_dir, read_only=read_only, sockets=sockets
+            ),
             environ=iso.environ(clean_environ()),
             code_dir_inside=iso.code_dir_inside,
             private_tmp=iso.private_tmp,
         )
-        ez.start()
+        ez.sockets = sockets
+        if listener is not None:
+            ez.cleanup.append(listener.close)
+        try:
+            ez.start()
+        except BaseException:
+            ez.stop(wait=False)
+            raise
         log.info("started an isolated environment zygote pid %s for %s (%s)", ez.pid, env.hash, code_dir)
         try:
             await asyncio.wait_for(asyncio.shield(ez.ready), ZYGOTE_START_TIMEOUT_S)
@@ -376,6 +422,20 @@ class LocalExecutor(Executor):
             ez.stop(wait=False)
             raise
         return ez
+
+    def _sandbox_sockets(self, code_dir: str) -> tuple[Sockets, Listener | None]:
+        """The host sockets one function's sandbox reaches out through, per its policy."""
+        iso = self.isolation
+        if not iso.network or self.egress is None or self._socket_dir is None:
+            return Sockets(), None
+        policy = iso.policy
+        listener = None
+        egress_path = None
+        if policy.egress:
+            egress_path = os.path.join(self._socket_dir, f"egress-{next(self._socket_ids)}.sock")
+            listener = self.egress.proxy(egress_path, policy, name=f"function {os.path.basename(code_dir)}")
+        api = self.api_socket if policy.api else None
+        return Sockets(api=api, egress=egress_path), listener
 
     def _env_exited(self, ez: EnvZygote) -> None:
         if self._envs.get(ez.env_hash) is ez:
@@ -589,7 +649,7 @@ class LocalExecutor(Executor):
             "data": job.data,
             "secrets": job.secrets,
             "envVars": job.env_vars,
-            "baseUrl": job.base_url,
+            "baseUrl": iso.api_url_inside(job.base_url) if iso.dedicated else job.base_url,
             "token": token,
             "scheduleId": job.schedule_id,
             "scheduledTime": job.scheduled_time,
@@ -637,7 +697,7 @@ class LocalExecutor(Executor):
                 elif fork_ok:
                     fz.run(run, (job_fd, log_w, result_fd, *cgroup_fds))
                 else:
-                    await self._spawn(job, run, (job_fd, log_w, result_fd), cgroup_fds)
+                    await self._spawn(job, run, (job_fd, log_w, result_fd), cgroup_fds, fz.env.sockets)
             finally:
                 os.close(job_fd)
                 os.close(log_w)
@@ -685,7 +745,12 @@ class LocalExecutor(Executor):
             return None, signal.SIGKILL
 
     async def _spawn(
-        self, job: CallJob, run: Running, fds: tuple[int, int, int], cgroup_fds: list[int]
+        self,
+        job: CallJob,
+        run: Running,
+        fds: tuple[int, int, int],
+        cgroup_fds: list[int],
+        sockets: Sockets | None = None,
     ) -> None:
         """A fresh interpreter for handlers that cannot be forked (threads at import)."""
         loop = asyncio.get_running_loop()
@@ -701,7 +766,7 @@ class LocalExecutor(Executor):
         if iso.dedicated:
             site_dirs = tuple(str(d) for d in job.env.site_dirs or ())
             read_only = self._interpreter_dirs.get((python, site_dirs), [])
-            argv = iso.command(python, args, code_dir=code_dir, read_only=read_only)
+            argv = iso.command(python, args, code_dir=code_dir, read_only=read_only, sockets=sockets)
         else:
             argv = default_command(python, args)
         proc = subprocess.Popen(

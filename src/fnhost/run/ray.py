@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import io
 import itertools
@@ -56,6 +57,7 @@ from fnhost.run.abc import (
     Executor,
     PrepareResult,
 )
+from fnhost.run.network import DEFAULT_API_PORT
 
 log = logging.getLogger("fnhost.run")
 
@@ -101,12 +103,41 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def _node_dir(node_id: str) -> Path:
-    return Path(tempfile.gettempdir()) / "fnhost-ray" / node_id[:16]
+@dataclass(frozen=True)
+class NodeSettings:
+    """How every node's host runs calls: the server's isolation and network settings.
+
+    Hosts are shared by every replica that gives the same settings (their actor's name
+    carries ``key``), so replicas with different settings never share a host by accident.
+    """
+
+    memory_budget_bytes: int = 2 * 1024**3
+    isolation: str = "auto"
+    uid_base: int = 200_000
+    uid_count: int = 65_536
+    network: str = "internet"
+    network_allow: tuple[str, ...] = ()
+    api_url: str = ""  # where sandboxes on the node reach the API (the servers' public URL)
+    api_port: int = DEFAULT_API_PORT
+    hidden_paths: tuple[str, ...] = ()
+    # a node that cannot isolate calls refuses them unless the operator allows this
+    allow_unisolated: bool = False
+
+    @property
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _socket_path(node_id: str) -> str:
-    return str(_node_dir(node_id) / "host.sock")
+def _node_dir(node_id: str, key: str) -> Path:
+    return Path(tempfile.gettempdir()) / "fnhost-ray" / f"{node_id[:16]}-{key}"
+
+
+def _socket_path(node_id: str, key: str) -> str:
+    return str(_node_dir(node_id, key) / "host.sock")
+
+
+def _host_name(node_id: str, key: str) -> str:
+    return f"{HOST_PREFIX}{node_id}-{key}"
 
 
 # -- on each node: the host actor ---------------------------------------------------------------
@@ -121,20 +152,50 @@ class _Env:
 class NodeHost:
     """One per Ray node (a detached actor): serves calls and prepares on a Unix socket."""
 
-    def __init__(self, node_id: str, memory_budget_bytes: int) -> None:
+    def __init__(self, node_id: str, node: NodeSettings) -> None:
         from fnhost.run.local import LocalExecutor
+        from fnhost.run.network import Egress, NetworkPolicy, host_port, parse_networks
 
         self.node_id = node_id
-        self.dir = _node_dir(node_id)
+        self.dir = _node_dir(node_id, node.key)
         (self.dir / "code").mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o700)  # the socket runs code: only this node's user may reach it
-        self.executor = LocalExecutor(memory_budget_bytes=memory_budget_bytes)
+        self.egress = Egress()
+        api_socket = None
+        if node.api_url:  # sandboxes have no route out: the API comes to them over a socket
+            host, port = host_port(node.api_url)
+            api_socket = str(self.dir / "api.sock")
+            self.egress.relay(api_socket, host, port)
+        self.executor = LocalExecutor(
+            memory_budget_bytes=node.memory_budget_bytes,
+            isolation=node.isolation,
+            isolation_uid_base=node.uid_base,
+            isolation_uid_count=node.uid_count,
+            hidden_paths=[*node.hidden_paths, str(self.dir.parent)],
+            network=NetworkPolicy(node.network, allow=parse_networks(node.network_allow)),  # type: ignore[arg-type]
+            api_socket=api_socket,
+            api_port=node.api_port,
+            egress=self.egress,
+        )
         self.executor.start()
+        self.refusal = ""
+        if self.executor.isolation.mechanism == "none" and not node.allow_unisolated:
+            self.refusal = (
+                f"Ray node {node_id[:16]} cannot isolate function code "
+                f"({self.executor.isolation.reason or f'FNHOST_ISOLATION={node.isolation}'}), so it runs no "
+                "calls; install bubblewrap on the node (or run the node as root), or set "
+                "FNHOST_RAY_ALLOW_UNISOLATED=true to run them unisolated."
+            )
+            log.error("fnhost node host: %s", self.refusal)
+        elif self.executor.isolation.mechanism == "none":
+            log.warning(
+                "fnhost node host on %s runs calls UNISOLATED (FNHOST_RAY_ALLOW_UNISOLATED=true)", node_id
+            )
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._calls: dict[tuple[str, int], int] = {}  # (server, call id) -> id on this host
         self._code_lock = threading.Lock()
-        self.path = _socket_path(node_id)
+        self.path = _socket_path(node_id, node.key)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -158,8 +219,8 @@ class NodeHost:
         self.executor.cancel(local_id, message)
         return True
 
-    def drop(self, digest: str, message: str) -> None:
-        self.executor.drop(self.dir / "code" / digest, message)
+    def drop(self, name: str, message: str) -> None:
+        self.executor.drop(self.dir / "code" / name, message)
 
     def stats(self) -> dict[str, Any]:
         return self.executor.stats()
@@ -182,6 +243,9 @@ class NodeHost:
             if code_dir is None:
                 return
             env = request["env"] if request["op"] == "prepare" else request["job"]["env"]
+            if self.refusal:
+                self._refuse(conn, request["op"], self.refusal)
+                return
             if not os.path.exists(env["python"]):
                 self._missing_env(conn, request["op"], env)
                 return
@@ -198,10 +262,14 @@ class NodeHost:
             conn.close()
 
     def _missing_env(self, conn: socket.socket, op: str, env: dict[str, Any]) -> None:
-        message = (
+        self._refuse(
+            conn,
+            op,
             f"The function's environment is not on Ray node {self.node_id[:16]} (no {env['python']}): "
-            "every Ray node must mount FNHOST_ENV_DIR at the same path as the servers."
+            "every Ray node must mount FNHOST_ENV_DIR at the same path as the servers.",
         )
+
+    def _refuse(self, conn: socket.socket, op: str, message: str) -> None:
         if op == "prepare":
             _send(conn, {"event": "prepared", "ok": False, "message": message, "trace": ""})
             return
@@ -211,9 +279,13 @@ class NodeHost:
         _send(conn, {"event": "outcome", "status": "Failed", "error": {"message": message, "trace": ""},
                      "startMs": now, "endMs": now, "mode": ""})
 
-    def _code(self, conn: socket.socket, digest: str) -> Path | None:
-        """The function's code on this node, asked from the task (once per node) if missing."""
-        target = self.dir / "code" / digest
+    def _code(self, conn: socket.socket, name: str) -> Path | None:
+        """The function's code on this node, asked from the task (once per node) if missing.
+
+        ``name`` is ``<function id>-<digest>``: the id picks the uid the function runs as."""
+        if not re.fullmatch(r"\d+-[0-9a-f]{32}", name):
+            return None
+        target = self.dir / "code" / name
         if target.is_dir():
             return target
         _send(conn, {"event": "needCode"})
@@ -329,7 +401,7 @@ def _remote(target: Any) -> Any:
     return made
 
 
-def _connect_host(memory_budget_bytes: int) -> tuple[socket.socket, str]:
+def _connect_host(node: NodeSettings) -> tuple[socket.socket, str]:
     """A connection to this node's host, starting the host (a detached actor) if needed.
 
     A host that just died is restarted by Ray; until it is back, its actor is unavailable
@@ -339,13 +411,13 @@ def _connect_host(memory_budget_bytes: int) -> tuple[socket.socket, str]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node_id = ray.get_runtime_context().get_node_id()
-    path = _host_sockets.get(node_id) or _socket_path(node_id)
+    path = _host_sockets.get(node_id + node.key) or _socket_path(node_id, node.key)
     deadline = time.monotonic() + HOST_START_TIMEOUT_S
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.connect(path)
-            _host_sockets[node_id] = path
+            _host_sockets[node_id + node.key] = path
             return sock, node_id
         except OSError:
             sock.close()
@@ -355,7 +427,7 @@ def _connect_host(memory_budget_bytes: int) -> tuple[socket.socket, str]:
             host = (
                 _remote(NodeHost)
                 .options(
-                    name=HOST_PREFIX + node_id,
+                    name=_host_name(node_id, node.key),
                     namespace=NAMESPACE,
                     lifetime="detached",
                     get_if_exists=True,
@@ -364,7 +436,7 @@ def _connect_host(memory_budget_bytes: int) -> tuple[socket.socket, str]:
                     max_restarts=-1,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                 )
-                .remote(node_id, memory_budget_bytes)
+                .remote(node_id, node)
             )
             path = ray.get(host.address.remote(), timeout=max(1.0, deadline - time.monotonic()))
         except (ray.exceptions.ActorUnavailableError, ray.exceptions.ActorDiedError):
@@ -388,10 +460,10 @@ HOST_LOST = "The fnhost host process on the Ray node ended unexpectedly while th
 
 
 def run_call_task(
-    server: str, job: dict[str, Any], code: str, code_box: list[Any], memory_budget_bytes: int
+    server: str, job: dict[str, Any], code: str, code_box: list[Any], node: NodeSettings
 ) -> Any:
     """The body of a call's Ray task (a streaming generator of events)."""
-    sock, node_id = _connect_host(memory_budget_bytes)
+    sock, node_id = _connect_host(node)
     try:
         _send(sock, {"op": "call", "server": server, "job": job, "code": code})
         while True:
@@ -408,8 +480,8 @@ def run_call_task(
         sock.close()
 
 
-def prepare_task(request: dict[str, Any], code_box: list[Any], memory_budget_bytes: int) -> dict[str, Any]:
-    sock, node_id = _connect_host(memory_budget_bytes)
+def prepare_task(request: dict[str, Any], code_box: list[Any], node: NodeSettings) -> dict[str, Any]:
+    sock, node_id = _connect_host(node)
     try:
         _send(sock, {"op": "prepare", **request})
         msg = _code_exchange(sock, code_box)
@@ -444,6 +516,12 @@ class _Code:
     signature: tuple[int, int]
     digest: str
     ref: Any
+    function_id: int = 0
+
+    @property
+    def name(self) -> str:
+        """The code's directory name on a node: the function id (its uid) and the digest."""
+        return f"{self.function_id}-{self.digest}"
 
 
 class RayExecutor(Executor):
@@ -455,9 +533,10 @@ class RayExecutor(Executor):
         *,
         memory_budget_bytes: int = 2 * 1024**3,
         start_timeout_s: float = 300.0,
+        node: NodeSettings | None = None,
     ) -> None:
         self.address = address
-        self.memory_budget_bytes = memory_budget_bytes
+        self.node = dataclasses.replace(node or NodeSettings(), memory_budget_bytes=memory_budget_bytes)
         self.start_timeout_s = start_timeout_s
         self.server_id = secrets.token_hex(8)  # keys this server's calls on shared hosts
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -514,6 +593,18 @@ class RayExecutor(Executor):
             resources.get("memory", 0) / 1024**3,
             sum(1 for n in ray.nodes() if n.get("Alive")),
         )
+        if self.node.allow_unisolated:
+            log.warning(
+                "ray executor: FNHOST_RAY_ALLOW_UNISOLATED is set: Ray nodes that cannot isolate "
+                "function code run calls UNISOLATED, with the node's rights"
+            )
+        else:
+            log.info(
+                "ray executor: each node isolates calls (FNHOST_ISOLATION=%s, network %s); a node "
+                "that cannot refuses calls, saying why",
+                self.node.isolation,
+                self.node.network,
+            )
         self.loop, self._thread = start_loop_thread("fnhost-ray-executor")
 
     def stop(self) -> None:
@@ -559,7 +650,8 @@ class RayExecutor(Executor):
                         continue
                     tar.add(path, arcname=str(path.relative_to(code_dir)), recursive=False)
             data = buf.getvalue()
-            code = _Code(signature, hashlib.sha256(data).hexdigest()[:32], self._ray.put(data))
+            function_id = int(code_dir.name) if code_dir.name.isdigit() else 0
+            code = _Code(signature, hashlib.sha256(data).hexdigest()[:32], self._ray.put(data), function_id)
             self._codes[str(code_dir)] = code
             return code
 
@@ -580,14 +672,14 @@ class RayExecutor(Executor):
             self._codes.pop(str(code_dir), None)  # a fresh build: ship the code again
         code = self._code(code_dir)
         request = {
-            "code": code.digest,
+            "code": code.name,
             "env": self._env(env),
             "functionPath": function_path,
             "envVars": env_vars or {},
         }
         task = _remote(prepare_task).options(num_cpus=0, max_retries=0)
         try:
-            msg = ray.get(task.remote(request, [code.ref], self.memory_budget_bytes), timeout=600)
+            msg = ray.get(task.remote(request, [code.ref], self.node), timeout=600)
         except Exception as exc:
             return PrepareResult(False, f"The function could not be prepared on the Ray cluster: {_describe(exc)}")
         result = PrepareResult(
@@ -620,7 +712,7 @@ class RayExecutor(Executor):
                     self.loop.call_soon_threadsafe(self._cancel, call_id, message)
         if code is None:
             return
-        refs = [host.drop.remote(code.digest, message) for host in self._hosts().values()]
+        refs = [host.drop.remote(code.name, message) for host in self._hosts().values()]
         with contextlib.suppress(Exception):
             self._ray.get(refs, timeout=30)
 
@@ -628,7 +720,7 @@ class RayExecutor(Executor):
         """The hosts' own stats; ``functions`` keyed by this server's code directories."""
         if self._ray is None:
             return {}
-        by_digest = {c.digest: d for d, c in self._codes.items()}
+        by_digest = {c.name: d for d, c in self._codes.items()}
         hosts: dict[str, Any] = {}
         functions: dict[str, Any] = {}
         for name, host in self._hosts().items():
@@ -646,7 +738,8 @@ class RayExecutor(Executor):
         ray = self._ray
         out = {}
         for entry in ray.util.list_named_actors(all_namespaces=True):
-            if entry.get("namespace") == NAMESPACE and entry.get("name", "").startswith(HOST_PREFIX):
+            name = entry.get("name", "")
+            if entry.get("namespace") == NAMESPACE and name.startswith(HOST_PREFIX) and name.endswith(self.node.key):
                 with contextlib.suppress(ValueError):
                     out[entry["name"]] = ray.get_actor(entry["name"], namespace=NAMESPACE)
         return out
@@ -665,7 +758,7 @@ class RayExecutor(Executor):
 
     def _cancel_on_host(self, call: _Call) -> None:
         try:
-            host = self._ray.get_actor(HOST_PREFIX + str(call.node), namespace=NAMESPACE)
+            host = self._ray.get_actor(_host_name(str(call.node), self.node.key), namespace=NAMESPACE)
             host.cancel.remote(self.server_id, call.job.call_id, call.cancel_message)
         except Exception:
             log.exception("call %s: cancelling on the Ray node failed", call.job.call_id)
@@ -742,7 +835,7 @@ class RayExecutor(Executor):
             retry_exceptions=False,
             num_returns="streaming",
         )
-        call.gen = task.remote(self.server_id, spec, code.digest, [code.ref], self.memory_budget_bytes)
+        call.gen = task.remote(self.server_id, spec, code.name, [code.ref], self.node)
         events = call.gen.__aiter__()
         deadline = self.start_timeout_s
         while True:

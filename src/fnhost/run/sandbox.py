@@ -29,11 +29,21 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from fnhost.run.network import (
+    DEFAULT_API_PORT,
+    SANDBOX_API_SOCKET,
+    SANDBOX_EGRESS_SOCKET,
+    SANDBOX_PROXY_PORT,
+    SANDBOX_RUN_DIR,
+    NetworkPolicy,
+)
 
 log = logging.getLogger("fnhost.run")
 
@@ -47,8 +57,19 @@ SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "
 PROBE_TIMEOUT_S = 20.0
 
 
+BUILD_DIR = "/build"
+
+
 class IsolationUnavailable(Exception):
     """The isolation asked for cannot be had on this host."""
+
+
+@dataclass(frozen=True)
+class Sockets:
+    """The host's Unix sockets a sandbox reaches out through (``run/network.py``)."""
+
+    api: str | None = None
+    egress: str | None = None
 
 
 @dataclass
@@ -62,6 +83,11 @@ class Isolation:
     hidden: list[str] = field(default_factory=list)
     bwrap: str = "/usr/bin/bwrap"
     reason: str = ""  # why a lesser mechanism is in force (for the start-up log line)
+    # a network namespace per sandbox (bwrap only), reaching out only through run/network.py
+    network: bool = False
+    policy: NetworkPolicy = field(default_factory=NetworkPolicy)
+    # the loopback port a sandbox's ``client`` reaches the API on (its forwarder listens there)
+    api_port: int = DEFAULT_API_PORT
 
     @property
     def dedicated(self) -> bool:
@@ -86,14 +112,23 @@ class Isolation:
         else:
             text = f"uid: per-function uids {self.uid_base}+, file modes only (no namespaces)"
         text += "; private /tmp per call" if self.private_tmp else "; /tmp shared per function"
+        if self.network:
+            text += f"; a network namespace per sandbox reaching {self.policy.describe()}"
+        else:
+            text += "; no network isolation (functions reach what the host reaches)"
         if self.reason:
             text += f" ({self.reason})"
         return text
 
     def uid_for(self, code_dir: str) -> int:
-        name = os.path.basename(code_dir.rstrip("/"))
+        # the server names code dirs by function id; a Ray node by "<function id>-<digest>"
+        name = os.path.basename(code_dir.rstrip("/")).split("-", 1)[0]
         n = int(name) if name.isdigit() else zlib.crc32(code_dir.encode())
-        return self.uid_base + n % self.uid_count
+        return self.uid_of(n)
+
+    def uid_of(self, function_id: int) -> int:
+        """The uid function ``function_id`` runs (and builds) as."""
+        return self.uid_base + function_id % self.uid_count
 
     def code_dir_inside(self, code_dir: str) -> str:
         return SANDBOX_CODE_DIR if self.mechanism == "bwrap" else code_dir
@@ -101,13 +136,36 @@ class Isolation:
     def bootstrap_inside(self) -> str:
         return SANDBOX_BOOTSTRAP if self.mechanism == "bwrap" else str(BOOTSTRAP)
 
-    def environ(self, base: dict[str, str]) -> dict[str, str]:
+    def environ(self, base: dict[str, str], policy: NetworkPolicy | None = None) -> dict[str, str]:
         env = dict(base)
         if self.dedicated:
             # the server's HOME is not the function's (and is not readable by its uid)
             env["HOME"] = "/tmp"
             env.pop("TMPDIR", None)
+        for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+            env.pop(key, None)
+            env.pop(key.lower(), None)
+        if self.network and (policy or self.policy).egress:
+            proxy = f"http://127.0.0.1:{SANDBOX_PROXY_PORT}"
+            for key in ("HTTP_PROXY", "HTTPS_PROXY"):
+                env[key] = env[key.lower()] = proxy
+            env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost,::1"
         return env
+
+    def api_url_inside(self, public_url: str) -> str:
+        """The URL a sandbox's ``client`` uses for the API (its own loopback, forwarded out)."""
+        if not self.network:
+            return public_url
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def forwards(self, api_socket: bool, egress_socket: bool) -> list[str]:
+        """The forwarder's ``PORT=SOCKET`` arguments for a sandbox with these sockets."""
+        out = []
+        if api_socket:
+            out.append(f"{self.api_port}={SANDBOX_API_SOCKET}")
+        if egress_socket:
+            out.append(f"{SANDBOX_PROXY_PORT}={SANDBOX_EGRESS_SOCKET}")
+        return out
 
     # -- commands ---------------------------------------------------------------------------
     def command(
@@ -117,25 +175,79 @@ class Isolation:
         *,
         code_dir: str,
         read_only: Iterable[str] = (),
+        sockets: Sockets | None = None,
+        uid: int | None = None,
     ) -> list[str]:
         """The argv that runs ``python -I bootstrap.py *args`` for the function at ``code_dir``.
 
-        ``read_only`` are the function's interpreter and environment directories.
+        ``read_only`` are the function's interpreter and environment directories; ``sockets``
+        the host's API and egress sockets its network namespace reaches out through.
         """
         tail = [python, "-I", self.bootstrap_inside(), *args]
         if self.drops_uid:
-            uid = self.uid_for(code_dir)
+            uid = self.uid_for(code_dir) if uid is None else uid
             tail += ["--drop-uid", str(uid), "--drop-gid", str(uid)]
         if self.mechanism != "bwrap":
             return tail
-        return [*self.bwrap_args(code_dir, read_only), "--", *tail]
+        sockets = sockets or Sockets()
+        if self.network:
+            for forward in self.forwards(sockets.api is not None, sockets.egress is not None):
+                tail += ["--forward", forward]
+        return [*self.bwrap_args(code_dir, read_only, sockets=sockets), "--", *tail]
 
-    def bwrap_args(self, code_dir: str | None, read_only: Iterable[str]) -> list[str]:
+    def build_command(
+        self,
+        python: str,
+        command: list[str],
+        *,
+        uid: int,
+        work_dir: str,
+        read_only: Iterable[str],
+        sockets: Sockets | None = None,
+        extra_ro: dict[str, str] | None = None,
+        chdir: str = BUILD_DIR,
+    ) -> list[str]:
+        """The argv of one build step run as the function's uid in a sandbox of its own.
+
+        The sandbox sees the system directories, the interpreter (``read_only``), the files
+        ``extra_ro`` maps (host path → path inside; uv itself), and ``work_dir`` writable at
+        ``/build`` (the code's copy, the install target, a cache of its own); nothing of the
+        server's. ``command`` is run by ``bootstrap.py exec`` (after the uid is dropped and the
+        loopback forwarder started), in ``chdir``. Without bubblewrap, the same runs on the
+        host's file system (``uid``: as the function's uid).
+        """
+        tail = [python, "-I", "-S", self.bootstrap_inside(), "exec"]
+        if self.drops_uid:
+            tail += ["--drop-uid", str(uid), "--drop-gid", str(uid)]
+        sockets = sockets or Sockets()
+        if self.mechanism != "bwrap":
+            return [*tail, "--", *command]
+        if self.network:
+            for forward in self.forwards(False, sockets.egress is not None):
+                tail += ["--forward", forward]
+        argv = self.bwrap_args(None, read_only, sockets=sockets, writable={work_dir: BUILD_DIR}, chdir=chdir)
+        for host_path, inside in (extra_ro or {}).items():
+            argv[-2:-2] = ["--ro-bind", host_path, inside]  # before the closing --chdir
+        return [*argv, "--", *tail, "--", *command]
+
+    def bwrap_args(
+        self,
+        code_dir: str | None,
+        read_only: Iterable[str],
+        *,
+        sockets: Sockets | None = None,
+        writable: dict[str, str] | None = None,
+        chdir: str = "/",
+    ) -> list[str]:
+        """bubblewrap's arguments; ``writable`` maps host directories to where the sandbox
+        sees them read-write. The last two are ``--chdir`` and ``chdir``."""
         argv = [
             self.bwrap,
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session",
         ]
+        if self.network:
+            argv += ["--unshare-net"]
         if os.geteuid() == 0:
             # root in the sandbox keeps only what it needs to become the function's uid
             argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
@@ -175,10 +287,22 @@ class Isolation:
             for hidden in self.hidden:  # say, a data dir inside the server's own venv
                 if hidden != path and _under(hidden, [path]) and os.path.isdir(hidden):
                     argv += ["--tmpfs", hidden]
+        # bubblewrap would make the parent 0700; the function's uid runs what is in it
+        argv += ["--perms", "0755", "--dir", os.path.dirname(SANDBOX_BOOTSTRAP)]
         argv += ["--ro-bind", str(BOOTSTRAP), SANDBOX_BOOTSTRAP]
         if code_dir is not None:
             argv += ["--ro-bind", code_dir, SANDBOX_CODE_DIR]
-        argv += ["--chdir", "/"]
+        if self.network and sockets is not None and (sockets.api or sockets.egress):
+            # bubblewrap would make the parents 0700; the function's uid must pass through
+            argv += ["--perms", "0755", "--dir", "/run", "--perms", "0755", "--dir", SANDBOX_RUN_DIR]
+            # connect() needs no write access to the file system a socket is on
+            if sockets.api is not None:
+                argv += ["--ro-bind", sockets.api, SANDBOX_API_SOCKET]
+            if sockets.egress is not None:
+                argv += ["--ro-bind", sockets.egress, SANDBOX_EGRESS_SOCKET]
+        for host_dir, inside in (writable or {}).items():
+            argv += ["--bind", host_dir, inside]
+        argv += ["--chdir", chdir]
         return argv
 
     # -- preparing the host side --------------------------------------------------------------
@@ -233,16 +357,42 @@ def interpreter_dirs(python: str, site_dirs: Iterable[str]) -> list[str]:
     return _outermost(existing)
 
 
+class HostIsolation:
+    """The isolation this host supports, detected once, on first use (detection starts probe
+    processes). One is shared by the executor and the builder: calls and builds are
+    isolated alike."""
+
+    def __init__(self, requested: str, **options: Any) -> None:
+        self.requested = requested
+        self.options = options
+        self._value: Isolation | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Isolation:
+        with self._lock:
+            if self._value is None:
+                self._value = detect(self.requested, **self.options)
+            return self._value
+
+
 def detect(
     requested: str,
     *,
     uid_base: int = 200_000,
     uid_count: int = 65_536,
     hidden: Iterable[str] = (),
+    policy: NetworkPolicy | None = None,
+    api_port: int = DEFAULT_API_PORT,
 ) -> Isolation:
-    """The best mechanism this host supports (``auto``), or the one asked for, checked."""
+    """The best mechanism this host supports (``auto``), or the one asked for, checked.
+
+    With bubblewrap, each sandbox also gets a network namespace of its own, with ``policy``
+    (``run/network.py``); where the host refuses one, sandboxes share the host's network
+    and the reason is logged.
+    """
     hidden_paths = [os.path.abspath(str(h)) for h in hidden]
-    base = Isolation("none", uid_base, uid_count, hidden=hidden_paths)
+    policy = policy or NetworkPolicy()
+    base = Isolation("none", uid_base, uid_count, hidden=hidden_paths, policy=policy, api_port=api_port)
     if requested == "none":
         return base
     if requested not in ("auto", "bwrap", "uid"):
@@ -253,12 +403,22 @@ def detect(
         if bwrap is None:
             reasons.append("bubblewrap (bwrap) is not installed")
         else:
-            candidate = Isolation("bwrap", uid_base, uid_count, hidden=hidden_paths, bwrap=bwrap)
+            candidate = Isolation(
+                "bwrap", uid_base, uid_count, hidden=hidden_paths, bwrap=bwrap, network=True,
+                policy=policy, api_port=api_port,
+            )
             ok, private_tmp, why = _probe(candidate)
+            no_net = ""
+            if not ok:  # a host that refuses network namespaces may still allow the rest
+                no_net = why
+                candidate.network = False
+                ok, private_tmp, why = _probe(candidate)
             if ok:
                 candidate.private_tmp = private_tmp
+                notes = [f"no network namespace: {no_net}"] if no_net else []
                 if not private_tmp:
-                    candidate.reason = f"no user namespaces for a per-call /tmp: {why}"
+                    notes.append(f"no user namespaces for a per-call /tmp: {why}")
+                candidate.reason = "; ".join(notes)
                 return candidate
             reasons.append(f"bubblewrap does not work here: {why}")
         if requested == "bwrap":
@@ -268,7 +428,7 @@ def detect(
             raise IsolationUnavailable("FNHOST_ISOLATION=uid needs the server to run as root.")
         base.reason = "; ".join([*reasons, "not root, so calls cannot run as another user"])
         return base
-    candidate = Isolation("uid", uid_base, uid_count, hidden=hidden_paths)
+    candidate = Isolation("uid", uid_base, uid_count, hidden=hidden_paths, policy=policy, api_port=api_port)
     ok, private_tmp, why = _probe(candidate)
     if not ok:
         raise IsolationUnavailable(f"isolation 'uid' does not work here: {why}")

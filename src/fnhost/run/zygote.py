@@ -167,6 +167,10 @@ class EnvZygote:
         self.fork_safe = False
         self.zygote_pid: int | None = None  # the interpreter's own pid (inside any sandbox)
         self.on_exit: Callable[[EnvZygote], None] | None = None
+        # the host sockets its sandbox reaches out through (run/network.py), and what to
+        # close once its process has ended (their listeners)
+        self.sockets: Any = None
+        self.cleanup: list[Callable[[], None]] = []
 
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -205,13 +209,20 @@ class EnvZygote:
             self.on_exit(self)
 
     def _reap(self) -> None:
-        if self.proc is None:
-            return
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._clean_up()
+
+    def _clean_up(self) -> None:
+        while self.cleanup:
+            try:
+                self.cleanup.pop()()
+            except Exception:
+                log.exception("cleaning up after an environment zygote failed")
 
     @property
     def alive(self) -> bool:
@@ -248,8 +259,11 @@ class EnvZygote:
             if wait:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(5)
+                self._clean_up()
             else:
                 self.loop.run_in_executor(None, self._reap)
+        else:
+            self._clean_up()
 
 
 @dataclass

@@ -10,7 +10,10 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ from fnhost.blobs.local import LocalBlobStore
 from fnhost.clock import now_ms
 from fnhost.metrics import Metrics
 from fnhost.run.abc import Executor
+from fnhost.run.network import Egress
+from fnhost.run.sandbox import HostIsolation, Isolation
 from fnhost.services.loop import Service
 from fnhost.settings import Settings
 from fnhost.store import clients as client_store
@@ -47,6 +52,7 @@ class System:
         from fnhost.services.sessions import Sessions
 
         self.settings = settings
+        self._runtime_dir: Path | None = None
         settings.home.mkdir(parents=True, exist_ok=True)
         self.home = settings.home.resolve()
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -92,8 +98,20 @@ class System:
         # background loops (builder, executor supervisor, scheduler), started in order
         self.background: list[Service] = []
         from fnhost.build.builder import Builder
+        from fnhost.build.envs import BuildSandbox
 
+        # one detection of what this host can isolate, shared by calls and builds
+        self.egress = Egress()
+        self.isolation = HostIsolation(
+            settings.isolation,
+            uid_base=settings.isolation_uid_base,
+            uid_count=settings.isolation_uid_count,
+            hidden=self.private_paths(),
+            policy=settings.network_policy(),
+            api_port=settings.sandbox_api_port(),
+        )
         self.builder = Builder(
+            sandbox=BuildSandbox(self.isolation, self.egress, settings.network_policy()),
             db=self.db,
             files=self.files,
             functions=self.functions,
@@ -107,7 +125,13 @@ class System:
         # calls: the executor runs them, the calls service queues and records them
         from fnhost.services.calls import Calls, CallsService
 
-        self.executor = make_executor(settings, hidden_paths=self.private_paths())
+        self.executor = make_executor(
+            settings,
+            hidden_paths=self.private_paths(),
+            api_socket=str(self.api_socket_path),
+            isolation=self.isolation,
+            egress=self.egress,
+        )
         self.builder.executor = self.executor
         self.calls = Calls(
             db=self.db,
@@ -126,6 +150,15 @@ class System:
         from fnhost.schedule import wire_schedules
 
         self.schedules, self.scheduler = wire_schedules(self)
+
+    @property
+    def api_socket_path(self) -> Path:
+        """Where ``fnhost serve`` also serves the API on a Unix socket: sandboxes have no
+        route to the host's network, so this socket is bound into them (run/network.py).
+        Short (a socket path must fit in 108 bytes) and private to this process."""
+        if self._runtime_dir is None:
+            self._runtime_dir = Path(tempfile.mkdtemp(prefix="fnhost-"))
+        return self._runtime_dir / "api.sock"
 
     def private_paths(self) -> list[str]:
         """What no function may see: the data dir, every environment but its own, caches."""
@@ -167,6 +200,7 @@ class System:
     async def stop(self) -> None:
         for service in reversed(self.background):
             await service.stop()
+        self.egress.close()
 
     @property
     def public_url(self) -> str:
@@ -220,27 +254,51 @@ class System:
 
     def close(self) -> None:
         self.db.dispose()
+        if self._runtime_dir is not None:
+            shutil.rmtree(self._runtime_dir, ignore_errors=True)
+            self._runtime_dir = None
 
 
-def make_executor(settings: Settings, hidden_paths: list[str] | None = None) -> Executor:
+def make_executor(
+    settings: Settings,
+    hidden_paths: list[str] | None = None,
+    api_socket: str | None = None,
+    isolation: Callable[[], Isolation] | None = None,
+    egress: Egress | None = None,
+) -> Executor:
     """The executor ``FNHOST_EXECUTOR`` names; Ray is imported only when chosen."""
     budget = settings.zygote_memory_budget_mb * 1024 * 1024
     if settings.executor == "ray":
-        from fnhost.run.ray import RayExecutor
+        from fnhost.run.ray import NodeSettings, RayExecutor
 
         return RayExecutor(
             settings.ray_address,
             memory_budget_bytes=budget,
             start_timeout_s=settings.ray_start_timeout_seconds,
+            node=NodeSettings(
+                isolation=settings.isolation,
+                uid_base=settings.isolation_uid_base,
+                uid_count=settings.isolation_uid_count,
+                network=settings.network,
+                network_allow=tuple(settings.network_allow),
+                api_url=settings.resolved_public_url(),
+                api_port=settings.sandbox_api_port(),
+                hidden_paths=tuple(hidden_paths or ()),
+                allow_unisolated=settings.ray_allow_unisolated,
+            ),
         )
     from fnhost.run.local import LocalExecutor
 
     return LocalExecutor(
         memory_budget_bytes=budget,
-        isolation=settings.isolation,
+        isolation=isolation or settings.isolation,
         isolation_uid_base=settings.isolation_uid_base,
         isolation_uid_count=settings.isolation_uid_count,
         hidden_paths=hidden_paths or [],
+        network=settings.network_policy(),
+        api_socket=api_socket,
+        api_port=settings.sandbox_api_port(),
+        egress=egress,
     )
 
 
