@@ -5,13 +5,16 @@ Tests talk to the server exactly as a user would: over HTTP, with ``cognite-sdk`
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +137,44 @@ def wait_for(predicate: Any, timeout: float = 60, interval: float = 0.1, what: s
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- deploying, as a user would ------------------------------------------------------------------
+
+def zip_of(files: dict[str, str | bytes], *, symlinks: dict[str, str] | None = None) -> bytes:
+    """A function zip; names are kept as given ("/abs.py", "../up.py"), and ``symlinks``
+    become symlink entries (name → target), for the tests of what a zip may hold."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, content in files.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, content)
+        for name, target in (symlinks or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (0o120777 << 16)  # a symlink, as zip tools record one
+            zf.writestr(info, target)
+    return buf.getvalue()
+
+
+def upload(client: CogniteClient, content: bytes, name: str = "code.zip") -> int:
+    return int(client.files.upload_bytes(content, name=name).id)
+
+
+def wait_deployed(fn: Any, timeout: float = 300) -> Any:
+    """Wait for a function to leave Queued/Deploying; returns it, refreshed."""
+    wait_for(lambda: fn.update() or fn.status not in ("Queued", "Deploying"), timeout=timeout,
+             interval=0.1, what=f"function {fn.id} to deploy")
+    return fn
+
+
+def deploy_folder(client: CogniteClient, folder: Path, name: str, files: dict[str, str], **kw: Any) -> Any:
+    """Write ``files`` into ``folder`` and deploy it with ``functions.create``; must become Ready."""
+    for rel, text in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    folder.mkdir(parents=True, exist_ok=True)
+    fn = wait_deployed(client.functions.create(name=name, folder=str(folder), **kw))
+    assert fn.status == "Ready", fn.error
+    return fn

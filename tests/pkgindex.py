@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import tarfile
 import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -34,29 +36,58 @@ def make_wheel(name: str, version: str, files: dict[str, str]) -> tuple[str, byt
     return f"{dist}-{version}-py3-none-any.whl", buf.getvalue()
 
 
+def make_sdist(name: str, version: str, files: dict[str, str]) -> tuple[str, bytes]:
+    """A source distribution (``.tar.gz``) of ``files`` (a ``setup.py``, say): installing it
+    runs its build, which is what the escape tests need a package to do."""
+    dist = f"{name.replace('-', '_')}-{version}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        contents = {**files, "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"}
+        for path, text in contents.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{dist}/{path}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return f"{dist}.tar.gz", buf.getvalue()
+
+
+# setuptools for builds that need it (setup.py), fetched once by scripts/setup: the index
+# must serve it, because a build sees only the indexes its function names
+TEST_WHEELS = Path(__file__).resolve().parents[1] / ".test-wheels"
+
+
+def setuptools_wheel() -> tuple[str, bytes]:
+    found = sorted(TEST_WHEELS.glob("setuptools-*.whl"))
+    if not found:
+        raise RuntimeError(f"no setuptools wheel in {TEST_WHEELS}: run ./scripts/setup")
+    return found[-1].name, found[-1].read_bytes()
+
+
 class PackageIndex:
     """A PEP 503 simple index on 127.0.0.1, served from a thread."""
 
     def __init__(self) -> None:
-        self.wheels: dict[str, tuple[str, bytes]] = {}  # project name -> (filename, bytes)
+        # project name -> its files (filename, bytes): wheels, sdists
+        self.files: dict[str, list[tuple[str, bytes]]] = {}
+        self.requested: list[str] = []  # paths asked for, to tell what a build fetched
         index = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                index.requested.append(self.path)
                 parts = [p for p in self.path.split("?")[0].split("/") if p]
-                if len(parts) == 2 and parts[0] == "simple" and parts[1] in index.wheels:
-                    filename, data = index.wheels[parts[1]]
-                    sha = hashlib.sha256(data).hexdigest()
-                    body = (
-                        f'<html><body><a href="/files/{filename}#sha256={sha}">{filename}</a>'
-                        "</body></html>"
-                    ).encode()
-                    self._send(200, body, "text/html")
+                if len(parts) == 2 and parts[0] == "simple" and parts[1] in index.files:
+                    links = "".join(
+                        f'<a href="/files/{filename}#sha256={hashlib.sha256(data).hexdigest()}">{filename}</a>'
+                        for filename, data in index.files[parts[1]]
+                    )
+                    self._send(200, f"<html><body>{links}</body></html>".encode(), "text/html")
                 elif len(parts) == 2 and parts[0] == "files":
-                    for filename, data in index.wheels.values():
-                        if filename == parts[1]:
-                            self._send(200, data, "application/octet-stream")
-                            return
+                    for files in index.files.values():
+                        for filename, data in files:
+                            if filename == parts[1]:
+                                self._send(200, data, "application/octet-stream")
+                                return
                     self._send(404, b"not found", "text/plain")
                 else:
                     self._send(404, b"not found", "text/plain")
@@ -85,7 +116,18 @@ class PackageIndex:
         self.thread.start()
 
     def add(self, name: str, version: str, files: dict[str, str]) -> None:
-        self.wheels[name] = make_wheel(name, version, files)
+        """A wheel of ``files`` (the project's only file)."""
+        self.files[name] = [make_wheel(name, version, files)]
+
+    def add_file(self, name: str, filename: str, data: bytes) -> None:
+        self.files.setdefault(name, []).append((filename, data))
+
+    def add_sdist(self, name: str, version: str, files: dict[str, str]) -> None:
+        """Only a source distribution: installing it means building it."""
+        self.files[name] = [make_sdist(name, version, files)]
+
+    def add_setuptools(self) -> None:
+        self.add_file("setuptools", *setuptools_wheel())
 
     def close(self) -> None:
         self.httpd.shutdown()

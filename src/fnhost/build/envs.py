@@ -422,6 +422,9 @@ class EnvironmentCache:
                 sockets = Sockets(egress=path)
                 env = iso.environ(env, policy)
                 env["HOME"] = f"{inside}/home"
+                # no API in a build: every request, loopback indexes too, goes to the proxy
+                env.pop("NO_PROXY", None)
+                env.pop("no_proxy", None)
             argv = iso.build_command(
                 base.python,
                 [uv, *args],

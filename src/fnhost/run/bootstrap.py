@@ -180,15 +180,17 @@ def drop_privileges(uid: int, gid: int) -> None:
         raise OSError(f"could not become uid {uid}")
     libc = _lib()
     _ok(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
-    # changing uid made the process undumpable, which leaves /proc/self/uid_map to root;
-    # the function zygote needs to write it (and makes itself undumpable again after)
-    _ok(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
+    # changing uid made the process undumpable; stay so (no process of the same uid may
+    # ptrace it). The function zygote turns it on just long enough to write its uid_map.
+    _ok(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
 
 
 def enter_user_namespace() -> None:
     """Function zygote: a user namespace (same uid) whose capabilities allow per-call mounts."""
     uid, gid = os.geteuid(), os.getegid()
     libc = _lib()
+    # /proc/self/uid_map is writable only by a dumpable process (its files are then ours)
+    _ok(libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0), "dumpable")
     _ok(libc.unshare(CLONE_NEWUSER), "unshare(user namespace)")
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
