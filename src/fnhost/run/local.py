@@ -66,7 +66,10 @@ class Cgroups:
 
     CONTROLLERS = ("memory", "pids", "cpu")
 
+    _instances = itertools.count(1)
+
     def __init__(self, root: Path = Path("/sys/fs/cgroup")) -> None:
+        self.instance = next(self._instances)
         self.bases: dict[str, Path] = {}
         self.leftovers: list[str] = []
         own: dict[str, str] = {}
@@ -81,7 +84,8 @@ class Cgroups:
             mount = root / ctrl
             if ctrl not in own or not (mount / "cgroup.procs").exists():
                 continue
-            base = mount / own[ctrl].lstrip("/") / f"fnhost-{os.getpid()}"
+            # one directory per executor: two in one process (tests, benchmarks) never share
+            base = mount / own[ctrl].lstrip("/") / f"fnhost-{os.getpid()}-{self.instance}"
             try:
                 base.mkdir(exist_ok=True)
                 probe = base / "probe"

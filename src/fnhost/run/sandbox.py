@@ -219,6 +219,8 @@ class Isolation:
         tail = [python, "-I", "-S", self.bootstrap_inside(), "exec"]
         if self.drops_uid:
             tail += ["--drop-uid", str(uid), "--drop-gid", str(uid)]
+        elif self.mechanism == "none":
+            return list(command)  # nothing to set up first
         sockets = sockets or Sockets()
         if self.mechanism != "bwrap":
             return [*tail, "--", *command]
