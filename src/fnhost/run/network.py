@@ -238,11 +238,22 @@ class Egress:
             return self.loop
 
     def close(self) -> None:
+        """Stop every listener and connection, then the loop (the server is stopping)."""
         with self._lock:
             loop, thread, self.loop, self._thread = self.loop, self._thread, None, None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(10)
+        if loop is None or thread is None:
+            return
+
+        async def finish() -> None:
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+            await asyncio.sleep(0)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(finish(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
 
     # -- listeners ---------------------------------------------------------------------------
     def proxy(self, path: str, policy: NetworkPolicy, name: str) -> Listener:
@@ -278,6 +289,8 @@ class Egress:
                 listener.active += 1
                 try:
                     await serve(r, w)
+                except asyncio.CancelledError:
+                    pass  # stopping
                 except Exception:
                     log.exception("sandbox network connection failed")
                 finally:
@@ -366,7 +379,7 @@ class Listener:
     def close(self) -> None:
         loop = self.egress.loop
         server, self.server = self.server, None
-        if server is None or loop is None:
+        if server is None or loop is None or loop.is_closed() or not loop.is_running():
             return
 
         async def stop() -> None:
