@@ -31,6 +31,7 @@ from fnhost.build.zips import CodeError, ZipLimits
 from fnhost.clock import now_ms
 from fnhost.errors import NotFound
 from fnhost.metrics import Metrics
+from fnhost.run import BOOTSTRAP
 from fnhost.services.files import Files
 from fnhost.services.functions import Functions
 from fnhost.services.loop import Service
@@ -42,7 +43,6 @@ from fnhost.store.functions import FunctionRow
 
 log = logging.getLogger("fnhost.build")
 
-BOOTSTRAP = Path(__file__).resolve().parents[1] / "run" / "bootstrap.py"
 LEASE_SECONDS = 30
 IMPORT_CHECK_TIMEOUT = 120
 MAX_CONCURRENT_BUILDS = 2

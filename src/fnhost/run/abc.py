@@ -10,13 +10,16 @@ the calls service's business.
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
+
+from fnhost.run.protocol import CallLimits
+
+__all__ = ["CallJob", "CallLimits", "CallOutcome", "EnvironmentLike", "Executor", "PrepareResult", "Status"]
 
 Status = Literal["Completed", "Failed", "Timeout"]
 
@@ -32,24 +35,6 @@ class EnvironmentLike(Protocol):
 
     @property
     def site_dirs(self) -> Any: ...  # a sequence of paths put on sys.path (may be empty)
-
-
-@dataclass(frozen=True)
-class CallLimits:
-    timeout_s: float = 540.0
-    memory_bytes: int = int(1.5 * 1024**3)
-    cpu: float = 1.0
-    max_processes: int = 64
-    max_file_bytes: int = 512 * 1024 * 1024
-    max_open_files: int = 1024
-    response_max_bytes: int = 1024 * 1024
-    log_max_bytes: int = 1024 * 1024
-    # CPU time per process; None: what ``cpu`` cores allow in ``timeout_s``
-    cpu_time_s: float | None = None
-
-    def cpu_seconds(self) -> int:
-        seconds = self.cpu_time_s if self.cpu_time_s is not None else self.timeout_s * self.cpu
-        return max(1, math.ceil(seconds))
 
 
 @dataclass

@@ -11,8 +11,9 @@ is imported where a mode needs it). Modes::
     python -I bootstrap.py zygote --control-fd N [--site-dir D ...]
         the environment's zygote: imports ``cognite.client`` once, then serves requests on a
         SOCK_SEQPACKET socket (one JSON message per packet, file descriptors passed with
-        SCM_RIGHTS). ``{"op": "function", ...}`` with one fd forks a *function zygote* that
-        imports the handler and then forks one child per call (``{"op": "run"}``).
+        SCM_RIGHTS; the messages are ``protocol.py``'s, loaded from beside this file).
+        ``FunctionOp`` with one fd forks a *function zygote* that imports the handler and
+        then forks one child per call (``RunOp``).
 
     python -I bootstrap.py run --job-fd J --log-fd L --result-fd R [--site-dir D ...]
         one call in a fresh interpreter, for handlers that cannot be forked safely.
@@ -53,6 +54,23 @@ from types import ModuleType
 from typing import Any
 
 ALLOWED_ARGS = ("client", "data", "secrets", "function_call_info")
+
+
+def _load_protocol() -> ModuleType:
+    """``protocol.py`` from beside this file: the one definition of what the server and this
+    process say (fnhost itself is not importable in a function's environment)."""
+    name = "fnhost_protocol"
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocol.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before it runs: its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+P = _load_protocol()
 
 
 class HandlerImportError(Exception):
@@ -330,13 +348,13 @@ def _enter_call_process(cgroup_fds: list[int]) -> None:
         os.close(fd)
 
 
-def _apply_limits(job: dict[str, Any]) -> None:
+def _apply_limits(job: Any) -> None:
     """Runs in the call's own process before any user code: /tmp and rlimits."""
     import resource
 
-    limits = job.get("limits") or {}
-    if job.get("privateTmp"):
-        private_tmp(int(limits.get("memoryBytes") or 1 << 30))
+    limits = job.limits
+    if job.private_tmp:
+        private_tmp(int(limits.memory_bytes or 1 << 30))
 
     def setlimit(which: int, value: int | None) -> None:
         if value is None:
@@ -345,16 +363,16 @@ def _apply_limits(job: dict[str, Any]) -> None:
             resource.setrlimit(which, (value, value))
 
     setlimit(resource.RLIMIT_CORE, 0)
-    setlimit(resource.RLIMIT_FSIZE, limits.get("maxFileBytes"))
-    setlimit(resource.RLIMIT_NOFILE, limits.get("maxOpenFiles"))
+    setlimit(resource.RLIMIT_FSIZE, limits.max_file_bytes)
+    setlimit(resource.RLIMIT_NOFILE, limits.max_open_files)
     # per uid, so only when there is no pids cgroup; never enforced for root
-    setlimit(resource.RLIMIT_NPROC, limits.get("maxProcesses"))
-    cpu = limits.get("cpuSeconds")
+    setlimit(resource.RLIMIT_NPROC, limits.max_processes)
+    cpu = limits.cpu_seconds
     if cpu:  # SIGXCPU at the soft limit, SIGKILL a second later
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_CPU, (int(cpu), int(cpu) + 1))
-    if limits.get("addressSpaceBytes"):  # fallback when no memory cgroup is available
-        setlimit(resource.RLIMIT_AS, _vm_size() + int(limits["addressSpaceBytes"]))
+    if limits.address_space_bytes:  # fallback when no memory cgroup is available
+        setlimit(resource.RLIMIT_AS, _vm_size() + int(limits.address_space_bytes))
 
 
 def _vm_size() -> int:
@@ -391,7 +409,7 @@ def _redirect_output(log_fd: int) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _read_job(job_fd: int) -> dict[str, Any]:
+def _read_job(job_fd: int) -> Any:
     os.lseek(job_fd, 0, os.SEEK_SET)
     chunks = []
     while True:
@@ -400,8 +418,7 @@ def _read_job(job_fd: int) -> dict[str, Any]:
             break
         chunks.append(chunk)
     os.close(job_fd)
-    job: dict[str, Any] = json.loads(b"".join(chunks))
-    return job
+    return P.JobSpec.loads(b"".join(chunks))
 
 
 def _write_result(result_fd: int, ok: bool, payload: bytes) -> None:
@@ -420,13 +437,13 @@ def _gb(n: int) -> str:
     return f"{n / 1024**3:g} GB"
 
 
-def _call(job: dict[str, Any], module: ModuleType | None, result_fd: int) -> None:
+def _call(job: Any, module: ModuleType | None, result_fd: int) -> None:
     """Import (if needed) and call ``handle``; write the result. Never raises."""
-    limits = job.get("limits") or {}
-    function_path = job["functionPath"]
+    limits = job.limits
+    function_path = job.function_path
     try:
         if module is None:
-            module = import_handler(job["codeDir"], function_path)
+            module = import_handler(job.code_dir, function_path)
         handle, names = handle_of(module, function_path)
     except HandlerImportError as exc:
         if exc.trace:
@@ -436,21 +453,21 @@ def _call(job: dict[str, Any], module: ModuleType | None, result_fd: int) -> Non
     except MemoryError:
         _write_result(result_fd, False, _error(_oom_message(limits)))
         return
-    os.environ.update(job.get("envVars") or {})
+    os.environ.update(job.env_vars or {})
     os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
     kwargs: dict[str, Any] = {}
     try:
         if "client" in names:
             kwargs["client"] = _client(job)
         if "data" in names:
-            kwargs["data"] = job.get("data")
+            kwargs["data"] = job.data
         if "secrets" in names:
-            kwargs["secrets"] = dict(job.get("secrets") or {})
+            kwargs["secrets"] = dict(job.secrets or {})
         if "function_call_info" in names:
-            info: dict[str, Any] = {"function_id": job["functionId"], "call_id": job["callId"]}
-            if job.get("scheduleId") is not None:
-                info["schedule_id"] = job["scheduleId"]
-                info["scheduled_time"] = job["scheduledTime"]
+            info: dict[str, Any] = {"function_id": job.function_id, "call_id": job.call_id}
+            if job.schedule_id is not None:
+                info["schedule_id"] = job.schedule_id
+                info["scheduled_time"] = job.scheduled_time
             kwargs["function_call_info"] = info
         result = handle(**kwargs)
     except MemoryError:
@@ -471,7 +488,7 @@ def _call(job: dict[str, Any], module: ModuleType | None, result_fd: int) -> Non
         _write_result(result_fd, False, _error(message))
         return
     payload = text.encode()
-    maximum = int(limits.get("responseMaxBytes") or 1 << 20)
+    maximum = int(limits.response_max_bytes or 1 << 20)
     if len(payload) > maximum:
         message = (
             f"The response is {len(payload)} bytes of JSON, more than the limit of "
@@ -483,13 +500,13 @@ def _call(job: dict[str, Any], module: ModuleType | None, result_fd: int) -> Non
     _write_result(result_fd, True, payload)
 
 
-def _oom_message(limits: dict[str, Any]) -> str:
-    memory = limits.get("memoryBytes")
+def _oom_message(limits: Any) -> str:
+    memory = limits.memory_bytes
     limit = f" (limit {_gb(int(memory))})" if memory else ""
     return f"MemoryError: the function ran out of memory{limit}."
 
 
-def _client(job: dict[str, Any]) -> Any:
+def _client(job: Any) -> Any:
     from cognite.client import ClientConfig, CogniteClient, global_config
     from cognite.client.credentials import Token
 
@@ -497,9 +514,9 @@ def _client(job: dict[str, Any]) -> Any:
     return CogniteClient(
         ClientConfig(
             client_name="fnhost-function",
-            project=job["project"],
-            base_url=job["baseUrl"],
-            credentials=Token(job["token"]),
+            project=job.project,
+            base_url=job.base_url,
+            credentials=Token(job.token),
         )
     )
 
@@ -520,12 +537,12 @@ def _child(
         if not entered:
             _enter_call_process(list(cgroup_fds or ()))
         job = _read_job(job_fd)
-        if module is None and job.get("privateTmp"):
+        if module is None and job.private_tmp:
             enter_user_namespace()  # a fresh interpreter: no function zygote did it
         _apply_limits(job)
         _redirect_output(log_fd)
         if module is None:
-            os.chdir(job["codeDir"])
+            os.chdir(job.code_dir)
         _call(job, module, result_fd)
     except BaseException:
         code = 70
@@ -641,8 +658,8 @@ def _exec(args: argparse.Namespace) -> int:
 
 # -- zygotes ------------------------------------------------------------------------------------
 
-def _send(sock: Any, message: dict[str, Any]) -> None:
-    sock.sendall(json.dumps(message).encode())
+def _send(sock: Any, message: Any) -> None:
+    sock.sendall(message.dumps())
 
 
 def _preload() -> None:
@@ -686,7 +703,7 @@ def _zygote(args: argparse.Namespace) -> int:
                 forwarder = start_forwarder(forwards, close=(args.control_fd,))
 
     signal.signal(signal.SIGCHLD, reap)
-    _send(sock, {"event": "ready", "pid": os.getpid(), "forkSafe": fork_safe()})
+    _send(sock, P.Ready(pid=os.getpid(), fork_safe=fork_safe()))
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
@@ -694,8 +711,8 @@ def _zygote(args: argparse.Namespace) -> int:
             return 0
         if not msg:
             return 0  # the server is gone
-        request = json.loads(msg)
-        if request.get("op") != "function" or len(fds) != 1:
+        request = P.decode(msg)
+        if not isinstance(request, P.FunctionOp) or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
             continue
@@ -716,7 +733,7 @@ def _call_process(control: Any, call_id: int, fds: list[int], module: ModuleType
     then those of the cgroups it joins."""
     # sent by the call itself: the server reads its pid (as the server sees it, whatever
     # namespace this is) from the socket's credentials
-    _send(control, {"event": "started", "call": call_id, "pid": os.getpid()})
+    _send(control, P.Started(call_id, os.getpid()))
     control.close()
     return _child(fds[0], fds[1], fds[2], module, fds[3:])
 
@@ -732,7 +749,7 @@ def _spare(
     for other in others:
         other.close()
     # sent by the spare itself: the server reads its pid from the socket's credentials
-    _send(control, {"event": "spare", "spare": spare_id, "pid": os.getpid()})
+    _send(control, P.SpareUp(spare_id, os.getpid()))
     control.close()
     _enter_call_process(cgroup_fds)
     try:
@@ -745,30 +762,30 @@ def _spare(
     return _child(fds[0], fds[1], fds[2], module, entered=True)
 
 
-def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
+def _function_zygote(sock: Any, request: Any) -> int:
     import select
     import signal
     import socket
 
-    code_dir, function_path = request["codeDir"], request["functionPath"]
+    code_dir, function_path = request.code_dir, request.function_path
     # import-time output of the handler goes nowhere: the server's log is not the user's
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
     os.close(devnull)
-    os.environ.update(request.get("envVars") or {})
+    os.environ.update(request.env_vars or {})
     os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
-    if request.get("privateTmp"):
+    if request.private_tmp:
         try:
             enter_user_namespace()
         except OSError as exc:
-            _send(sock, {"event": "ready", "ok": False, "message": f"The function's sandbox could not be set up: {exc}", "trace": ""})
+            _send(sock, P.Ready(ok=False, message=f"The function's sandbox could not be set up: {exc}"))
             return 0
     try:
         os.chdir(code_dir)
         module = import_handler(code_dir, function_path)
         _, names = handle_of(module, function_path)
     except HandlerImportError as exc:
-        _send(sock, {"event": "ready", "ok": False, "message": exc.message, "trace": exc.trace})
+        _send(sock, P.Ready(ok=False, message=exc.message, trace=exc.trace))
         return 0
     global _keep_paths
     _keep_paths = paths_under_tmp((code_dir,))  # once here rather than in every call
@@ -778,7 +795,7 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
     # heap is frozen already, so this collection walks only what the handler created.
     gc.collect()
     gc.freeze()
-    _send(sock, {"event": "ready", "ok": True, "forkSafe": safe, "args": names, "pid": os.getpid()})
+    _send(sock, P.Ready(ok=True, pid=os.getpid(), fork_safe=safe, args=names))
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
@@ -818,12 +835,12 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
                     break
                 call_id = children.pop(pid, None)
                 if call_id is not None:
-                    _send(sock, {"event": "exit", "call": call_id, "pid": pid, "status": status})
+                    _send(sock, P.Exit(call_id, pid, status))
                 for spare_id, (spare_pid, spare_sock) in list(spares.items()):
                     if spare_pid == pid:  # ended before it got a call
                         spare_sock.close()
                         del spares[spare_id]
-                        _send(sock, {"event": "spare-gone", "spare": spare_id})
+                        _send(sock, P.SpareGone(spare_id))
         if sock in ready:
             try:
                 msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
@@ -834,21 +851,23 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
                     with contextlib.suppress(OSError):
                         os.killpg(pid, signal.SIGKILL)
                 return 0
-            request = json.loads(msg)
-            op = request.get("op")
-            spare = spares.pop(int(request.get("spare") or 0), None) if op in ("run", "drop-spare") else None
+            request = P.decode(msg)
+            spare = (
+                spares.pop(request.spare or 0, None)
+                if isinstance(request, P.RunOp | P.DropSpareOp) else None
+            )
             if spare is not None:
                 spare_pid, spare_sock = spare
-                if op == "run" and len(fds) >= 3:
+                if isinstance(request, P.RunOp) and len(fds) >= 3:
                     try:  # its cgroups (fds[3:]) are joined already
                         socket.send_fds(spare_sock, [msg], fds[:3])
-                        children[spare_pid] = request["call"]
-                        op = ""  # handed over: every fd is closed below
+                        children[spare_pid] = request.call
+                        request = None  # handed over: every fd is closed below
                     except OSError:
                         pass  # it is gone: the call forks as usual, into the same cgroups
                 spare_sock.close()  # a dropped spare reads end-of-file and exits
-            if op == "spare":
-                spare_id = request["spare"]
+            if isinstance(request, P.SpareOp):
+                spare_id = request.spare
                 ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
                 others = [ours, *(other_sock for _, other_sock in spares.values())]
                 pid = fork_call_process(_spare, sock, theirs, spare_id, fds, module, others)
@@ -856,11 +875,11 @@ def _function_zygote(sock: Any, request: dict[str, Any]) -> int:
                 for fd in fds:
                     os.close(fd)
                 spares[spare_id] = (pid, ours)
-            elif op == "run" and len(fds) >= 3:
-                pid = fork_call_process(_call_process, sock, request["call"], fds, module)
+            elif isinstance(request, P.RunOp) and len(fds) >= 3:
+                pid = fork_call_process(_call_process, sock, request.call, fds, module)
                 for fd in fds:
                     os.close(fd)
-                children[pid] = request["call"]
+                children[pid] = request.call
             else:
                 for fd in fds:
                     os.close(fd)

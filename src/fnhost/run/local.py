@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fnhost.clock import now_ms
+from fnhost.run import protocol
 from fnhost.run._loop import start_loop_thread
 from fnhost.run.abc import (
     CallJob,
@@ -504,9 +505,9 @@ class LocalExecutor(Executor):
             except ZygoteDied:
                 fz.stop()
                 raise
-            if not msg.get("ok"):
+            if not msg.ok:
                 fz.stop()
-                raise _ImportFailed(str(msg.get("message")), str(msg.get("trace") or ""))
+                raise _ImportFailed(msg.message, msg.trace)
             self._functions[key] = fz
             self._specs[key] = (env, code_dir, function_path, env_vars)
             future.set_result(fz)
@@ -644,29 +645,34 @@ class LocalExecutor(Executor):
         limits = job.limits
         token = job.token() if job.token is not None and "client" in fz.args else None
         iso = self.isolation
-        spec: dict[str, Any] = {
-            "callId": job.call_id if job.info_call_id is None else job.info_call_id,
-            "functionId": job.function_id,
-            "project": job.project,
-            "codeDir": iso.code_dir_inside(code_dir),
-            "functionPath": job.function_path,
-            "data": job.data,
-            "secrets": job.secrets,
-            "envVars": job.env_vars,
-            "baseUrl": iso.api_url_inside(job.base_url) if iso.dedicated else job.base_url,
-            "token": token,
-            "scheduleId": job.schedule_id,
-            "scheduledTime": job.scheduled_time,
-            "limits": {
-                "memoryBytes": limits.memory_bytes,
-                "maxFileBytes": limits.max_file_bytes,
-                "maxOpenFiles": limits.max_open_files,
-                "responseMaxBytes": limits.response_max_bytes,
-                "cpuSeconds": limits.cpu_seconds(),
-            },
+        no_pids_cgroup = self.cgroups is None or "pids" not in self.cgroups.bases
+        no_memory_cgroup = self.cgroups is None or not self.cgroups.memory
+        spec = protocol.JobSpec(
+            call_id=job.call_id if job.info_call_id is None else job.info_call_id,
+            function_id=job.function_id,
+            project=job.project,
+            code_dir=iso.code_dir_inside(code_dir),
+            function_path=job.function_path,
+            data=job.data,
+            secrets=job.secrets,
+            env_vars=job.env_vars,
+            base_url=iso.api_url_inside(job.base_url) if iso.dedicated else job.base_url,
+            token=token,
+            schedule_id=job.schedule_id,
+            scheduled_time=job.scheduled_time,
+            limits=protocol.Limits(
+                memory_bytes=limits.memory_bytes,
+                max_file_bytes=limits.max_file_bytes,
+                max_open_files=limits.max_open_files,
+                response_max_bytes=limits.response_max_bytes,
+                cpu_seconds=limits.cpu_seconds(),
+                # RLIMIT_NPROC counts every process of the uid: a fallback only
+                max_processes=limits.max_processes if no_pids_cgroup else None,
+                address_space_bytes=limits.memory_bytes if no_memory_cgroup else None,
+            ),
             # a fresh interpreter in a sandbox of its own (spawn) has a private /tmp already
-            "privateTmp": iso.private_tmp and (fork_ok or iso.mechanism != "bwrap"),
-        }
+            private_tmp=iso.private_tmp and (fork_ok or iso.mechanism != "bwrap"),
+        )
         run = Running(job.call_id, loop.create_future(), code_dir=code_dir)
         cgroup_fds: list[int] = []
         spare = fz.take_spare(limits) if fork_ok else None
@@ -676,11 +682,6 @@ class LocalExecutor(Executor):
         elif self.cgroups is not None:
             run.cgroups = self.cgroups.create(f"call-{job.call_id}", limits)
             cgroup_fds = self.cgroups.open_procs(run.cgroups)
-        if self.cgroups is None or "pids" not in self.cgroups.bases:
-            # RLIMIT_NPROC counts every process of the uid: a fallback only
-            spec["limits"]["maxProcesses"] = limits.max_processes
-        if self.cgroups is None or not self.cgroups.memory:
-            spec["limits"]["addressSpaceBytes"] = limits.memory_bytes
         job_fd = os.memfd_create("fnhost-job", os.MFD_CLOEXEC)
         result_fd = os.memfd_create("fnhost-result", os.MFD_CLOEXEC)
         log_r, log_w = os.pipe2(os.O_CLOEXEC)
@@ -690,7 +691,7 @@ class LocalExecutor(Executor):
         self._running[job.call_id] = run
         timed_out = False
         try:
-            payload = json.dumps(spec).encode()
+            payload = spec.dumps()
             view = memoryview(payload)
             while view:
                 view = view[os.write(job_fd, view):]

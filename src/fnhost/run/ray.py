@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any
 
 from fnhost.clock import now_ms
+from fnhost.run import protocol
 from fnhost.run._loop import start_loop_thread
 from fnhost.run.abc import (
     CallJob,
-    CallLimits,
     CallOutcome,
     EnvironmentLike,
     Executor,
@@ -73,8 +73,8 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 # -- wire between a call's task and its node's host (length-prefixed JSON or bytes) ----------------
 
-def _send(sock: socket.socket, payload: dict[str, Any] | bytes) -> None:
-    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+def _send(sock: socket.socket, payload: protocol.Message | bytes) -> None:
+    data = payload if isinstance(payload, bytes) else payload.dumps()
     sock.sendall(_FRAME.pack(len(data)) + data)
 
 
@@ -85,9 +85,9 @@ def _recv_bytes(sock: socket.socket) -> bytes | None:
     return _recv_exact(sock, _FRAME.unpack(head)[0])
 
 
-def _recv(sock: socket.socket) -> dict[str, Any] | None:
+def _recv(sock: socket.socket) -> protocol.Message | None:
     data = _recv_bytes(sock)
-    return None if data is None else json.loads(data)
+    return None if data is None else protocol.decode(data)
 
 
 def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
@@ -125,7 +125,9 @@ class NodeSettings:
 
     @property
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """Names this host: these settings and the protocol's version."""
+        described = json.dumps([protocol.VERSION, dataclasses.asdict(self)], sort_keys=True)
+        return hashlib.sha256(described.encode()).hexdigest()[:10]
 
 
 def _node_dir(node_id: str, key: str) -> Path:
@@ -141,13 +143,6 @@ def _host_name(node_id: str, key: str) -> str:
 
 
 # -- on each node: the host actor ---------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _Env:
-    hash: str
-    python: str
-    site_dirs: list[str] = field(default_factory=list)
-
 
 class NodeHost:
     """One per Ray node (a detached actor): serves calls and prepares on a Unix socket."""
@@ -237,47 +232,41 @@ class NodeHost:
     def _serve(self, conn: socket.socket) -> None:
         try:
             request = _recv(conn)
-            if request is None:
+            if not isinstance(request, protocol.HostCallOp | protocol.HostPrepareOp):
                 return
-            code_dir = self._code(conn, request["code"])
+            code_dir = self._code(conn, request.code)
             if code_dir is None:
                 return
-            env = request["env"] if request["op"] == "prepare" else request["job"]["env"]
+            env = request.env if isinstance(request, protocol.HostPrepareOp) else request.call.env
             if self.refusal:
-                self._refuse(conn, request["op"], self.refusal)
+                self._refuse(conn, request, self.refusal)
                 return
-            if not os.path.exists(env["python"]):
-                self._missing_env(conn, request["op"], env)
-                return
-            if request["op"] == "prepare":
-                result = self.executor.prepare(
-                    _Env(**request["env"]), code_dir, request["functionPath"], request.get("envVars") or {}
+            if not os.path.exists(env.python):
+                self._refuse(
+                    conn,
+                    request,
+                    f"The function's environment is not on Ray node {self.node_id[:16]} (no {env.python}): "
+                    "every Ray node must mount FNHOST_ENV_DIR at the same path as the servers.",
                 )
-                _send(conn, {"event": "prepared", **result.__dict__, "args": list(result.args)})
-            elif request["op"] == "call":
+                return
+            if isinstance(request, protocol.HostPrepareOp):
+                result = self.executor.prepare(env, code_dir, request.function_path, request.env_vars)
+                _send(conn, protocol.Prepared(result.ok, result.message, result.trace, result.fork_safe, list(result.args)))
+            else:
                 self._call(conn, request, code_dir)
         except Exception:
             log.exception("node host: a request failed")
         finally:
             conn.close()
 
-    def _missing_env(self, conn: socket.socket, op: str, env: dict[str, Any]) -> None:
-        self._refuse(
-            conn,
-            op,
-            f"The function's environment is not on Ray node {self.node_id[:16]} (no {env['python']}): "
-            "every Ray node must mount FNHOST_ENV_DIR at the same path as the servers.",
-        )
-
-    def _refuse(self, conn: socket.socket, op: str, message: str) -> None:
-        if op == "prepare":
-            _send(conn, {"event": "prepared", "ok": False, "message": message, "trace": ""})
+    def _refuse(self, conn: socket.socket, request: protocol.Message, message: str) -> None:
+        if isinstance(request, protocol.HostPrepareOp):
+            _send(conn, protocol.Prepared(False, message))
             return
         now = now_ms()
-        _send(conn, {"event": "started", "hostPid": os.getpid()})
-        _send(conn, {"event": "logs", "lines": [(now, f"[fnhost] {message}")]})
-        _send(conn, {"event": "outcome", "status": "Failed", "error": {"message": message, "trace": ""},
-                     "startMs": now, "endMs": now, "mode": ""})
+        _send(conn, protocol.HostStarted(os.getpid()))
+        _send(conn, protocol.HostLogs([(now, f"[fnhost] {message}")]))
+        _send(conn, protocol.HostOutcome("Failed", error={"message": message, "trace": ""}, start_ms=now, end_ms=now))
 
     def _code(self, conn: socket.socket, name: str) -> Path | None:
         """The function's code on this node, asked from the task (once per node) if missing.
@@ -288,7 +277,7 @@ class NodeHost:
         target = self.dir / "code" / name
         if target.is_dir():
             return target
-        _send(conn, {"event": "needCode"})
+        _send(conn, protocol.NeedCode())
         data = _recv_bytes(conn)
         if data is None:
             return None
@@ -300,34 +289,34 @@ class NodeHost:
                 os.rename(tmp, target)
         return target
 
-    def _call(self, conn: socket.socket, request: dict[str, Any], code_dir: Path) -> None:
-        spec = request["job"]
-        key = (request["server"], int(spec["callId"]))
+    def _call(self, conn: socket.socket, request: protocol.HostCallOp, code_dir: Path) -> None:
+        spec = request.call
+        key = (request.server, spec.call_id)
         local_id = next(self._ids)
         events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        limits = CallLimits(**spec["limits"])
+        token = spec.token
         job = CallJob(
             call_id=local_id,
-            function_id=spec["functionId"],
-            project=spec["project"],
-            env=_Env(**spec["env"]),
+            function_id=spec.function_id,
+            project=spec.project,
+            env=spec.env,
             code_dir=code_dir,
-            function_path=spec["functionPath"],
-            data=spec["data"],
-            secrets=spec["secrets"],
-            env_vars=spec["envVars"],
-            base_url=spec["baseUrl"],
-            token=(lambda: spec["token"]) if spec.get("token") else None,
-            schedule_id=spec["scheduleId"],
-            scheduled_time=spec["scheduledTime"],
-            limits=limits,
+            function_path=spec.function_path,
+            data=spec.data,
+            secrets=spec.secrets,
+            env_vars=spec.env_vars,
+            base_url=spec.base_url,
+            token=(lambda: token) if token else None,
+            schedule_id=spec.schedule_id,
+            scheduled_time=spec.scheduled_time,
+            limits=spec.limits,
             on_log=lambda ts, line: events.put(("log", (ts, line))),
-            info_call_id=key[1],
+            info_call_id=spec.call_id,
         )
         with self._lock:
             self._calls[key] = local_id
         try:
-            _send(conn, {"event": "started", "hostPid": os.getpid()})
+            _send(conn, protocol.HostStarted(os.getpid()))
             future = self.executor.submit(job)
             future.add_done_callback(lambda f: events.put(("done", f.result())))
 
@@ -363,26 +352,21 @@ class NodeHost:
                         break
                 if connected and lines:
                     with contextlib.suppress(OSError):
-                        _send(conn, {"event": "logs", "lines": lines})
+                        _send(conn, protocol.HostLogs(lines))
                 if outcome is not None:
                     if connected:
                         with contextlib.suppress(OSError):
-                            _send(conn, {"event": "outcome", **_outcome_dict(outcome)})
+                            _send(conn, _outcome_message(outcome))
                     return
         finally:
             with self._lock:
                 self._calls.pop(key, None)
 
 
-def _outcome_dict(outcome: CallOutcome) -> dict[str, Any]:
-    return {
-        "status": outcome.status,
-        "response": outcome.response,
-        "error": outcome.error,
-        "startMs": outcome.start_ms,
-        "endMs": outcome.end_ms,
-        "mode": outcome.mode,
-    }
+def _outcome_message(outcome: CallOutcome) -> protocol.HostOutcome:
+    return protocol.HostOutcome(
+        outcome.status, outcome.response, outcome.error, outcome.start_ms, outcome.end_ms, outcome.mode
+    )
 
 
 # -- on each node: the task of one call -----------------------------------------------------------
@@ -445,13 +429,13 @@ def _connect_host(node: NodeSettings) -> tuple[socket.socket, str]:
             time.sleep(0.2)
 
 
-def _code_exchange(sock: socket.socket, code_box: list[Any]) -> dict[str, Any] | None:
+def _code_exchange(sock: socket.socket, code_box: list[Any]) -> protocol.Message | None:
     """Read the host's next message, sending the code when it asks for it."""
     import ray
 
     while True:
         msg = _recv(sock)
-        if msg is None or msg.get("event") != "needCode":
+        if not isinstance(msg, protocol.NeedCode):
             return msg
         _send(sock, ray.get(code_box[0]))
 
@@ -459,35 +443,33 @@ def _code_exchange(sock: socket.socket, code_box: list[Any]) -> dict[str, Any] |
 HOST_LOST = "The fnhost host process on the Ray node ended unexpectedly while the call ran."
 
 
-def run_call_task(
-    server: str, job: dict[str, Any], code: str, code_box: list[Any], node: NodeSettings
-) -> Any:
-    """The body of a call's Ray task (a streaming generator of events)."""
+def run_call_task(request: protocol.HostCallOp, code_box: list[Any], node: NodeSettings) -> Any:
+    """The body of a call's Ray task (a streaming generator of the host's events)."""
     sock, node_id = _connect_host(node)
     try:
-        _send(sock, {"op": "call", "server": server, "job": job, "code": code})
+        _send(sock, request)
         while True:
             msg = _code_exchange(sock, code_box)
             if msg is None:
-                yield {"event": "lost"}
+                yield protocol.HostLost()
                 return
-            if msg["event"] == "started":
-                msg.update(node=node_id, workerPid=os.getpid())
+            if isinstance(msg, protocol.HostStarted):
+                msg.node, msg.worker_pid = node_id, os.getpid()
             yield msg
-            if msg["event"] == "outcome":
+            if isinstance(msg, protocol.HostOutcome):
                 return
     finally:
         sock.close()
 
 
-def prepare_task(request: dict[str, Any], code_box: list[Any], node: NodeSettings) -> dict[str, Any]:
+def prepare_task(request: protocol.HostPrepareOp, code_box: list[Any], node: NodeSettings) -> protocol.Prepared:
     sock, node_id = _connect_host(node)
     try:
-        _send(sock, {"op": "prepare", **request})
+        _send(sock, request)
         msg = _code_exchange(sock, code_box)
-        if msg is None:
-            return {"ok": False, "message": HOST_LOST, "trace": ""}
-        msg["node"] = node_id
+        if not isinstance(msg, protocol.Prepared):
+            return protocol.Prepared(False, HOST_LOST, node=node_id)
+        msg.node = node_id
         return msg
     finally:
         sock.close()
@@ -656,8 +638,8 @@ class RayExecutor(Executor):
             return code
 
     @staticmethod
-    def _env(env: EnvironmentLike) -> dict[str, Any]:
-        return {"hash": str(env.hash), "python": str(env.python), "site_dirs": [str(d) for d in env.site_dirs or ()]}
+    def _env(env: EnvironmentLike) -> protocol.EnvRef:
+        return protocol.EnvRef(str(env.hash), str(env.python), [str(d) for d in env.site_dirs or ()])
 
     # -- public API ----------------------------------------------------------------------------
     def prepare(
@@ -671,24 +653,13 @@ class RayExecutor(Executor):
         with self._code_lock:
             self._codes.pop(str(code_dir), None)  # a fresh build: ship the code again
         code = self._code(code_dir)
-        request = {
-            "code": code.name,
-            "env": self._env(env),
-            "functionPath": function_path,
-            "envVars": env_vars or {},
-        }
+        request = protocol.HostPrepareOp(code.name, self._env(env), function_path, env_vars or {})
         task = _remote(prepare_task).options(num_cpus=0, max_retries=0)
         try:
-            msg = ray.get(task.remote(request, [code.ref], self.node), timeout=600)
+            msg: protocol.Prepared = ray.get(task.remote(request, [code.ref], self.node), timeout=600)
         except Exception as exc:
             return PrepareResult(False, f"The function could not be prepared on the Ray cluster: {_describe(exc)}")
-        result = PrepareResult(
-            bool(msg.get("ok")),
-            str(msg.get("message") or ""),
-            str(msg.get("trace") or ""),
-            bool(msg.get("fork_safe")),
-            tuple(msg.get("args") or ()),
-        )
+        result = PrepareResult(msg.ok, msg.message, msg.trace, msg.fork_safe, tuple(msg.args))
         if result.ok:
             self._args[(str(code_dir), function_path)] = result.args
         return result
@@ -811,21 +782,21 @@ class RayExecutor(Executor):
         wants_token = job.token is not None and (args is None or "client" in args)
         token = await loop.run_in_executor(None, job.token) if wants_token and job.token else None
         limits = job.limits
-        spec = {
-            "callId": job.call_id,
-            "functionId": job.function_id,
-            "project": job.project,
-            "env": self._env(job.env),
-            "functionPath": job.function_path,
-            "data": job.data,
-            "secrets": job.secrets,
-            "envVars": job.env_vars,
-            "baseUrl": job.base_url,
-            "token": token,
-            "scheduleId": job.schedule_id,
-            "scheduledTime": job.scheduled_time,
-            "limits": limits.__dict__,
-        }
+        spec = protocol.CallSpec(
+            call_id=job.call_id,
+            function_id=job.function_id,
+            project=job.project,
+            env=self._env(job.env),
+            function_path=job.function_path,
+            data=job.data,
+            secrets=job.secrets,
+            env_vars=job.env_vars,
+            base_url=job.base_url,
+            token=token,
+            schedule_id=job.schedule_id,
+            scheduled_time=job.scheduled_time,
+            limits=limits,
+        )
         if call.cancel_message is not None:
             return self._failed(call, call.cancel_message)
         task = _remote(run_call_task).options(
@@ -835,7 +806,7 @@ class RayExecutor(Executor):
             retry_exceptions=False,
             num_returns="streaming",
         )
-        call.gen = task.remote(self.server_id, spec, code.name, [code.ref], self.node)
+        call.gen = task.remote(protocol.HostCallOp(self.server_id, spec, code.name), [code.ref], self.node)
         events = call.gen.__aiter__()
         deadline = self.start_timeout_s
         while True:
@@ -865,30 +836,29 @@ class RayExecutor(Executor):
                     call,
                     f"The call was lost: the Ray worker or node running it failed ({_describe(exc)}).",
                 )
-            event = msg.get("event")
-            if event == "started":
-                call.node = msg["node"]
-                call.worker_pid = msg.get("workerPid")
-                call.host_pid = msg.get("hostPid")
+            if isinstance(msg, protocol.HostStarted):
+                call.node = msg.node
+                call.worker_pid = msg.worker_pid
+                call.host_pid = msg.host_pid
                 call.started_ms = now_ms()
                 deadline = limits.timeout_s + SILENCE_GRACE_S
                 if call.cancel_message is not None:
                     self._cancel_on_host(call)
-            elif event == "logs":
-                for ts, line in msg["lines"]:
+            elif isinstance(msg, protocol.HostLogs):
+                for ts, line in msg.lines:
                     call.lines.append((ts, line))
                     self._publish(call, (ts, line))
-            elif event == "lost":
+            elif isinstance(msg, protocol.HostLost):
                 return self._failed(call, HOST_LOST)
-            elif event == "outcome":
+            elif isinstance(msg, protocol.HostOutcome):
                 return CallOutcome(
-                    msg["status"],
-                    response=msg.get("response"),
-                    error=msg.get("error"),
+                    msg.status,  # type: ignore[arg-type]
+                    response=msg.response,
+                    error=msg.error,
                     logs=call.lines,
-                    start_ms=msg.get("startMs") or call.started_ms,
-                    end_ms=msg.get("endMs") or now_ms(),
-                    mode=msg.get("mode") or "",
+                    start_ms=msg.start_ms or call.started_ms,
+                    end_ms=msg.end_ms or now_ms(),
+                    mode=msg.mode,
                 )
 
     def running(self) -> dict[int, dict[str, Any]]:

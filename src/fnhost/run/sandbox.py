@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fnhost.run import BOOTSTRAP, PROTOCOL
 from fnhost.run.network import (
     DEFAULT_API_PORT,
     SANDBOX_API_SOCKET,
@@ -48,9 +49,9 @@ from fnhost.run.network import (
 log = logging.getLogger("fnhost.run")
 
 Mechanism = Literal["bwrap", "uid", "none"]
-BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 SANDBOX_CODE_DIR = "/function"
 SANDBOX_BOOTSTRAP = "/fnhost/bootstrap.py"
+SANDBOX_PROTOCOL = "/fnhost/protocol.py"
 # system directories every sandbox sees read-only (symlinks, as on merged-/usr systems, are
 # recreated as symlinks)
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
@@ -291,7 +292,7 @@ class Isolation:
                     argv += ["--tmpfs", hidden]
         # bubblewrap would make the parent 0700; the function's uid runs what is in it
         argv += ["--perms", "0755", "--dir", os.path.dirname(SANDBOX_BOOTSTRAP)]
-        argv += ["--ro-bind", str(BOOTSTRAP), SANDBOX_BOOTSTRAP]
+        argv += ["--ro-bind", str(BOOTSTRAP), SANDBOX_BOOTSTRAP, "--ro-bind", str(PROTOCOL), SANDBOX_PROTOCOL]
         if code_dir is not None:
             argv += ["--ro-bind", code_dir, SANDBOX_CODE_DIR]
         if self.network and sockets is not None and (sockets.api or sockets.egress):

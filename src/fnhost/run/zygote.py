@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -30,14 +29,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from fnhost.clock import now_ms
+from fnhost.run import BOOTSTRAP, protocol
 
 log = logging.getLogger("fnhost.run")
 
-BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 MAX_LINE_BYTES = 64 * 1024
 
 
@@ -52,7 +50,7 @@ class Channel:
         self,
         loop: asyncio.AbstractEventLoop,
         sock: socket.socket,
-        on_message: Callable[[dict[str, Any]], None],
+        on_message: Callable[[protocol.Message, int | None], None],
         on_close: Callable[[], None],
     ) -> None:
         self.loop = loop
@@ -89,17 +87,19 @@ class Channel:
             self.on_close()
             return
         try:
-            message = json.loads(msg)
-            if sender:  # the pid as this server sees it (the sender's own may be namespaced)
-                message["senderPid"] = sender
-            self.on_message(message)
+            message = protocol.decode(msg)
+            if message is None:
+                log.warning("zygote sent a message this server does not know: %r", msg[:200])
+                return
+            # the sender's pid as this server sees it (its own may be in a PID namespace)
+            self.on_message(message, sender or None)
         except Exception:
             log.exception("zygote message could not be handled: %r", msg[:200])
 
-    def send(self, message: dict[str, Any], fds: list[int] | tuple[int, ...] = ()) -> None:
+    def send(self, message: protocol.Message, fds: list[int] | tuple[int, ...] = ()) -> None:
         if self.closed:
             raise ZygoteDied("the zygote's channel is closed")
-        data = json.dumps(message).encode()
+        data = message.dumps()
         try:
             socket.send_fds(self.sock, [data], list(fds)) if fds else self.sock.send(data)
         except OSError as exc:
@@ -161,7 +161,7 @@ class EnvZygote:
         self.environ = environ if environ is not None else clean_environ()
         self.code_dir_inside = code_dir_inside or (lambda d: d)
         self.private_tmp = private_tmp
-        self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.ready: asyncio.Future[protocol.Ready] = loop.create_future()
         self.proc: subprocess.Popen[bytes] | None = None
         self.channel: Channel | None = None
         self.fork_safe = False
@@ -195,10 +195,10 @@ class EnvZygote:
     def pss_bytes(self) -> int:
         return pss_of(self.zygote_pid)
 
-    def _message(self, msg: dict[str, Any]) -> None:
-        if msg.get("event") == "ready" and not self.ready.done():
-            self.fork_safe = bool(msg.get("forkSafe"))
-            self.zygote_pid = msg.get("senderPid") or msg.get("pid")
+    def _message(self, msg: protocol.Message, sender: int | None) -> None:
+        if isinstance(msg, protocol.Ready) and not self.ready.done():
+            self.fork_safe = msg.fork_safe
+            self.zygote_pid = sender or msg.pid
             self.ready.set_result(msg)
 
     def _closed(self) -> None:
@@ -232,16 +232,8 @@ class EnvZygote:
         assert self.channel is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            self.channel.send(
-                {
-                    "op": "function",
-                    "codeDir": self.code_dir_inside(code_dir),
-                    "functionPath": function_path,
-                    "envVars": env_vars,
-                    "privateTmp": self.private_tmp,
-                },
-                [theirs.fileno()],
-            )
+            op = protocol.FunctionOp(self.code_dir_inside(code_dir), function_path, env_vars, self.private_tmp)
+            self.channel.send(op, [theirs.fileno()])
         except ZygoteDied:
             ours.close()
             raise
@@ -313,7 +305,7 @@ class FunctionZygote:
         self.env = env
         self.code_dir = code_dir
         self.function_path = function_path
-        self.ready: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self.ready: asyncio.Future[protocol.Ready] = loop.create_future()
         self.pid: int | None = None
         self.args: tuple[str, ...] = ()
         self.fork_safe = False
@@ -331,28 +323,27 @@ class FunctionZygote:
     def alive(self) -> bool:
         return not self.channel.closed
 
-    def _message(self, msg: dict[str, Any]) -> None:
-        event = msg.get("event")
-        if event == "ready":
-            self.pid = msg.get("senderPid") or msg.get("pid")
-            self.args = tuple(msg.get("args") or ())
-            self.fork_safe = bool(msg.get("forkSafe"))
+    def _message(self, msg: protocol.Message, sender: int | None) -> None:
+        if isinstance(msg, protocol.Ready):
+            self.pid = sender or msg.pid
+            self.args = tuple(msg.args)
+            self.fork_safe = msg.fork_safe
             if not self.ready.done():
                 self.ready.set_result(msg)
-        elif event == "started":
-            run = self.calls.get(msg["call"])
+        elif isinstance(msg, protocol.Started):
+            run = self.calls.get(msg.call)
             if run is not None:
-                run.pid = msg.get("senderPid") or msg["pid"]
-        elif event == "exit":
-            run = self.calls.pop(msg["call"], None)
+                run.pid = sender or msg.pid
+        elif isinstance(msg, protocol.Exit):
+            run = self.calls.pop(msg.call, None)
             if run is not None and not run.exit.done():
-                run.exit.set_result(decode_status(int(msg["status"])))
-        elif event in ("spare", "spare-gone"):
+                run.exit.set_result(decode_status(msg.status))
+        elif isinstance(msg, protocol.SpareUp | protocol.SpareGone):
             spare = self.spare
-            if spare is None or spare.id != msg["spare"]:
+            if spare is None or spare.id != msg.spare:
                 return  # one already taken by a call or dropped: nothing to do
-            if event == "spare":
-                spare.pid = msg.get("senderPid") or msg["pid"]
+            if isinstance(msg, protocol.SpareUp):
+                spare.pid = sender or msg.pid
             else:
                 self._forget_spare()
 
@@ -376,17 +367,14 @@ class FunctionZygote:
     def run(self, run: Running, fds: tuple[int, ...], spare: int | None = None) -> None:
         self.calls[run.call_id] = run
         self.last_used = now_ms()
-        message: dict[str, Any] = {"op": "run", "call": run.call_id}
-        if spare is not None:
-            message["spare"] = spare
         try:
-            self.channel.send(message, fds)
+            self.channel.send(protocol.RunOp(run.call_id, spare), fds)
         except ZygoteDied:
             self.calls.pop(run.call_id, None)
             raise
 
     def add_spare(self, spare: Spare) -> None:
-        self.channel.send({"op": "spare", "spare": spare.id}, spare.cgroup_fds)
+        self.channel.send(protocol.SpareOp(spare.id), spare.cgroup_fds)
         self.spare = spare
 
     def take_spare(self, limits: Any) -> Spare | None:
@@ -397,7 +385,7 @@ class FunctionZygote:
         self.spare = None
         if spare.limits != limits:
             with contextlib.suppress(ZygoteDied):
-                self.channel.send({"op": "drop-spare", "spare": spare.id})
+                self.channel.send(protocol.DropSpareOp(spare.id))
             self.spare = spare
             self._forget_spare()
             return None
