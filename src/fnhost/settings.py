@@ -7,6 +7,7 @@ is generated from these descriptions and a test fails when a field is undocument
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fnhost.run.network import DEFAULT_API_PORT, NetworkPolicy, parse_networks
+# the loopback port a sandbox reaches the API on when the public URL's own cannot be used
+SANDBOX_API_PORT_DEFAULT = 8000
 
 
 class OidcIssuer(BaseModel):
@@ -382,7 +384,8 @@ class Settings(BaseSettings):
     @classmethod
     def _cidrs(cls, value: list[str]) -> list[str]:
         try:
-            parse_networks(value)
+            for cidr in value:
+                ipaddress.ip_network(cidr.strip(), strict=False)
         except ValueError as exc:
             raise ValueError(f"FNHOST_NETWORK_ALLOW: {exc} (write CIDRs such as 10.20.0.0/16)") from None
         return value
@@ -401,15 +404,11 @@ class Settings(BaseSettings):
     def resolved_env_dir(self) -> Path:
         return (self.env_dir or self.home / "envs").resolve()
 
-    def network_policy(self) -> NetworkPolicy:
-        """``network`` and ``network_allow`` as the policy sandboxes get (run/network.py)."""
-        return NetworkPolicy(self.network, allow=parse_networks(self.network_allow))
-
     def sandbox_api_port(self) -> int:
         """The loopback port a sandbox's ``client`` reaches the API on: the public URL's own
         port where it can be (so code that names the server's URL keeps working), else 8000."""
         port = urlsplit(self.resolved_public_url()).port or 0
-        return port if port >= 1024 else DEFAULT_API_PORT
+        return port if port >= 1024 else SANDBOX_API_PORT_DEFAULT
 
 
 def markdown_reference() -> str:

@@ -20,8 +20,8 @@ from fastapi.responses import StreamingResponse
 
 from fnhost.api.deps import PrincipalDep, SystemDep
 from fnhost.auth.capabilities import Principal
+from fnhost.core.livelogs import Ended
 from fnhost.services.container import System
-from fnhost.services.livelogs import Ended
 
 router = APIRouter(tags=["calls"])
 

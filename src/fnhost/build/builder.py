@@ -29,13 +29,13 @@ from fnhost.build.envs import BuildSandbox, Environment, EnvironmentCache
 from fnhost.build.runtimes import Runtime
 from fnhost.build.zips import CodeError, ZipLimits
 from fnhost.clock import now_ms
+from fnhost.core.loop import Service
+from fnhost.core.replicas import owner_is_dead
 from fnhost.errors import NotFound
 from fnhost.metrics import Metrics
 from fnhost.run import BOOTSTRAP
 from fnhost.services.files import Files
 from fnhost.services.functions import Functions
-from fnhost.services.loop import Service
-from fnhost.services.replicas import owner_is_dead
 from fnhost.settings import Settings
 from fnhost.store import functions as store
 from fnhost.store.db import Database

@@ -55,7 +55,7 @@ SANDBOX_RUN_DIR = "/run/fnhost"
 SANDBOX_API_SOCKET = f"{SANDBOX_RUN_DIR}/api.sock"
 SANDBOX_EGRESS_SOCKET = f"{SANDBOX_RUN_DIR}/egress.sock"
 SANDBOX_PROXY_PORT = 3128
-DEFAULT_API_PORT = 8000
+DEFAULT_API_PORT = 8000  # as settings.SANDBOX_API_PORT_DEFAULT (run/ reads no settings)
 
 HEAD_LIMIT = 64 * 1024
 HEAD_TIMEOUT_S = 30.0
@@ -104,6 +104,13 @@ class NetworkPolicy:
             hosts.update(DEFAULT_INDEX_HOSTS)
         allow = self.allow if self.mode != "none" else ()
         return replace(self, allow=allow, allow_hosts=frozenset(hosts))
+
+
+def policy_of(mode: str, allow: Iterable[str]) -> NetworkPolicy:
+    """A policy from its settings (``FNHOST_NETWORK``, ``FNHOST_NETWORK_ALLOW``)."""
+    if mode not in ("internet", "api-only", "none"):
+        raise ValueError(f"unknown network policy {mode!r}: internet, api-only or none")
+    return NetworkPolicy(mode, allow=parse_networks(allow))  # type: ignore[arg-type]
 
 
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:

@@ -149,7 +149,7 @@ class NodeHost:
 
     def __init__(self, node_id: str, node: NodeSettings) -> None:
         from fnhost.run.local import LocalExecutor
-        from fnhost.run.network import Egress, NetworkPolicy, host_port, parse_networks
+        from fnhost.run.network import Egress, host_port, policy_of
 
         self.node_id = node_id
         self.dir = _node_dir(node_id, node.key)
@@ -167,7 +167,7 @@ class NodeHost:
             isolation_uid_base=node.uid_base,
             isolation_uid_count=node.uid_count,
             hidden_paths=[*node.hidden_paths, str(self.dir.parent)],
-            network=NetworkPolicy(node.network, allow=parse_networks(node.network_allow)),  # type: ignore[arg-type]
+            network=policy_of(node.network, node.network_allow),
             api_socket=api_socket,
             api_port=node.api_port,
             egress=self.egress,

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from fnhost.clock import now_ms
+from fnhost.core.loop import Service
 from fnhost.errors import FnhostError
 from fnhost.schedule import cron
-from fnhost.services.loop import Service
 from fnhost.services.schedules import to_dt, to_ms
 from fnhost.store import calls as call_store
 from fnhost.store import functions as function_store

@@ -25,13 +25,13 @@ from sqlalchemy.orm import Session
 
 from fnhost.auth.capabilities import Principal
 from fnhost.clock import now_ms
+from fnhost.core.livelogs import LiveLogs
+from fnhost.core.loop import Service
+from fnhost.core.replicas import owner_is_dead
 from fnhost.errors import InvalidRequest, NotFound, PayloadTooLarge
 from fnhost.run.abc import CallJob, CallLimits, CallOutcome, Executor
 from fnhost.services.access import Access
 from fnhost.services.functions import Functions
-from fnhost.services.livelogs import LiveLogs
-from fnhost.services.loop import Service
-from fnhost.services.replicas import owner_is_dead
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
 from fnhost.store import calls as store

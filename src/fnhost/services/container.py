@@ -26,11 +26,11 @@ from fnhost.blobs.abc import BlobStore
 from fnhost.blobs.database import DatabaseBlobStore
 from fnhost.blobs.local import LocalBlobStore
 from fnhost.clock import now_ms
+from fnhost.core.loop import Service
 from fnhost.metrics import Metrics
 from fnhost.run.abc import Executor
-from fnhost.run.network import Egress
+from fnhost.run.network import Egress, policy_of
 from fnhost.run.sandbox import HostIsolation, Isolation
-from fnhost.services.loop import Service
 from fnhost.settings import Settings
 from fnhost.store import clients as client_store
 from fnhost.store import projects as project_store
@@ -74,7 +74,7 @@ class System:
             min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds,
             leeway_seconds=settings.oidc_leeway_seconds,
         )
-        from fnhost.services.ratelimit import RateLimiter
+        from fnhost.core.ratelimit import RateLimiter
 
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.access = Access(
@@ -107,11 +107,11 @@ class System:
             uid_base=settings.isolation_uid_base,
             uid_count=settings.isolation_uid_count,
             hidden=self.private_paths(),
-            policy=settings.network_policy(),
+            policy=policy_of(settings.network, settings.network_allow),
             api_port=settings.sandbox_api_port(),
         )
         self.builder = Builder(
-            sandbox=BuildSandbox(self.isolation, self.egress, settings.network_policy()),
+            sandbox=BuildSandbox(self.isolation, self.egress, policy_of(settings.network, settings.network_allow)),
             db=self.db,
             files=self.files,
             functions=self.functions,
@@ -295,7 +295,7 @@ def make_executor(
         isolation_uid_base=settings.isolation_uid_base,
         isolation_uid_count=settings.isolation_uid_count,
         hidden_paths=hidden_paths or [],
-        network=settings.network_policy(),
+        network=policy_of(settings.network, settings.network_allow),
         api_socket=api_socket,
         api_port=settings.sandbox_api_port(),
         egress=egress,
