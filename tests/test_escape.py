@@ -560,13 +560,16 @@ def test_no_ptrace_or_signal_reaches_another_function_or_the_server(
     cmdlines = traced.pop("cmdlines")
     assert traced and all(v != "attached" for k, v in traced.items() if k.isdigit()), traced
     assert not any("fnhost.cli" in c or "signal-victim" in c for c in cmdlines), cmdlines
+    # every process it may signal: its own sandbox's (its spare, its loopback forwarder), not
+    # its function zygote (the init of its PID namespace ignores signals from inside)
     killed = attacker.call({"case": "kill-everything"})
-    assert killed.status == "Failed"  # it killed itself, and whatever else of its own sandbox
+    assert killed.status == "Completed" and killed.get_response() == "still here", killed.error
     running.wait()
     assert running.status == "Completed" and running.get_response() == "slept"
     assert live.proc is not None and live.proc.poll() is None
-    # its own function recovers: the zygotes it killed are started again
-    wait_for(lambda: attacker.call({"case": "ok"}).status == "Completed", timeout=60, interval=1, what="recovery")
+    # its own function goes on, network included (the forwarder it killed serves again)
+    after = attacker.call({"case": "network", "direct": [], "proxied": [], "plain": []})
+    assert after.status == "Completed" and after.get_response()["assets"] == "OK:0", after.error
 
 
 def test_filling_tmp_ends_at_the_calls_memory(attacker: Any) -> None:

@@ -5,6 +5,7 @@ has cognite-sdk), with handler code in temp dirs. Tests marked local-only or ray
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import textwrap
@@ -105,10 +106,16 @@ def write(dir: Path, files: dict[str, str]) -> Path:
 
 
 def make_executor(kind: str, request: pytest.FixtureRequest, **options: float) -> Executor:
-    """``ray`` isolates calls on each node as the server would (bubblewrap here);
-    ``ray-unisolated`` is for tests whose calls write to the test's own files (pid files)."""
+    """``bwrap``: a sandbox with an interpreter of its own per function; ``shared``: one
+    zygote for the environment, each function sandboxed after the fork (as a server whose
+    code and environments live under known roots runs them). ``ray`` isolates calls on each
+    node as the server would (bubblewrap here); ``ray-unisolated`` is for tests whose calls
+    write to the test's own files (pid files)."""
     if kind in ("local", "bwrap"):
         return LocalExecutor(isolation="bwrap" if kind == "bwrap" else "none")
+    if kind == "shared":
+        code_root = str(request.getfixturevalue("tmp_path_factory").getbasetemp())
+        return LocalExecutor(isolation="bwrap", code_root=code_root, env_root=str(Path(PYTHON).parents[1]))
     from fnhost.run.ray import NodeSettings, RayExecutor
 
     cluster = request.getfixturevalue("ray_cluster")
@@ -116,7 +123,7 @@ def make_executor(kind: str, request: pytest.FixtureRequest, **options: float) -
     return RayExecutor(cluster.address, node=node, **options)  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module", params=["local", "bwrap", "ray"])
+@pytest.fixture(scope="module", params=["local", "bwrap", "shared", "ray"])
 def executor(request: pytest.FixtureRequest) -> Iterator[Executor]:
     """The contract holds on the local executor, unisolated and in bubblewrap sandboxes (see
     test_isolation.py), and on the Ray executor."""
@@ -393,6 +400,63 @@ def test_stop_fails_running_calls_and_ends_their_processes(
     out = future.result(30)
     assert out.status == "Failed" and "server stopped" in (out.error or {}).get("message", "")
     assert wait_gone(pid), f"call process {pid} outlived stop()"
+
+
+NEIGHBOUR = '''
+import os
+
+def handle(data, secrets):
+    out = {"uid": os.getuid(), "pid": os.getpid(), "mine": sorted(os.listdir("/function"))}
+    with open("/tmp/left-here", "w") as f:
+        f.write(secrets["token"])
+    out["tmp"] = sorted(os.listdir("/tmp"))
+    out["processes"] = sorted(
+        open(f"/proc/{p}/cmdline").read().replace("\\0", " ") for p in os.listdir("/proc") if p.isdigit()
+    )
+    other = data["other"]
+    for label, path in (("code", f"{other}/handler.py"), ("environ", f"/proc/{data['otherPid']}/environ")):
+        try:
+            out[label] = open(path).read()[:40]
+        except OSError as exc:
+            out[label] = type(exc).__name__
+    out["roots"] = {p: (sorted(os.listdir(p)) if os.path.isdir(p) else None) for p in data["roots"]}
+    return out
+'''
+
+
+def test_functions_sharing_a_zygote_see_nothing_of_each_other(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Local-only: one environment zygote forks both functions' zygotes, each of which builds
+    its own sandbox before it reads anything of its function's; neither sees the other's code,
+    secrets, /tmp or processes, and each runs as its own uid."""
+    ex = make_executor("shared", request)
+    assert isinstance(ex, LocalExecutor)
+    ex.start()
+    try:
+        one = write(tmp_path / "code" / "81", {"handler.py": NEIGHBOUR, "marker.txt": "one's code"})
+        two = write(tmp_path / "code" / "82", {"handler.py": NEIGHBOUR, "marker.txt": "two's code"})
+        assert ex.prepare(ENV, one, "handler.py").ok and ex.prepare(ENV, two, "handler.py").ok
+        stats = ex.stats()
+        assert len([k for k in stats["envs"] if k.startswith("shared:")]) == 1
+        assert stats["functions"][str(one)]["shared"] and stats["functions"][str(two)]["shared"]
+        # a call of two is running (its secrets are in its process) while one looks around
+        slow = ex.submit(CallJob(call_id=next(_ids), function_id=82, project="p", env=ENV, code_dir=two,
+                                 function_path="handler.py", secrets={"token": "two's secret"},
+                                 data={"other": str(one), "otherPid": 1, "roots": []}))
+        out = ex.submit(CallJob(call_id=next(_ids), function_id=81, project="p", env=ENV, code_dir=one,
+                                function_path="handler.py", secrets={"token": "one's secret"},
+                                data={"other": str(two), "otherPid": stats["functions"][str(two)]["pid"],
+                                      "roots": [str(tmp_path / "code"), "/fnhost/code", "/fnhost/sockets"]})).result(60)
+        assert slow.result(60).status == "Completed"
+    finally:
+        ex.stop()
+    assert out.status == "Completed", out.error
+    seen = json.loads(out.response or "{}")
+    assert seen["uid"] == 200_081 and seen["mine"] == ["handler.py", "marker.txt"]
+    assert seen["tmp"] == ["left-here"]  # its own /tmp only
+    assert seen["code"] == "FileNotFoundError" and seen["environ"] in ("FileNotFoundError", "PermissionError")
+    assert seen["roots"] == {str(tmp_path / "code"): None, "/fnhost/code": [], "/fnhost/sockets": []}
+    assert all("two" not in p and "82" not in p for p in seen["processes"]), seen["processes"]
+    assert "two's" not in json.dumps(seen)
 
 
 def test_stop_leaves_no_zygote_behind(tmp_path: Path) -> None:

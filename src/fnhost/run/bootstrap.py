@@ -56,6 +56,10 @@ from typing import Any
 ALLOWED_ARGS = ("client", "data", "secrets", "function_call_info")
 
 
+# a sandbox's files are not ours to add bytecode caches to (its /fnhost is the server's)
+sys.dont_write_bytecode = True
+
+
 def _load_protocol() -> ModuleType:
     """``protocol.py`` from beside this file: the one definition of what the server and this
     process say (fnhost itself is not importable in a function's environment)."""
@@ -168,6 +172,8 @@ def fork_safe() -> bool:
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
+CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWPID, CLONE_NEWNET = 0x04000000, 0x08000000, 0x20000000, 0x40000000
+PR_SET_CHILD_SUBREAPER = 36
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
     0x1, 0x2, 0x4, 0x8, 0x20, 0x1000, 0x4000, 0x40000
 )
@@ -216,6 +222,7 @@ def enter_user_namespace() -> None:
     _ok(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
 
 
+SANDBOX_CODE_DIR = "/function"
 PRIVATE_TMP_DIRS = ("/tmp", "/dev/shm")
 O_PATH = getattr(os, "O_PATH", 0o10000000)
 # what lives under /tmp and must stay visible in each call: the interpreter, environment and
@@ -274,6 +281,71 @@ def private_tmp(size_bytes: int) -> None:
     drop_capabilities()
 
 
+def _bind(fd: int, target: str, *, read_only: bool = True) -> None:
+    """Bind what ``fd`` (O_PATH, opened in this mount namespace) names onto ``target``."""
+    libc = _lib()
+    source = f"/proc/self/fd/{fd}".encode()
+    _ok(libc.mount(source, target.encode(), None, MS_BIND | MS_REC, None), f"bind {target}")
+    if read_only:
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY | _mount_flags(target)
+        _ok(libc.mount(None, target.encode(), None, flags, None), f"{target} read-only")
+
+
+def _loopback_up() -> None:
+    """A new network namespace's loopback starts down; 127.0.0.1 and ::1 come with it up."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sh14x", b"lo", 0)
+        flags = struct.unpack("16sh14x", fcntl.ioctl(s, siocgifflags, request))[1]
+        fcntl.ioctl(s, siocsifflags, struct.pack("16sh14x", b"lo", flags | iff_up))
+
+
+def enter_function_sandbox(sandbox: Any) -> None:
+    """In a fork of a *shared* environment zygote, still root: make this function's sandbox.
+
+    Its own mount, IPC, UTS, PID (and network) namespaces; everything of other functions'
+    covered by empty tmpfs; its code at /function, its environment and sockets bound back
+    on top read-only; its loopback up. Returns in a fork that is pid 1 of the new PID
+    namespace, with /proc of it, as the function's uid with no capabilities: nothing of the
+    function's has been read yet. (The process that called this one exits.)
+    """
+    libc = _lib()
+    flags = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWPID | (CLONE_NEWNET if sandbox.network else 0)
+    _ok(libc.unshare(flags), "unshare(the function's namespaces)")
+    _ok(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "make mounts private")
+    # opened now, in the new mount namespace (a bind's source must be a mount of the
+    # caller's own), and before anything covers them
+    code = os.open(sandbox.code_dir, O_PATH | os.O_CLOEXEC)
+    keep = [(p, os.open(p, O_PATH | os.O_CLOEXEC)) for p in sandbox.keep]
+    sockets = [(inside, os.open(outside, O_PATH | os.O_CLOEXEC)) for inside, outside in sandbox.sockets.items()]
+    socket_dirs = {os.path.dirname(inside) for inside, _ in sockets}
+    for path in socket_dirs:
+        os.makedirs(path, exist_ok=True)
+    for path in sorted({*sandbox.hide, *socket_dirs}):
+        if os.path.isdir(path):
+            _ok(libc.mount(b"tmpfs", path.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755,size=64k"), f"hide {path}")
+    _bind(code, SANDBOX_CODE_DIR)
+    for path, fd in keep:
+        os.makedirs(path, exist_ok=True)
+        _bind(fd, path)
+    for inside, fd in sockets:
+        with open(inside, "w"):
+            pass  # a file to mount the socket on
+        _bind(fd, inside)  # connect() needs no write access to the mount
+    for fd in [code, *(fd for _, fd in keep), *(fd for _, fd in sockets)]:
+        os.close(fd)
+    if sandbox.network:
+        _loopback_up()
+    if os.fork():
+        os._exit(0)  # the door into the new PID namespace; its first process carries on
+    _ok(libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None), "mount /proc")
+    drop_privileges(sandbox.uid, sandbox.uid)
+
+
 def _mount_flags(path: str) -> int:
     """The per-mount flags of the mount ``path`` is on, as ``mount(2)`` wants them."""
     f_flag = os.statvfs(path).f_flag
@@ -318,6 +390,41 @@ def _probe(args: argparse.Namespace) -> int:
         if not result["privateTmp"]:
             result["tmpMessage"] = "user namespaces are not available to unprivileged processes"
     print(json.dumps(result), flush=True)
+    return 0
+
+
+def _probe_shared(uid: int) -> int:
+    """Build a function's sandbox as a shared zygote's fork would; print one JSON line:
+    {"ok": bool, "message": str}."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        code = 1
+        try:
+            enter_function_sandbox(P.FunctionSandbox(uid=uid, code_dir="/usr", network=True))
+            # pid 1 of its own PID namespace now, as the function's uid, its loopback up
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+            ok = os.getpid() == 1 and os.getuid() == uid and os.path.isdir("/function/bin")
+            os.write(w, b"ok" if ok else b"the function's sandbox was not what it should be")
+            code = 0
+        except OSError as exc:
+            os.write(w, str(exc).encode())
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    chunks = []
+    while True:
+        chunk = os.read(r, 4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    said = b"".join(chunks).decode(errors="replace")
+    print(json.dumps({"ok": said == "ok", "message": "" if said == "ok" else said}), flush=True)
     return 0
 
 
@@ -680,6 +787,9 @@ def _zygote(args: argparse.Namespace) -> int:
     import socket
 
     sock = socket.socket(fileno=args.control_fd)
+    if args.shared:
+        # function zygotes leave for PID namespaces of their own: they are orphaned to us
+        _ok(_lib().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "subreaper")
     forwards = _parse_forwards(args.forward)
     # forked before the heavy imports: the forwarder is a small process
     forwarder = start_forwarder(forwards, close=(args.control_fd,))
@@ -703,7 +813,8 @@ def _zygote(args: argparse.Namespace) -> int:
                 forwarder = start_forwarder(forwards, close=(args.control_fd,))
 
     signal.signal(signal.SIGCHLD, reap)
-    _send(sock, P.Ready(pid=os.getpid(), fork_safe=fork_safe()))
+    modules = sorted({name.partition(".")[0] for name in sys.modules})
+    _send(sock, P.Ready(pid=os.getpid(), fork_safe=fork_safe(), modules=modules))
     while True:
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 16)
@@ -768,6 +879,17 @@ def _function_zygote(sock: Any, request: Any) -> int:
     import socket
 
     code_dir, function_path = request.code_dir, request.function_path
+    forwards: list[tuple[int, str]] = []
+    forwarder: int | None = None
+    if request.sandbox is not None:  # a shared zygote's fork: this function's sandbox first
+        try:
+            enter_function_sandbox(request.sandbox)
+            forwards = _parse_forwards(request.sandbox.forwards)
+            forwarder = start_forwarder(forwards, close=(sock.fileno(),))
+        except OSError as exc:
+            _send(sock, P.Ready(ok=False, message=f"The function's sandbox could not be set up: {exc}"))
+            return 0
+        _add_site_dirs(request.sandbox.site_dirs)
     # import-time output of the handler goes nowhere: the server's log is not the user's
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
@@ -836,6 +958,8 @@ def _function_zygote(sock: Any, request: Any) -> int:
                 call_id = children.pop(pid, None)
                 if call_id is not None:
                     _send(sock, P.Exit(call_id, pid, status))
+                if pid == forwarder:  # killed by a call (the same uid): serve the loopback again
+                    forwarder = start_forwarder(forwards, close=(sock.fileno(), wake_r, wake_w))
                 for spare_id, (spare_pid, spare_sock) in list(spares.items()):
                     if spare_pid == pid:  # ended before it got a call
                         spare_sock.close()
@@ -919,7 +1043,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--site-dir", action="append")
     run.add_argument("--forward", action="append", help="PORT=UNIX_SOCKET served on loopback")
     zygote.add_argument("--forward", action="append", help="PORT=UNIX_SOCKET served on loopback")
+    zygote.add_argument("--shared", action="store_true", help="build each function's sandbox after the fork")
     probe = sub.add_parser("probe", help="check that calls can be isolated here")
+    probe.add_argument("--shared-uid", type=int, help="check a shared zygote's sandboxing, for this uid")
     exec_ = sub.add_parser("exec", help="run a build step in a sandbox: forward, then exec")
     exec_.add_argument("--forward", action="append", help="PORT=UNIX_SOCKET served on loopback")
     exec_.add_argument("command", nargs=argparse.REMAINDER)
@@ -938,6 +1064,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"ok": False, "message": f"cannot drop privileges: {exc}"}), flush=True)
                 return 0
             raise
+    if args.mode == "probe" and args.shared_uid is not None:
+        return _probe_shared(args.shared_uid)
     if args.mode == "probe":
         return _probe(args)
     if args.mode == "exec":

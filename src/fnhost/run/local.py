@@ -37,8 +37,24 @@ from fnhost.run.abc import (
     Executor,
     PrepareResult,
 )
-from fnhost.run.network import DEFAULT_API_PORT, Egress, Listener, NetworkPolicy
-from fnhost.run.sandbox import Isolation, IsolationUnavailable, Sockets, detect, interpreter_dirs
+from fnhost.run.network import (
+    DEFAULT_API_PORT,
+    SANDBOX_API_SOCKET,
+    SANDBOX_EGRESS_SOCKET,
+    Egress,
+    Listener,
+    NetworkPolicy,
+)
+from fnhost.run.sandbox import (
+    SANDBOX_CODE_DIR,
+    SANDBOX_CODE_ROOT,
+    SANDBOX_SOCKET_DIR,
+    Isolation,
+    IsolationUnavailable,
+    Sockets,
+    detect,
+    interpreter_dirs,
+)
 from fnhost.run.zygote import (
     EnvZygote,
     FunctionZygote,
@@ -205,10 +221,16 @@ class LocalExecutor(Executor):
         api_socket: str | None = None,
         api_port: int = DEFAULT_API_PORT,
         egress: Egress | None = None,
+        code_root: str | None = None,
+        env_root: str | None = None,
     ) -> None:
         """``isolation``: a mechanism to detect at start (``auto``, ``bwrap``…) or one detected
         already. ``network``: what sandboxes may reach; ``api_socket``: a Unix socket that
-        serves this server's API, bound into each sandbox (``run/network.py``)."""
+        serves this server's API, bound into each sandbox (``run/network.py``).
+
+        ``code_root`` and ``env_root``: where every function's code and environments live.
+        With both, functions of one environment share one zygote, each function sandboxed
+        after the fork (where the isolation allows; the rest get a zygote of their own)."""
         self.memory_budget_bytes = memory_budget_bytes
         self.use_cgroups = use_cgroups
         self.evict_interval_s = evict_interval_s
@@ -219,6 +241,9 @@ class LocalExecutor(Executor):
         self.api_socket = api_socket
         self.api_port = api_port
         self.egress = egress
+        self.code_root = os.path.abspath(code_root) if code_root else None
+        self.env_root = os.path.abspath(env_root) if env_root else None
+        self._shared: dict[str, EnvZygote] = {}  # by interpreter: shared environment zygotes
         self._own_egress = False
         self._socket_dir: str | None = None
         self._socket_ids = itertools.count(1)
@@ -307,9 +332,10 @@ class LocalExecutor(Executor):
         self._functions.clear()
         loop = asyncio.get_running_loop()
         # every environment zygote (and so every sandbox) is gone and reaped before we return
-        envs = [*self._envs.values(), *owned]
+        envs = [*self._envs.values(), *self._shared.values(), *owned]
         await asyncio.gather(*(loop.run_in_executor(None, e.stop) for e in envs))
         self._envs.clear()
+        self._shared.clear()
 
     def _call_soon(self, coro: Any) -> Future[Any]:
         if self.loop is None:
@@ -345,6 +371,8 @@ class LocalExecutor(Executor):
 
         async def collect() -> dict[str, Any]:
             envs = {h: {"pid": e.pid, "alive": e.alive} for h, e in self._envs.items()}
+            envs.update({f"shared:{p}": {"pid": e.pid, "alive": e.alive, "pss": e.pss_bytes()}
+                         for p, e in self._shared.items()})
             for key, f in self._functions.items():
                 if f.owns_env:
                     envs[f"{key[0]}:{key[1]}"] = {"pid": f.env.pid, "alive": f.env.alive}
@@ -360,6 +388,7 @@ class LocalExecutor(Executor):
                         "running": len(f.calls),
                         "sparePid": f.spare.pid if f.spare is not None else None,
                         "pss": f.pss_bytes(),
+                        "shared": f.sandbox is not None,
                     }
                     for k, f in self._functions.items()
                 },
@@ -428,6 +457,79 @@ class LocalExecutor(Executor):
             raise
         return ez
 
+    async def _shared_env(self, env: EnvironmentLike) -> EnvZygote:
+        """The shared zygote of ``env``'s interpreter (it imports no function's packages)."""
+        iso = self.isolation
+        python = interpreter_of(env)
+        ez = self._shared.get(python)
+        if ez is None or not ez.alive:
+            loop = asyncio.get_running_loop()
+            key = (python, ())
+            if key not in self._interpreter_dirs:
+                self._interpreter_dirs[key] = await loop.run_in_executor(None, interpreter_dirs, python, ())
+            assert self.code_root is not None and self.env_root is not None
+            read_only = [*self._interpreter_dirs[key], self.env_root]
+            code_root, socket_dir, api = self.code_root, self._socket_dir, self.api_socket
+            ez = EnvZygote(
+                loop,
+                f"shared:{python}",
+                python,
+                (),
+                command=lambda args: iso.shared_command(
+                    python, args, read_only=read_only, code_root=code_root, socket_dir=socket_dir,
+                    api_socket=api if iso.policy.api else None,
+                ),
+                environ=iso.environ(clean_environ()),
+                code_dir_inside=lambda _: SANDBOX_CODE_DIR,
+                private_tmp=iso.private_tmp,
+            )
+            ez.on_exit = self._shared_exited
+            ez.start()
+            self._shared[python] = ez
+            log.info("started the shared environment zygote pid %s for %s", ez.pid, python)
+        await asyncio.wait_for(asyncio.shield(ez.ready), ZYGOTE_START_TIMEOUT_S)
+        return ez
+
+    def _shared_exited(self, ez: EnvZygote) -> None:
+        for python, known in list(self._shared.items()):
+            if known is ez:
+                del self._shared[python]
+                if not self._stopping:
+                    log.warning("the shared environment zygote pid %s for %s exited", ez.pid, python)
+
+    def _shareable(self, env: EnvironmentLike, code_dir: str) -> bool:
+        """Whether this function may live in a fork of its environment's shared zygote."""
+        if not self.isolation.shares or self.code_root is None or self.env_root is None:
+            return False
+        roots = [self.env_root]
+        python = interpreter_of(env)
+        inside = [python, *(str(d) for d in env.site_dirs or ())]
+        return _is_under(code_dir, [self.code_root]) and all(_is_under(p, roots) for p in inside)
+
+    def _sandbox_spec(
+        self, env: EnvironmentLike, code_dir: str, sockets: Sockets
+    ) -> protocol.FunctionSandbox:
+        iso = self.isolation
+        assert self.code_root is not None and self.env_root is not None
+        python = interpreter_of(env)
+        site_dirs = [str(d) for d in env.site_dirs or ()]
+        keep = [d for d in self._interpreter_dirs[(python, ())] if _is_under(d, [self.env_root])]
+        inside_sockets = {}
+        if sockets.api is not None:
+            inside_sockets[SANDBOX_API_SOCKET] = SANDBOX_API_SOCKET
+        if sockets.egress is not None:
+            inside_sockets[SANDBOX_EGRESS_SOCKET] = f"{SANDBOX_SOCKET_DIR}/{os.path.basename(sockets.egress)}"
+        return protocol.FunctionSandbox(
+            uid=iso.uid_for(code_dir),
+            code_dir=f"{SANDBOX_CODE_ROOT}/{os.path.relpath(code_dir, self.code_root)}",
+            keep=[*keep, *site_dirs],
+            hide=[SANDBOX_CODE_ROOT, self.env_root, SANDBOX_SOCKET_DIR],
+            sockets=inside_sockets,
+            network=iso.network,
+            forwards=iso.forwards(sockets.api is not None, sockets.egress is not None) if iso.network else [],
+            site_dirs=site_dirs,
+        )
+
     def _sandbox_sockets(self, code_dir: str) -> tuple[Sockets, Listener | None]:
         """The host sockets one function's sandbox reaches out through, per its policy."""
         iso = self.isolation
@@ -486,14 +588,31 @@ class LocalExecutor(Executor):
                 else:
                     current.stop()
             dedicated = self.isolation.dedicated
-            ez = await (self._dedicated_env(env, code_dir) if dedicated else self._env_zygote(env))
+            sandbox: protocol.FunctionSandbox | None = None
+            listener: Listener | None = None
+            if dedicated and self._shareable(env, code_dir):
+                ez = await self._shared_env(env)
+                if _shadows(ez.modules, env.site_dirs):
+                    ez = await self._dedicated_env(env, code_dir)  # its own packages win
+                else:
+                    dedicated = False
+                    await asyncio.get_running_loop().run_in_executor(None, self.isolation.own_code_dir, code_dir)
+                    sockets, listener = self._sandbox_sockets(code_dir)
+                    sandbox = self._sandbox_spec(env, code_dir, sockets)
+            else:
+                ez = await (self._dedicated_env(env, code_dir) if dedicated else self._env_zygote(env))
             try:
-                fz = ez.fork_function(code_dir, function_path, env_vars)
+                fz = ez.fork_function(code_dir, function_path, env_vars, sandbox=sandbox)
             except BaseException:
                 if dedicated:
                     ez.stop(wait=False)
+                if listener is not None:
+                    listener.close()
                 raise
             fz.owns_env = dedicated
+            fz.sockets = ez.sockets if sandbox is None else sockets
+            if listener is not None:
+                fz.cleanup.append(listener.close)
             fz.on_exit = self._function_exited
             try:
                 msg = await asyncio.wait_for(asyncio.shield(fz.ready), ZYGOTE_START_TIMEOUT_S)
@@ -702,7 +821,7 @@ class LocalExecutor(Executor):
                 elif fork_ok:
                     fz.run(run, (job_fd, log_w, result_fd, *cgroup_fds))
                 else:
-                    await self._spawn(job, run, (job_fd, log_w, result_fd), cgroup_fds, fz.env.sockets)
+                    await self._spawn(job, run, (job_fd, log_w, result_fd), cgroup_fds, fz.sockets)
             finally:
                 os.close(job_fd)
                 os.close(log_w)
@@ -770,7 +889,10 @@ class LocalExecutor(Executor):
         code_dir = str(job.code_dir)
         if iso.dedicated:
             site_dirs = tuple(str(d) for d in job.env.site_dirs or ())
-            read_only = self._interpreter_dirs.get((python, site_dirs), [])
+            key = (python, site_dirs)
+            if key not in self._interpreter_dirs:
+                self._interpreter_dirs[key] = await loop.run_in_executor(None, interpreter_dirs, python, site_dirs)
+            read_only = self._interpreter_dirs[key]
             argv = iso.command(python, args, code_dir=code_dir, read_only=read_only, sockets=sockets)
         else:
             argv = default_command(python, args)
@@ -852,6 +974,30 @@ class LocalExecutor(Executor):
                 "(did the code call os._exit() or sys.exit() in a thread?)."
             )
         return CallOutcome("Failed", error={"message": message, "trace": ""})
+
+
+def _is_under(path: str, roots: list[str]) -> bool:
+    path = os.path.abspath(path)
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _shadows(preloaded: list[str] | tuple[str, ...], site_dirs: Any) -> bool:
+    """Whether a function's own packages (``site_dirs``) hold a top-level module that the
+    shared zygote imported already: that function needs an interpreter of its own, or it
+    would get the shared zygote's copy instead of its pin."""
+    loaded = set(preloaded)
+    for d in site_dirs or ():
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
+            top = name.split(".", 1)[0].split("-", 1)[0]
+            if name.endswith((".dist-info", ".egg-info", ".data", ".pth")) or name in ("bin", "__pycache__"):
+                continue
+            if top in loaded:
+                return True
+    return False
 
 
 def _read_all(fd: int, n: int) -> bytes:

@@ -40,7 +40,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-VERSION = 2
+VERSION = 3
 
 
 def _camel(name: str) -> str:
@@ -203,6 +203,27 @@ class JobSpec:
 # -- server ↔ zygotes ------------------------------------------------------------------------
 
 
+@dataclass
+class FunctionSandbox:
+    """How a *shared* environment zygote makes one function's sandbox after the fork.
+
+    Paths are as the environment zygote sees them. The function zygote unshares mount, PID,
+    IPC, UTS (and network) namespaces, covers ``hide`` with empty tmpfs, binds what is its
+    own back on top read-only (``code_dir`` at /function, ``keep`` where they were, each of
+    ``sockets`` at its key), brings its loopback up, becomes ``uid`` for good, and only then
+    reads anything of the function's.
+    """
+
+    uid: int
+    code_dir: str
+    keep: list[str] = field(default_factory=list)  # its interpreter's and environment's dirs
+    hide: list[str] = field(default_factory=list)  # every function's code, environments, sockets
+    sockets: dict[str, str] = field(default_factory=dict)  # path inside -> path outside
+    network: bool = True  # a network namespace of its own
+    forwards: list[str] = field(default_factory=list)  # its loopback forwarder's PORT=SOCKET
+    site_dirs: list[str] = field(default_factory=list)  # added to sys.path once it is the function's uid
+
+
 @_message
 @dataclass
 class FunctionOp(Message):
@@ -211,6 +232,7 @@ class FunctionOp(Message):
     function_path: str
     env_vars: dict[str, str] = field(default_factory=dict)
     private_tmp: bool = False
+    sandbox: FunctionSandbox | None = None  # set: a shared zygote builds the function's sandbox
 
 
 @_message
@@ -248,6 +270,9 @@ class Ready(Message):
     args: list[str] = field(default_factory=list)  # the names ``handle`` declares
     message: str = ""
     trace: str = ""
+    # an environment zygote's: the top-level modules it imported (a function whose own
+    # packages would shadow one of them cannot share it)
+    modules: list[str] = field(default_factory=list)
 
 
 @_message

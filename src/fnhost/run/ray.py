@@ -118,6 +118,7 @@ class NodeSettings:
     network: str = "internet"
     network_allow: tuple[str, ...] = ()
     api_url: str = ""  # where sandboxes on the node reach the API (the servers' public URL)
+    env_dir: str = ""  # FNHOST_ENV_DIR, mounted at the same path on every node
     api_port: int = DEFAULT_API_PORT
     hidden_paths: tuple[str, ...] = ()
     # a node that cannot isolate calls refuses them unless the operator allows this
@@ -171,6 +172,8 @@ class NodeHost:
             api_socket=api_socket,
             api_port=node.api_port,
             egress=self.egress,
+            code_root=str(self.dir / "code"),
+            env_root=node.env_dir or None,
         )
         self.executor.start()
         self.refusal = ""

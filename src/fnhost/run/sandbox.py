@@ -59,6 +59,12 @@ PROBE_TIMEOUT_S = 20.0
 
 
 BUILD_DIR = "/build"
+# a shared environment zygote's view of every function's code and sandbox sockets
+SANDBOX_CODE_ROOT = "/fnhost/code"
+SANDBOX_SOCKET_DIR = "/fnhost/sockets"
+# what a shared environment zygote (root in its sandbox, running no function code) keeps
+# to build each function's namespaces and mounts and then become its uid
+SHARED_CAPS = ("CAP_SETUID", "CAP_SETGID", "CAP_SYS_ADMIN", "CAP_NET_ADMIN")
 
 
 class IsolationUnavailable(Exception):
@@ -87,6 +93,8 @@ class Isolation:
     # a network namespace per sandbox (bwrap only), reaching out only through run/network.py
     network: bool = False
     policy: NetworkPolicy = field(default_factory=NetworkPolicy)
+    # a shared environment zygote can build each function's sandbox after the fork (probed)
+    shared_ok: bool = False
     # the loopback port a sandbox's ``client`` reaches the API on (its forwarder listens there)
     api_port: int = DEFAULT_API_PORT
 
@@ -112,6 +120,8 @@ class Isolation:
             )
         else:
             text = f"uid: per-function uids {self.uid_base}+, file modes only (no namespaces)"
+        if self.shares:
+            text += "; one zygote per environment, each function's sandbox built after the fork"
         text += "; private /tmp per call" if self.private_tmp else "; /tmp shared per function"
         if self.network:
             text += f"; a network namespace per sandbox reaching {self.policy.describe()}"
@@ -196,6 +206,35 @@ class Isolation:
                 tail += ["--forward", forward]
         return [*self.bwrap_args(code_dir, read_only, sockets=sockets), "--", *tail]
 
+    @property
+    def shares(self) -> bool:
+        """Whether functions of one environment share one zygote, each sandboxed after the
+        fork: bubblewrap as root, where the probe showed it works."""
+        return self.mechanism == "bwrap" and self.drops_uid and self.shared_ok
+
+    def shared_command(
+        self,
+        python: str,
+        args: list[str],
+        *,
+        read_only: Iterable[str],
+        code_root: str,
+        socket_dir: str | None,
+        api_socket: str | None,
+    ) -> list[str]:
+        """The argv of a shared environment zygote: ``read_only`` holds the interpreter and
+        the environment directory (all functions' layers, each function binds back its own);
+        ``code_root`` every function's code, at /fnhost/code; ``socket_dir`` the egress
+        sockets, at /fnhost/sockets. It stays root, runs no function code, and forks each
+        function's zygote, which makes that function's sandbox (``bootstrap.enter_function_sandbox``)."""
+        sockets = Sockets(api=api_socket if self.network else None)
+        argv = self.bwrap_args(None, read_only, sockets=sockets, shared=True)
+        extra = ["--ro-bind", code_root, SANDBOX_CODE_ROOT, "--dir", SANDBOX_CODE_DIR]
+        if socket_dir is not None:
+            extra += ["--ro-bind", socket_dir, SANDBOX_SOCKET_DIR]
+        argv[-2:-2] = extra  # before the closing --chdir
+        return [*argv, "--", python, "-I", self.bootstrap_inside(), *args, "--shared"]
+
     def build_command(
         self,
         python: str,
@@ -241,19 +280,24 @@ class Isolation:
         sockets: Sockets | None = None,
         writable: dict[str, str] | None = None,
         chdir: str = "/",
+        shared: bool = False,
     ) -> list[str]:
         """bubblewrap's arguments; ``writable`` maps host directories to where the sandbox
-        sees them read-write. The last two are ``--chdir`` and ``chdir``."""
+        sees them read-write. The last two are ``--chdir`` and ``chdir``. ``shared``: the
+        sandbox of a shared environment zygote, which builds each function's own after the
+        fork (so it keeps the capabilities for that, and the host's network namespace, which
+        no function keeps)."""
         argv = [
             self.bwrap,
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session",
         ]
-        if self.network:
+        if self.network and not shared:
             argv += ["--unshare-net"]
         if os.geteuid() == 0:
             # root in the sandbox keeps only what it needs to become the function's uid
-            argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            caps = SHARED_CAPS if shared else ("CAP_SETUID", "CAP_SETGID")
+            argv += ["--cap-drop", "ALL"] + [a for cap in caps for a in ("--cap-add", cap)]
         else:
             argv += ["--unshare-user"]
         bound: list[str] = []
@@ -421,6 +465,10 @@ def detect(
                 notes = [f"no network namespace: {no_net}"] if no_net else []
                 if not private_tmp:
                     notes.append(f"no user namespaces for a per-call /tmp: {why}")
+                if candidate.drops_uid:
+                    candidate.shared_ok, why_not = _probe_shared(candidate)
+                    if not candidate.shared_ok:
+                        notes.append(f"an interpreter per function (no sandbox after the fork: {why_not})")
                 candidate.reason = "; ".join(notes)
                 return candidate
             reasons.append(f"bubblewrap does not work here: {why}")
@@ -467,6 +515,22 @@ def _probe(isolation: Isolation) -> tuple[bool, bool, str]:
         why = result.get("message") or (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         return False, False, str(why)
     return True, bool(result.get("privateTmp")), str(result.get("tmpMessage") or "")
+
+
+def _probe_shared(isolation: Isolation) -> tuple[bool, str]:
+    """Whether a shared zygote can build a function's sandbox after the fork here."""
+    python = os.path.realpath(sys.executable)
+    try:
+        argv = isolation.bwrap_args(None, interpreter_dirs(python, ()), shared=True)
+        argv[-2:-2] = ["--dir", SANDBOX_CODE_DIR]
+        argv += ["--", python, "-I", "-S", SANDBOX_BOOTSTRAP, "probe", "--shared-uid", str(isolation.uid_base)]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env={"PATH": "/usr/bin:/bin"})
+        result = json.loads((proc.stdout.strip().splitlines() or ["{}"])[-1])
+    except (OSError, subprocess.SubprocessError, ValueError) as exc:
+        return False, str(exc)
+    if result.get("ok"):
+        return True, ""
+    return False, str(result.get("message") or (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1])
 
 
 def _under(path: str, roots: Iterable[str]) -> bool:

@@ -171,6 +171,7 @@ class EnvZygote:
         # close once its process has ended (their listeners)
         self.sockets: Any = None
         self.cleanup: list[Callable[[], None]] = []
+        self.modules: tuple[str, ...] = ()  # the top-level modules it imported
 
     def start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -199,6 +200,7 @@ class EnvZygote:
         if isinstance(msg, protocol.Ready) and not self.ready.done():
             self.fork_safe = msg.fork_safe
             self.zygote_pid = sender or msg.pid
+            self.modules = tuple(msg.modules)
             self.ready.set_result(msg)
 
     def _closed(self) -> None:
@@ -228,18 +230,29 @@ class EnvZygote:
     def alive(self) -> bool:
         return self.channel is not None and not self.channel.closed
 
-    def fork_function(self, code_dir: str, function_path: str, env_vars: dict[str, str]) -> FunctionZygote:
+    def fork_function(
+        self,
+        code_dir: str,
+        function_path: str,
+        env_vars: dict[str, str],
+        sandbox: protocol.FunctionSandbox | None = None,
+    ) -> FunctionZygote:
+        """Ask for a function zygote; with ``sandbox`` (a shared zygote), it builds its own."""
         assert self.channel is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            op = protocol.FunctionOp(self.code_dir_inside(code_dir), function_path, env_vars, self.private_tmp)
+            op = protocol.FunctionOp(
+                self.code_dir_inside(code_dir), function_path, env_vars, self.private_tmp, sandbox
+            )
             self.channel.send(op, [theirs.fileno()])
         except ZygoteDied:
             ours.close()
             raise
         finally:
             theirs.close()
-        return FunctionZygote(self.loop, self, code_dir, function_path, ours)
+        fz = FunctionZygote(self.loop, self, code_dir, function_path, ours)
+        fz.sandbox = sandbox
+        return fz
 
     def stop(self, wait: bool = True) -> None:
         """Kill it (and, sandboxed, everything in its sandbox); ``wait=False`` reaps later."""
@@ -317,6 +330,9 @@ class FunctionZygote:
         self.on_exit: Callable[[FunctionZygote], None] | None = None
         self.spare: Spare | None = None
         self.on_spare_gone: Callable[[Spare], None] | None = None
+        self.sandbox: protocol.FunctionSandbox | None = None  # set: sandboxed after the fork
+        self.sockets: Any = None  # the host sockets its sandbox reaches out through
+        self.cleanup: list[Callable[[], None]] = []  # run once it has ended (its listeners)
         self.channel = Channel(loop, sock, self._message, self._closed)
 
     @property
@@ -354,6 +370,11 @@ class FunctionZygote:
 
     def _closed(self) -> None:
         self._forget_spare()
+        while self.cleanup:
+            try:
+                self.cleanup.pop()()
+            except Exception:
+                log.exception("cleaning up after a function zygote failed")
         if not self.ready.done():
             self.ready.set_exception(ZygoteDied("the function's zygote exited while importing the handler"))
         for run in self.calls.values():

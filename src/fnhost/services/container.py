@@ -282,6 +282,7 @@ def make_executor(
                 network=settings.network,
                 network_allow=tuple(settings.network_allow),
                 api_url=settings.resolved_public_url(),
+                env_dir=str(settings.resolved_env_dir()),
                 api_port=settings.sandbox_api_port(),
                 hidden_paths=tuple(hidden_paths or ()),
                 allow_unisolated=settings.ray_allow_unisolated,
@@ -299,6 +300,8 @@ def make_executor(
         api_socket=api_socket,
         api_port=settings.sandbox_api_port(),
         egress=egress,
+        code_root=str(settings.home.resolve() / "code"),
+        env_root=str(settings.resolved_env_dir()),
     )
 
 
