@@ -1,28 +1,35 @@
-"""The ``fnhost`` command: ``serve`` and ``admin …`` (operator commands)."""
+"""The ``fnhost`` command: ``serve`` and ``admin …`` (operator commands).
+
+Start-up is part of using a command: ``fnhost --help`` and ``fnhost functions ls`` answer
+within 0.4 s (``bench/cli.py``). So this module and ``fnhost.commands`` import only Typer
+at module level; the server, the settings (pydantic), the database and cognite-sdk are
+imported inside the commands that use them (``tests/test_cli.py`` checks which modules a
+bare ``fnhost --help`` imports).
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
-from fnhost import serverlog
 from fnhost.commands import register_user_commands
-from fnhost.settings import Settings
 
 if TYPE_CHECKING:
     from fnhost.services.container import System
+    from fnhost.settings import Settings
 
-app = typer.Typer(help="fnhost: a self-hosted Functions service for Python.", no_args_is_help=True)
-admin_app = typer.Typer(help="Operator commands: projects, clients, groups.", no_args_is_help=True)
+app = typer.Typer(help="fnhost: a self-hosted Functions service for Python.", no_args_is_help=True, rich_markup_mode=None)
+admin_app = typer.Typer(help="Operator commands: projects, clients, groups.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(admin_app, name="admin")
 register_user_commands(app)
 
 
 def _settings(**overrides: object) -> Settings:
+    from fnhost.settings import Settings
+
     values = {k: v for k, v in overrides.items() if v is not None}
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -34,8 +41,11 @@ def serve(
     log_level: Annotated[str, typer.Option(help="Server log level.")] = "info",
 ) -> None:
     """Run the server: API, builder, executor, scheduler and web pages in one process."""
+    import logging
+
     import uvicorn
 
+    from fnhost import serverlog
     from fnhost.api.app import create_app
     from fnhost.services.container import System
 
@@ -218,7 +228,7 @@ def migrate(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for
 
 
 # -- fnhost admin projects ------------------------------------------------------------------
-projects_app = typer.Typer(help="Projects: the tenancy boundary.", no_args_is_help=True)
+projects_app = typer.Typer(help="Projects: the tenancy boundary.", no_args_is_help=True, rich_markup_mode=None)
 admin_app.add_typer(projects_app, name="projects")
 
 
@@ -258,7 +268,7 @@ def projects_list(as_json: Annotated[bool, typer.Option("--json", help="Print JS
 
 
 # -- fnhost admin clients -------------------------------------------------------------------
-clients_app = typer.Typer(help="Service clients of the built-in identity provider.", no_args_is_help=True)
+clients_app = typer.Typer(help="Service clients of the built-in identity provider.", no_args_is_help=True, rich_markup_mode=None)
 admin_app.add_typer(clients_app, name="clients")
 
 
@@ -314,7 +324,7 @@ def clients_delete(
 
 
 # -- fnhost admin groups --------------------------------------------------------------------
-groups_app = typer.Typer(help="Groups: capabilities granted to members in a project.", no_args_is_help=True)
+groups_app = typer.Typer(help="Groups: capabilities granted to members in a project.", no_args_is_help=True, rich_markup_mode=None)
 admin_app.add_typer(groups_app, name="groups")
 
 
