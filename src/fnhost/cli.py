@@ -133,13 +133,10 @@ def _new_client(
         capabilities = [parse_capability(c) for c in capability or []]
         # a client given capabilities holds exactly those, so it is not an admin
         is_admin = admin if admin is not None else not capabilities
-        creds = system.create_client(name, admin=is_admin, project=project)
-        if capabilities:
-            system.groups.add(
-                creds["project"],
-                [{"name": f"client:{creds['client_id']}", "capabilities": capabilities,
-                  "members": [creds["client_id"]]}],
-            )
+        # it joins the group of exactly those capabilities (made when missing), as in CDF
+        creds = system.create_client(
+            name, admin=is_admin, project=project, capabilities=capabilities
+        )
     except FnhostError as exc:
         _fail(exc.message)
     finally:
@@ -311,11 +308,15 @@ def clients_delete(
 ) -> None:
     """Delete a client: its tokens and sessions stop working at once."""
     from fnhost.store import clients as client_store
+    from fnhost.store import groups as group_store
 
     system = _operator_system()
     try:
         with system.db.write() as s:
             found = client_store.delete(client_id, session=s)
+            for group in group_store.list_all(session=s):  # nor is it listed as a member
+                if isinstance(group.members, list) and client_id in group.members:
+                    group.members = [m for m in group.members if m != client_id]
     finally:
         system.close()
     if not found:
