@@ -462,3 +462,47 @@ def test_groups_of_a_fresh_server_are_listed(start_server: Any) -> None:
     admin = json.loads((live.home / "admin-client.json").read_text())
     groups = live.client(admin).iam.groups.list(all=True)
     assert [(g.name, g.members) for g in groups] == [("fnhost-admins", [admin["client_id"]])]
+
+
+@WIDTHS
+def test_a_failed_build_s_error_is_at_the_code_when_the_fixed_code_is_uploaded(
+    browser: Browser, server: LiveServer, creds: dict[str, Any], tmp_path: Path, viewport: Any
+) -> None:
+    """The build's error belongs to the code that was uploaded: it is shown at the drop zone."""
+    ctx = browser.new_context(viewport=viewport)
+    ctx.set_default_timeout(15_000)
+    try:
+        page = ctx.new_page()
+        sign_in(page, server.base_url, creds)
+        xid = f"fixed-later-{viewport['width']}"
+        upload(
+            page, server.base_url, make_zip(tmp_path / "broken.zip", BROKEN_HANDLER), "fixed-later",
+            external_id=xid, env_vars="MODE=test", secrets="api-key=s3cret-kept-out",
+        )  # fmt: skip
+        expect(page.locator("#status-badge")).to_have_text("Failed", timeout=DEPLOY_TIMEOUT_MS)
+        failed_id = int(page.url.rsplit("/", 1)[-1])
+        build_error = page.locator("#deploy-error-message").inner_text()
+        page.get_by_role("link", name="Upload fixed code").click()
+        expect(page).to_have_url(re.compile(rf"/ui/upload\?retry={failed_id}$"))
+        expect(page.locator("#error-file")).to_contain_text(build_error)
+        expect(page.locator(".field-error")).to_have_count(1)
+        expect(page.locator("#name")).to_have_value("fixed-later")
+        expect(page.locator("#external_id")).to_have_value(xid)
+        expect(page.locator("#env_vars")).to_have_value("MODE=test")
+        expect(page.locator("#replacing")).to_contain_text("api-key")
+        assert "s3cret-kept-out" not in page.content()
+        with page.expect_file_chooser() as chooser:
+            page.click("#dropzone")
+        chooser.value.set_files(str(make_zip(tmp_path / "fixed.zip", HANDLER)))
+        page.fill("#secrets", "api-key=s3cret-kept-out")
+        page.click("#deploy-button")
+        expect(page.locator("#status-badge")).to_have_text("Ready", timeout=DEPLOY_TIMEOUT_MS)
+        expect(page.locator("dl.details")).to_contain_text(xid)
+        expect(page.locator("dl.details")).to_contain_text("api-key=***")
+        # the failed one was replaced: one function has the external id, and it is Ready
+        page.goto(f"{server.base_url}/ui/")
+        rows = page.locator("#functions-table tbody tr", has_text=xid)
+        expect(rows).to_have_count(1)
+        expect(rows).to_contain_text("Ready")
+    finally:
+        ctx.close()
