@@ -7,7 +7,6 @@ imported inside the commands that use them (``tests/test_cli.py`` checks which m
 bare ``fnhost --help`` imports).
 """
 
-from __future__ import annotations
 
 import json
 import sys
@@ -27,7 +26,7 @@ app.add_typer(admin_app, name="admin")
 register_user_commands(app)
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: object) -> "Settings":
     from fnhost.settings import Settings
 
     values = {k: v for k, v in overrides.items() if v is not None}
@@ -86,7 +85,7 @@ def serve(
     )
 
 
-def _operator_system() -> System:
+def _operator_system() -> "System":
     """A System over the server's data directory, for operator commands (no HTTP)."""
     from fnhost.services.container import System, read_server_info
 

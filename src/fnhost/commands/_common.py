@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, cast
 import typer
 
 from fnhost.commands import _profiles
-from fnhost.commands._api import Api, ApiError
 from fnhost.commands._profiles import Profile, ProfileError
 
 if TYPE_CHECKING:
     import httpx
     from cognite.client import CogniteClient
     from rich.console import Console
+
+    from fnhost.commands._api import Api
 
 # exit codes, named (as Dramatiq's CLI does)
 OK = 0
@@ -128,6 +129,8 @@ class Connection:
     @cached_property
     def api(self) -> Api:
         """The CDF API over the standard library: for commands that must start fast."""
+        from fnhost.commands._api import Api
+
         return Api(self.profile)
 
     @property
@@ -208,6 +211,8 @@ class guard:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, typer.Exit | typer.Abort | KeyboardInterrupt):
             return False
+        from fnhost.commands._api import ApiError
+
         if isinstance(exc, ApiError):
             code = SERVER_ERROR if exc.status is None else _exit_code(exc.status, exc.missing)
             fail(exc.text(), code, as_json=self.as_json)

@@ -1,6 +1,5 @@
 """``fnhost calls ls`` and ``fnhost logs CALL_ID [--follow]``."""
 
-from __future__ import annotations
 
 import json
 from typing import Annotated, Any

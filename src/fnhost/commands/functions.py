@@ -1,6 +1,5 @@
 """``fnhost deploy``, ``fnhost call`` and ``fnhost functions ls/show/rm``."""
 
-from __future__ import annotations
 
 import shutil
 import sys

@@ -1,6 +1,5 @@
 """``fnhost schedules ls/create/pause/resume/rm``."""
 
-from __future__ import annotations
 
 from typing import Annotated, Any
 
