@@ -7,7 +7,8 @@ with the official cognite-sdk, calls them (one call fails), adds a schedule, the
 with a headless browser and writes PNGs of the main pages: ``functions.png`` (the list),
 ``upload.png`` (the form with a zip chosen), ``function.png`` (a call made from the page,
 with its response and logs), ``deploy-failed.png`` (a failed build's error trace) and
-``failed.png`` (failed calls across the project).
+``failed.png`` (failed calls across the project), at a laptop's width; and at a phone's
+(375 px), ``phone-functions.png`` and ``phone-function.png``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1440, "height": 900}  # a laptop screen
+PHONE = {"width": 375, "height": 812}  # a phone, as the browser tests have it
+PHONE_MAX_HEIGHT = 1500  # a phone page is long: its top is what the README shows
 
 SENSOR_AVERAGES = """\
 def handle(client, data):
@@ -147,17 +150,16 @@ def sign_in(page: Page, base_url: str, creds: dict[str, Any]) -> None:
     expect(page.locator("header .who")).to_contain_text(creds["client_id"])
 
 
-def save(page: Page, path: Path) -> None:
+def save(page: Page, path: Path, max_height: int | None = None) -> None:
     """The page down to the end of its content (no empty screen below short pages)."""
     bottom = page.evaluate(
         "Math.ceil(document.querySelector('main').getBoundingClientRect().bottom + window.scrollY)"
     )
     height = max(int(bottom), 480)
-    page.screenshot(
-        path=path,
-        full_page=True,
-        clip={"x": 0, "y": 0, "width": VIEWPORT["width"], "height": height},
-    )
+    if max_height is not None:
+        height = min(height, max_height)
+    width = page.viewport_size["width"] if page.viewport_size else VIEWPORT["width"]
+    page.screenshot(path=path, full_page=True, clip={"x": 0, "y": 0, "width": width, "height": height})
     print(f"wrote {path}")
 
 
@@ -213,6 +215,21 @@ def shoot(
             page.goto(base_url + "/ui/failed")
             expect(page.locator("#failed-table")).to_contain_text("pump-health-check")
             save(page, out / "failed.png")
+
+            phone = browser.new_page(viewport=PHONE)
+            phone.set_default_timeout(60_000)
+            sign_in(phone, base_url, creds)
+            phone.goto(base_url + "/ui/")
+            expect(phone.locator("#functions-table")).to_contain_text("sensor-averages")
+            phone.locator("#filter").blur()
+            save(phone, out / "phone-functions.png", PHONE_MAX_HEIGHT)
+            phone.goto(f"{base_url}/ui/functions/{fns['pump-health-check'].id}")
+            expect(phone.locator("#status-badge")).to_have_text("Ready")
+            phone.fill("#call-data", '{"pump": "p-105", "pressure": 5.1}')
+            phone.click("#call-button")
+            expect(phone.locator("#call-status")).to_have_text("Completed")
+            phone.locator("#call-button").blur()
+            save(phone, out / "phone-function.png", PHONE_MAX_HEIGHT)
         finally:
             browser.close()
 

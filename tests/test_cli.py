@@ -379,3 +379,55 @@ def test_admin_commands_print_json(server: LiveServer) -> None:
     checked = admin("check-secrets")
     assert checked["failed"] == [] and isinstance(checked["functions"], int)
     assert admin("rotate-secrets") == checked  # same keys, same functions: all re-encrypted
+
+
+# -- start-up: what a command imports before it runs ------------------------------------------------
+# the server, the database, the settings and cognite-sdk: seconds of imports no user command
+# needs before it parses its arguments (bench/cli.py times it; this checks why it is fast)
+HEAVY = ("fnhost.api", "fnhost.services", "fnhost.store", "fnhost.settings", "fastapi",
+         "starlette", "sqlalchemy", "uvicorn", "pydantic_settings", "cognite.client", "httpx")  # fmt: skip
+
+
+def imported_by(cli: Cli, *args: str) -> set[str]:
+    """The modules ``fnhost ARGS`` imports, read from ``python -X importtime``."""
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "fnhost.cli", *args],
+        env=cli.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    names = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "fnhost.commands._common" in names  # the output was read right
+    return names
+
+
+def heavy(names: set[str]) -> list[str]:
+    return sorted(n for n in names if any(n == h or n.startswith(h + ".") for h in HEAVY))
+
+
+def test_help_imports_nothing_heavy(cli: Cli) -> None:
+    assert heavy(imported_by(cli, "--help")) == []
+    assert heavy(imported_by(cli, "functions", "--help")) == []
+
+
+def test_functions_ls_talks_to_the_server_without_the_sdk(cli: Cli, echo_fn: dict[str, Any]) -> None:
+    names = imported_by(cli, "functions", "ls", "--json")
+    assert heavy(names) == []
+    listed = cli.json("functions", "ls")
+    assert [f["id"] for f in listed if f.get("externalId") == "cli-echo"] == [echo_fn["id"]]
+    assert cli.json("functions", "ls", "--status", "Ready") and all(
+        f["status"] == "Ready" for f in cli.json("functions", "ls", "--status", "Ready")
+    )
+    # errors from the server keep their exit codes: a token that does not verify
+    bad = Cli(cli.config.with_name("bad-profiles.json"))
+    bad.config.write_text(json.dumps({"current": "x", "profiles": {"x": {
+        **json.loads(cli.config.read_text())["profiles"]["default"], "client_secret": "wrong"}}}))
+    bad.config.chmod(0o600)
+    refused = bad("functions", "ls", ok=False)
+    assert refused.returncode == 1 and "Invalid client credentials" in refused.stderr
+    unreachable = Cli(cli.config.with_name("away-profiles.json"))
+    unreachable.config.write_text(json.dumps({"current": "x", "profiles": {"x": {
+        **json.loads(cli.config.read_text())["profiles"]["default"], "base_url": "http://127.0.0.1:9",
+        "token_url": "http://127.0.0.1:9/oauth2/token"}}}))
+    unreachable.config.chmod(0o600)
+    away = unreachable("functions", "ls", ok=False)
+    assert away.returncode == 4 and "Cannot reach the server" in away.stderr

@@ -6,6 +6,8 @@ the test is about the exact status and message on the wire).
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,8 @@ import httpx
 import pytest
 from cognite.client import CogniteClient
 from cognite.client.data_classes import ClientCredentials
-from cognite.client.data_classes.capabilities import FunctionsAcl, SessionsAcl
-from cognite.client.data_classes.iam import GroupWrite
+from cognite.client.data_classes.capabilities import Capability, FunctionsAcl, SessionsAcl
+from cognite.client.data_classes.iam import Group, GroupList, GroupWrite
 from cognite.client.exceptions import CogniteAPIError, CogniteProjectAccessError
 
 from tests.live import LiveServer, sdk_client, token_client
@@ -376,3 +378,135 @@ def test_secret_key_from_settings_and_rotation(start_server: Any, tmp_path: Path
     r = live3.cli("admin", "check-secrets", check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     assert b"rotated-value-91" not in b"".join(p.read_bytes() for p in home.glob("fnhost.db*"))
+
+
+# -- groups as a project has them in CDF ------------------------------------------------------------
+def _caps(capabilities: Any) -> set[tuple[str, str]]:
+    """(acl, action) pairs of SDK capabilities, whatever their order."""
+    out = set()
+    for cap in capabilities:
+        ((acl, body),) = cap.dump().items()
+        out |= {(acl, action) for action in body["actions"]}
+    return out
+
+
+def test_a_fresh_server_lists_its_admin_group(start_server: Any) -> None:
+    """Code written against CDF starts from the project's groups; the first admin is in one."""
+    live = start_server()
+    creds = json.loads((live.home / "admin-client.json").read_text())
+    admin = live.client(creds)
+    listed = admin.iam.groups.list(all=True)
+    assert [g.name for g in listed] == ["fnhost-admins"]
+    (group,) = listed
+    assert group.members == [creds["client_id"]] and group.is_managed_in_cdf
+    # the group holds what the admin client uses: token inspect's capabilities in the project
+    inspected = admin.iam.token.inspect()
+    used = {(acl, a) for c in inspected.capabilities for acl, body in c.capability.dump().items()
+            for a in body["actions"]}  # fmt: skip
+    assert _caps(group.capabilities) == used
+    assert {"functionsAcl", "filesAcl", "sessionsAcl", "groupsAcl"} <= {acl for acl, _ in used}
+    assert [p.groups for p in inspected.projects if p.url_name == "default"] == [[group.id]]
+    assert [g.id for g in admin.iam.groups.list()] == [group.id]  # its own groups too
+    # and an admin made later joins the same group rather than holding rights of its own
+    second = live.create_client("second-admin")
+    (again,) = admin.iam.groups.list(all=True)
+    assert again.id == group.id and again.members == [creds["client_id"], second["client_id"]]
+    live.cli("admin", "clients", "delete", second["client_id"])
+    assert admin.iam.groups.list(all=True)[0].members == [creds["client_id"]]
+
+
+def test_groups_dump_load_and_round_trip_through_the_sdk(client: CogniteClient) -> None:
+    made = client.iam.groups.create(
+        GroupWrite(
+            name="round-trip",
+            capabilities=[
+                FunctionsAcl([FunctionsAcl.Action.Read, FunctionsAcl.Action.Run], FunctionsAcl.Scope.All()),
+                SessionsAcl([SessionsAcl.Action.Create], SessionsAcl.Scope.All()),
+            ],
+            metadata={"team": "ops", "origin": "test"},
+            members=["someone-else"],
+        )
+    )
+    listed = client.iam.groups.list(all=True)
+    dumped = listed.dump(camel_case=True)
+    assert GroupList.load(dumped).dump(camel_case=True) == dumped
+    (mine,) = [g for g in listed if g.id == made.id]
+    assert mine.dump(camel_case=True) == made.dump(camel_case=True)
+    assert Group.load(mine.dump(camel_case=True)) == mine
+    assert mine.metadata == {"team": "ops", "origin": "test"} and mine.members == ["someone-else"]
+    assert all(isinstance(c, Capability) and type(c).__name__ != "UnknownAcl" for c in mine.capabilities)
+    # the write form of a listed group creates an equal group
+    copy = client.iam.groups.create(mine.as_write())
+    assert copy.id != mine.id
+    assert {**copy.dump(), "id": mine.id} == mine.dump()
+    # as does the admin group's: every capability it holds is one the SDK parses
+    (admins,) = [g for g in listed if g.name == "fnhost-admins"]
+    assert all(type(c).__name__ != "UnknownAcl" for c in admins.capabilities)
+    assert GroupWrite.load(admins.as_write().dump()).dump() == admins.as_write().dump()
+    client.iam.groups.delete([made.id, copy.id])
+    assert {made.id, copy.id}.isdisjoint(g.id for g in client.iam.groups.list(all=True))
+
+
+def test_create_client_with_capabilities_joins_the_group_of_those_capabilities(
+    server: LiveServer, client: CogniteClient
+) -> None:
+    first = server.create_client("cap-a", "-c", "functionsAcl:READ,RUN", "-c", "filesAcl:READ")
+    second = server.create_client("cap-b", "-c", "filesAcl:READ", "-c", "functionsAcl:RUN,READ")
+    other = server.create_client("cap-c", "-c", "functionsAcl:READ")
+    groups = {g.name: g for g in client.iam.groups.list(all=True)}
+    both = groups["filesAcl:READ functionsAcl:READ,RUN"]
+    assert both.members == [first["client_id"], second["client_id"]]
+    assert _caps(both.capabilities) == {("filesAcl", "READ"), ("functionsAcl", "READ"), ("functionsAcl", "RUN")}
+    assert groups["functionsAcl:READ"].members == [other["client_id"]]
+    # the client's rights are the group's: its own groups list shows it
+    assert [g.id for g in sdk_client(first).iam.groups.list()] == [both.id]
+    assert not any(g.name.startswith("client:") for g in groups.values())
+
+
+OLD_SCHEMA = (  # what a database made before the admin group held
+    "DELETE FROM groups",
+    "UPDATE alembic_version SET version_num = '0002'",
+    "ALTER TABLE groups DROP COLUMN metadata",
+)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_an_existing_database_migrates_its_admin_clients_into_the_admin_group(
+    start_server: Any, tmp_path: Path, backend: str
+) -> None:
+    """A database from before the admin group: admin clients without a group join it."""
+    env: dict[str, str] = {}
+    if backend == "postgres":
+        import psycopg
+
+        from tests.pg import create_database, drop_database, require_postgres
+
+        require_postgres("the migration test")
+        name, url = create_database()
+        env["FNHOST_DATABASE_URL"] = url
+    home = tmp_path / "old"
+    live = start_server(env=env, home=home)
+    try:
+        creds = json.loads((home / "admin-client.json").read_text())
+        later = live.create_client("later-admin")
+        live.stop()
+        if backend == "postgres":
+            with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as conn:
+                for sql in OLD_SCHEMA:
+                    conn.execute(sql)
+        else:
+            db = sqlite3.connect(home / "fnhost.db")
+            with db:
+                for sql in OLD_SCHEMA:
+                    db.execute(sql)
+            db.close()
+        live.start()
+        listed = live.client(creds).iam.groups.list(all=True)
+        assert [(g.name, g.members) for g in listed] == [
+            ("fnhost-admins", [creds["client_id"], later["client_id"]])
+        ]
+        assert json.loads(live.cli("admin", "migrate", "--json").stdout)["to"] == "0003"
+    finally:
+        live.stop()
+        if backend == "postgres":
+            drop_database(name)

@@ -9,11 +9,9 @@ next to the field and keeps what was typed.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,48 +20,20 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
-from tests.gate import WAIT_AT_GATE, Gate
+from tests.browser import (
+    BROKEN_HANDLER,
+    CALL_TIMEOUT_MS,
+    DEPLOY_TIMEOUT_MS,
+    HANDLER,
+    call,
+    deployed,
+    launch,
+    make_zip,
+    sign_in,
+    upload,
+)
+from tests.gate import Gate
 from tests.live import LiveServer
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-DEPLOY_TIMEOUT_MS = 300_000  # a cold environment build installs the cognite-sdk baseline
-CALL_TIMEOUT_MS = 60_000
-
-HANDLER = WAIT_AT_GATE + '''
-
-def handle(client, data):
-    print("hello from the page, got", data, flush=True)
-    if data.get("gate"):  # hold the call until the test opens the gate
-        print("waiting for the gate", flush=True)
-        wait_at_gate(client, data["gate"])
-        print("through the gate")
-    if data.get("fail"):
-        raise ValueError("asked to fail")
-    return {"echo": data, "sum": sum(data.get("numbers", []))}
-'''
-BROKEN_HANDLER = '''\
-raise RuntimeError("this module cannot be imported")
-
-def handle(data):
-    return data
-'''
-
-
-def make_zip(path: Path, source: str) -> Path:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("handler.py", source)
-    path.write_bytes(buf.getvalue())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +44,7 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    browser = launch(playwright)
     yield browser
     browser.close()
 
@@ -86,19 +56,10 @@ def ui_creds(server: LiveServer) -> dict[str, Any]:
 
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport={"width": 1366, "height": 900})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
     ctx.set_default_timeout(15_000)
     yield ctx
     ctx.close()
-
-
-def sign_in(page: Page, base_url: str, creds: dict[str, Any], next_path: str = "/ui/") -> None:
-    page.goto(f"{base_url}{next_path}")
-    expect(page).to_have_url(f"{base_url}/ui/signin?next={next_path.replace('/', '%2F')}")
-    page.fill("input[name=client_id]", creds["client_id"])
-    page.fill("input[name=client_secret]", creds["client_secret"])
-    page.click("button[type=submit]")
-    expect(page.locator("header .who")).to_contain_text(creds["client_id"])
 
 
 @pytest.fixture
@@ -106,29 +67,6 @@ def page(context: BrowserContext, server: LiveServer, ui_creds: dict[str, Any]) 
     page = context.new_page()
     sign_in(page, server.base_url, ui_creds)
     return page
-
-
-def upload(page: Page, base_url: str, zip_path: Path, name: str, **fields: str) -> None:
-    page.goto(f"{base_url}/ui/upload")
-    with page.expect_file_chooser() as chooser:
-        page.click("#dropzone")
-    chooser.value.set_files(str(zip_path))
-    expect(page.locator("#dropzone .dz-text")).to_contain_text(zip_path.name)
-    page.fill("#name", name)
-    for key, value in fields.items():
-        page.fill(f"#{key}", value)
-    page.click("#deploy-button")
-
-
-def deployed(page: Page, base_url: str, tmp_path: Path, name: str, source: str = HANDLER) -> int:
-    upload(page, base_url, make_zip(tmp_path / f"{name}.zip", source), name)
-    expect(page.locator("h1")).to_contain_text(name)
-    return int(page.url.rsplit("/", 1)[-1])
-
-
-def call(page: Page, data: str) -> None:
-    page.fill("#call-data", data)
-    page.click("#call-button")
 
 
 # -- sign in -------------------------------------------------------------------------------------

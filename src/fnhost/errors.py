@@ -17,6 +17,11 @@ The HTTP edge maps these to the CDF error envelope in one place (``api/wire.py``
     └── Unavailable                  503  a dependency is down; the client may retry
 
 Domain and store code raise these and never import HTTP types.
+
+An error about one input field says which with ``field``: the domain (wire) name of the
+field, e.g. ``"externalId"``, ``"functionPath"``, ``"fileId"``, ``"cronExpression"``,
+``"data"``, ``"secrets"``. The web page shows the message next to that field; the API
+does not send it (the CDF error envelope has no such key).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from typing import Any
 class FnhostError(Exception):
     status = 400
 
-    def __init__(self, message: str, **extra: Any) -> None:
+    def __init__(self, message: str, *, field: str | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
+        self.field = field
+        # sent on the wire beside code and message (see api/wire.py)
         self.extra = extra
 
 
@@ -42,8 +49,14 @@ class NotFound(FnhostError):
 
     status = 400
 
-    def __init__(self, message: str, missing: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        missing: list[dict[str, Any]] | None = None,
+        *,
+        field: str | None = None,
+    ) -> None:
+        super().__init__(message, field=field)
         self.missing = missing or []
         if not self.missing:
             self.status = 404
@@ -52,8 +65,10 @@ class NotFound(FnhostError):
 class Duplicated(FnhostError):
     status = 409
 
-    def __init__(self, message: str, duplicated: list[dict[str, Any]]) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, duplicated: list[dict[str, Any]], *, field: str | None = None
+    ) -> None:
+        super().__init__(message, field=field)
         self.duplicated = duplicated
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from fnhost.commands._common import (
     FAILED,
@@ -18,6 +16,9 @@ from fnhost.commands._common import (
     fail,
     ms_to_text,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def wait(conn: Connection, function_id: int, call_id: int, timeout: float) -> Any:

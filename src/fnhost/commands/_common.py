@@ -1,4 +1,9 @@
-"""What every user command shares: the connection, output (Rich or JSON), argument parsing."""
+"""What every user command shares: the connection, output (Rich or JSON), argument parsing.
+
+Nothing heavy is imported here at module level: every command module imports this one, and
+all of them are imported to build ``fnhost --help``. httpx, Rich and cognite-sdk are
+imported by the commands that use them, when they run (``tests/test_cli.py`` checks it).
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, cast
 
-import httpx
 import typer
-from rich.console import Console
 
 from fnhost.commands import _profiles
 from fnhost.commands._profiles import Profile, ProfileError
 
 if TYPE_CHECKING:
+    import httpx
     from cognite.client import CogniteClient
+    from rich.console import Console
+
+    from fnhost.commands._api import Api
 
 # exit codes, named (as Dramatiq's CLI does)
 OK = 0
@@ -28,8 +35,25 @@ USAGE = 2  # bad arguments or no profile
 NOT_FOUND = 3
 SERVER_ERROR = 4
 
-console = Console()
-err_console = Console(stderr=True)
+
+
+class _LazyConsole:
+    """A Rich console made on first use (importing Rich is a good part of a fast command)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+        return getattr(self._console, name)
+
+
+console = cast("Console", _LazyConsole(stderr=False))
+err_console = cast("Console", _LazyConsole(stderr=True))
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON (for scripts).")]
 ProfileOpt = Annotated[
@@ -102,6 +126,13 @@ class Connection:
     def client(self) -> CogniteClient:
         return make_client(self.profile)
 
+    @cached_property
+    def api(self) -> Api:
+        """The CDF API over the standard library: for commands that must start fast."""
+        from fnhost.commands._api import Api
+
+        return Api(self.profile)
+
     @property
     def project_url(self) -> str:
         return f"{self.profile.base_url.rstrip('/')}/api/v1/projects/{self.profile.project}"
@@ -111,6 +142,8 @@ class Connection:
         return {name: value, "x-cdp-app": "fnhost-cli"}
 
     def http(self, timeout: float | None = 60) -> httpx.Client:
+        import httpx
+
         return httpx.Client(base_url=self.project_url, headers=self.headers(), timeout=timeout)
 
     def resolve_function(self, ident: str, *, as_json: bool = False) -> Any:
@@ -178,6 +211,12 @@ class guard:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, typer.Exit | typer.Abort | KeyboardInterrupt):
             return False
+        from fnhost.commands._api import ApiError
+
+        if isinstance(exc, ApiError):
+            code = SERVER_ERROR if exc.status is None else _exit_code(exc.status, exc.missing)
+            fail(exc.text(), code, as_json=self.as_json)
+        import httpx
         from cognite.client.exceptions import (
             CogniteAPIError,
             CogniteException,
@@ -198,17 +237,21 @@ class guard:
         return False
 
 
-def _http_exit_code(response: httpx.Response) -> int:
+def _exit_code(status: int, missing: Any) -> int:
     """As the SDK reads the wire: 404, or 400 naming ``missing`` items, is "not found"."""
-    if response.status_code >= 500:
+    if status >= 500:
         return SERVER_ERROR
-    if response.status_code == 404:
+    if status == 404:
         return NOT_FOUND
+    return NOT_FOUND if missing else FAILED
+
+
+def _http_exit_code(response: httpx.Response) -> int:
     try:
         missing = response.json()["error"].get("missing")
     except (ValueError, KeyError, TypeError, AttributeError):
         missing = None
-    return NOT_FOUND if missing else FAILED
+    return _exit_code(response.status_code, missing)
 
 
 def _http_error_text(response: httpx.Response) -> str:
@@ -221,6 +264,8 @@ def _http_error_text(response: httpx.Response) -> str:
 
 def check(response: httpx.Response) -> httpx.Response:
     if response.is_error:
+        import httpx
+
         response.read()
         raise httpx.HTTPStatusError(_http_error_text(response), request=response.request, response=response)
     return response

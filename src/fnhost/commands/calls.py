@@ -1,12 +1,10 @@
 """``fnhost calls ls`` and ``fnhost logs CALL_ID [--follow]``."""
 
-from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fnhost.commands._calls import print_log_line
 from fnhost.commands._common import (
@@ -24,7 +22,7 @@ from fnhost.commands._common import (
 )
 from fnhost.commands.functions import status_text
 
-app = typer.Typer(help="List calls of functions.", no_args_is_help=True)
+app = typer.Typer(help="List calls of functions.", no_args_is_help=True, rich_markup_mode=None)
 
 FunctionOpt = Annotated[
     str | None,
@@ -61,6 +59,8 @@ def ls(
     if as_json:
         emit_json([c.dump(camel_case=True) for c in found])
         return
+    from rich.table import Table
+
     table = Table("call id", "function id", "status", "started", "took", "schedule id")
     for c in found:
         took = f"{(c.end_time - c.start_time) / 1000:.2f}s" if c.end_time and c.start_time else "-"

@@ -1,6 +1,5 @@
 """``fnhost login``: save a profile (base URL, project, credentials) after checking it works."""
 
-from __future__ import annotations
 
 import json
 from pathlib import Path

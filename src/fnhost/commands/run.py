@@ -6,7 +6,6 @@ log capture, the JSON response check and the response size limit are the service
 ``client`` it gets talks to the server of the chosen profile with your own credentials.
 """
 
-from __future__ import annotations
 
 import json
 import os

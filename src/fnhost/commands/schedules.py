@@ -1,11 +1,9 @@
 """``fnhost schedules ls/create/pause/resume/rm``."""
 
-from __future__ import annotations
 
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from fnhost.commands._common import (
     Connection,
@@ -18,7 +16,7 @@ from fnhost.commands._common import (
     parse_data,
 )
 
-app = typer.Typer(help="Run functions on cron schedules.", no_args_is_help=True)
+app = typer.Typer(help="Run functions on cron schedules.", no_args_is_help=True, rich_markup_mode=None)
 
 ScheduleArg = Annotated[int, typer.Argument(help="The schedule's id.")]
 
@@ -40,6 +38,8 @@ def ls(
     if as_json:
         emit_json(rows)
         return
+    from rich.table import Table
+
     table = Table("id", "name", "function id", "cron", "when", "state")
     for s in rows:
         table.add_row(

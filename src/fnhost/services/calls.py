@@ -127,12 +127,13 @@ class Calls:
             raise InvalidRequest("The body must be an object with 'data' and 'nonce'.")
         data = body.get("data")
         if data is not None and not isinstance(data, dict):
-            raise InvalidRequest("data must be a JSON object.")
+            raise InvalidRequest("data must be a JSON object.", field="data")
         size = len(json.dumps(data))
         if size > self.settings.call_data_max_bytes:
             raise PayloadTooLarge(
                 f"data is {size} bytes of JSON, more than the limit of "
-                f"{self.settings.call_data_max_bytes} bytes."
+                f"{self.settings.call_data_max_bytes} bytes.",
+                field="data",
             )
         row = self._function(project, function_id)
         with self.db.write() as s:  # the nonce is spent only if the call is recorded

@@ -207,12 +207,26 @@ class System:
         return self.settings.resolved_public_url()
 
     def migrate(self) -> None:
-        self.db.migrate()
+        self.db.migrate(default_project=self.settings.default_project)
         with self.db.write() as s:
             project_store.ensure(self.settings.default_project, session=s)
 
-    def create_client(self, name: str, *, admin: bool, project: str | None = None) -> dict[str, Any]:
-        """Make a service client; the secret is shown once and stored only as a hash."""
+    def create_client(
+        self,
+        name: str,
+        *,
+        admin: bool,
+        project: str | None = None,
+        capabilities: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """Make a service client; the secret is shown once and stored only as a hash.
+
+        As in CDF, what it may do comes from the groups it is in: an admin joins the
+        project's admin group, a client with ``capabilities`` the group of exactly those.
+        """
+        from fnhost.auth.capabilities import ALL_CAPABILITIES
+        from fnhost.services import groups
+
         project = project or self.settings.default_project
         client_id = f"{name}-{secrets.token_hex(4)}"
         secret = passwords.new_secret()
@@ -228,6 +242,11 @@ class System:
                 ),
                 session=s,
             )
+            if admin:
+                groups.join(project, groups.ADMIN_GROUP, ALL_CAPABILITIES, client_id, session=s)
+            if capabilities:
+                group = groups.capability_group_name(capabilities)
+                groups.join(project, group, capabilities, client_id, session=s)
         return {
             "client_id": client_id,
             "client_secret": secret,

@@ -45,21 +45,27 @@ class Files:
         self.access.require(caller, project, "filesAcl", "WRITE")
         name = item.get("name")
         if not isinstance(name, str) or not name or len(name) > MAX_NAME:
-            raise InvalidRequest(f"name is required: a string of 1 to {MAX_NAME} characters.")
+            raise InvalidRequest(
+                f"name is required: a string of 1 to {MAX_NAME} characters.", field="name"
+            )
         external_id = item.get("externalId")
         if external_id is not None and (not isinstance(external_id, str) or len(external_id) > 255):
-            raise InvalidRequest("externalId must be a string of at most 255 characters.")
+            raise InvalidRequest(
+                "externalId must be a string of at most 255 characters.", field="externalId"
+            )
         metadata = item.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidRequest("metadata must be an object of strings.")
+            raise InvalidRequest("metadata must be an object of strings.", field="metadata")
         now = now_ms()
         token = secrets.token_urlsafe(24)
         with self.db.write() as s:
             row = store.by_external_id(project, external_id, session=s) if external_id else None
             if row is not None and not overwrite:
                 raise Duplicated(
-                    f"A file with externalId {external_id!r} exists; pass overwrite=true to replace it.",
+                    f"A file with the external id {external_id!r} exists; pass overwrite=true "
+                    "to replace it.",
                     duplicated=[{"externalId": external_id}],
+                    field="externalId",
                 )
             if row is None:
                 row = FileRow(project=project, external_id=external_id, created_time=now)

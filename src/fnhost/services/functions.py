@@ -53,10 +53,13 @@ def _string(item: dict[str, Any], key: str, maximum: int, *, required: bool = Fa
     value = item.get(key)
     if value is None:
         if required:
-            raise InvalidRequest(f"{key} is required.")
+            raise InvalidRequest(f"{key} is required.", field=key)
         return None
     if not isinstance(value, str) or (required and not value) or len(value) > maximum:
-        raise InvalidRequest(f"{key} must be a string of {'1' if required else '0'} to {maximum} characters.")
+        raise InvalidRequest(
+            f"{key} must be a string of {'1' if required else '0'} to {maximum} characters.",
+            field=key,
+        )
     return value
 
 
@@ -64,16 +67,16 @@ def _str_dict(value: Any, key: str) -> dict[str, str]:
     if not isinstance(value, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
-        raise InvalidRequest(f"{key} must be an object whose values are strings.")
+        raise InvalidRequest(f"{key} must be an object whose values are strings.", field=key)
     return value
 
 
 def _url(value: Any, key: str) -> str:
     if not isinstance(value, str) or len(value) > 2048:
-        raise InvalidRequest(f"{key} must be a URL string.")
+        raise InvalidRequest(f"{key} must be a URL string.", field=key)
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidRequest(f"{key} must be an http(s) URL, got {value!r}.")
+        raise InvalidRequest(f"{key} must be an http(s) URL, got {value!r}.", field=key)
     return value
 
 
@@ -122,17 +125,21 @@ class Functions:
         }
         file_id = item.get("fileId")
         if not isinstance(file_id, int) or isinstance(file_id, bool):
-            raise InvalidRequest("fileId is required: the id of an uploaded zip file.")
+            raise InvalidRequest("fileId is required: the id of an uploaded zip file.", field="fileId")
         out["file_id"] = file_id
 
         path = item.get("functionPath") or "handler.py"
         if not isinstance(path, str) or len(path) > 500:
-            raise InvalidRequest("functionPath must be a string of at most 500 characters.")
+            raise InvalidRequest(
+                "The function path must be a string of at most 500 characters.",
+                field="functionPath",
+            )
         path = path.replace("\\", "/")
         parts = path.split("/")
         if not path.endswith(".py") or path.startswith("/") or ".." in parts or "" in parts:
             raise InvalidRequest(
-                f"functionPath must be a relative path to a .py file inside the zip, got {path!r}."
+                f"The function path must be a relative path to a .py file inside the zip, got {path!r}.",
+                field="functionPath",
             )
         out["function_path"] = path
 
@@ -140,45 +147,60 @@ class Functions:
         if secrets is not None:
             secrets = _str_dict(secrets, "secrets")
             if len(secrets) > MAX_SECRETS:
-                raise InvalidRequest(f"At most {MAX_SECRETS} secrets; got {len(secrets)}.")
+                raise InvalidRequest(f"At most {MAX_SECRETS} secrets; got {len(secrets)}.", field="secrets")
             bad = [k for k in secrets if not SECRET_KEY.match(k)]
             if bad:
                 raise InvalidRequest(
                     f"Invalid secret key(s) {bad}: use lowercase letters, digits and dashes, "
-                    "at most 15 characters."
+                    "at most 15 characters.",
+                    field="secrets",
                 )
             if sum(len(k) + len(v) for k, v in secrets.items()) > MAX_SECRETS_BYTES:
-                raise InvalidRequest(f"Secrets may hold at most {MAX_SECRETS_BYTES} bytes in total.")
+                raise InvalidRequest(
+                    f"Secrets may hold at most {MAX_SECRETS_BYTES} bytes in total.", field="secrets"
+                )
         out["secrets"] = secrets or None
 
         env_vars = item.get("envVars")
         if env_vars is not None:
             env_vars = _str_dict(env_vars, "envVars")
             if len(env_vars) > MAX_ENV_VARS:
-                raise InvalidRequest(f"At most {MAX_ENV_VARS} envVars; got {len(env_vars)}.")
+                raise InvalidRequest(
+                    f"At most {MAX_ENV_VARS} environment variables; got {len(env_vars)}.",
+                    field="envVars",
+                )
             bad = [k for k in env_vars if not ENV_KEY.match(k)]
             if bad:
                 raise InvalidRequest(
-                    f"Invalid envVars name(s) {bad}: use letters, digits and underscores, "
-                    "not starting with a digit."
+                    f"Invalid environment variable name(s) {bad}: use letters, digits and "
+                    "underscores, not starting with a digit.",
+                    field="envVars",
                 )
             reserved = [k for k in env_vars if k.upper().startswith(RESERVED_ENV_PREFIXES)]
             if reserved:
-                raise InvalidRequest(f"envVars {reserved} use a reserved prefix {RESERVED_ENV_PREFIXES}.")
+                raise InvalidRequest(
+                    f"Environment variable(s) {reserved} use a reserved prefix "
+                    f"{RESERVED_ENV_PREFIXES}.",
+                    field="envVars",
+                )
             if sum(len(k) + len(v) for k, v in env_vars.items()) > MAX_ENV_BYTES:
-                raise InvalidRequest(f"envVars may hold at most {MAX_ENV_BYTES} bytes in total.")
+                raise InvalidRequest(
+                    f"Environment variables may hold at most {MAX_ENV_BYTES} bytes in total.",
+                    field="envVars",
+                )
         out["env_vars"] = env_vars or None
 
         metadata = item.get("metadata")
         if metadata is not None:
             metadata = _str_dict(metadata, "metadata")
             if len(metadata) > MAX_METADATA:
-                raise InvalidRequest(f"metadata may have at most {MAX_METADATA} keys.")
+                raise InvalidRequest(f"metadata may have at most {MAX_METADATA} keys.", field="metadata")
             for k, v in metadata.items():
                 if len(k) > MAX_METADATA_KEY or len(v) > MAX_METADATA_VALUE:
                     raise InvalidRequest(
                         f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
-                        f"{MAX_METADATA_VALUE}; {k!r} is over."
+                        f"{MAX_METADATA_VALUE}; {k!r} is over.",
+                        field="metadata",
                     )
         out["metadata"] = metadata or None
 
@@ -191,7 +213,8 @@ class Functions:
         if runtime not in self.runtimes:
             known = "known but not installed on this server" if runtime in KNOWN_RUNTIMES else "unknown"
             raise InvalidRequest(
-                f"Runtime {runtime!r} is {known}. Available runtimes: {', '.join(sorted(self.runtimes))}."
+                f"Runtime {runtime!r} is {known}. Available runtimes: {', '.join(sorted(self.runtimes))}.",
+                field="runtime",
             )
         out["runtime"] = runtime
 
@@ -200,7 +223,9 @@ class Functions:
         extra = item.get("extraIndexUrls")
         if extra is not None:
             if not isinstance(extra, list) or len(extra) > 10:
-                raise InvalidRequest("extraIndexUrls must be a list of at most 10 URLs.")
+                raise InvalidRequest(
+                    "extraIndexUrls must be a list of at most 10 URLs.", field="extraIndexUrls"
+                )
             extra = [_url(u, "extraIndexUrls") for u in extra]
         out["extra_index_urls"] = extra or None
         return out
@@ -210,9 +235,9 @@ class Functions:
         if value is None:
             return default
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise InvalidRequest(f"{key} must be a number.")
+            raise InvalidRequest(f"{key} must be a number.", field=key)
         if not lo <= value <= hi:
-            raise InvalidRequest(f"{key} must be between {lo} and {hi}; got {value}.")
+            raise InvalidRequest(f"{key} must be between {lo} and {hi}; got {value}.", field=key)
         return float(value)
 
     def create(self, project: str, caller: Principal, item: dict[str, Any]) -> FunctionRow:
@@ -230,16 +255,21 @@ class Functions:
             xid = values["external_id"]
             if xid is not None and store.by_external_id(project, xid, session=s) is not None:
                 raise Duplicated(
-                    f"A function with externalId {xid!r} already exists.", duplicated=[{"externalId": xid}]
+                    f"A function with the external id {xid!r} already exists.",
+                    duplicated=[{"externalId": xid}],
+                    field="externalId",
                 )
             file = file_store.get(project, values["file_id"], session=s)
             if file is None:
                 raise NotFound(
-                    f"fileId {values['file_id']} does not exist in this project.",
+                    f"File {values['file_id']} does not exist in this project.",
                     missing=[{"id": values["file_id"]}],
+                    field="fileId",
                 )
             if not file.uploaded:
-                raise InvalidRequest(f"File {file.id} has not been uploaded yet.")
+                raise InvalidRequest(
+                    f"File {file.name!r} (id {file.id}) has not been uploaded yet.", field="fileId"
+                )
             row = store.add(
                 FunctionRow(
                     project=project,
@@ -275,7 +305,8 @@ class Functions:
                 zips.ZipLimits(cfg.max_zip_entries, cfg.max_code_bytes, cfg.max_zip_ratio),
             )
         except zips.CodeError as exc:
-            raise InvalidRequest(f"fileId {file_id}: {exc.message}") from None
+            # the file's name, which the person chose, rather than its id
+            raise InvalidRequest(f"In {file.name!r}: {exc.message}", field="fileId") from None
 
     # -- read ------------------------------------------------------------------------------
     def resolve(self, project: str, ident: dict[str, Any], *, session: Any) -> FunctionRow | None:

@@ -5,11 +5,17 @@ provider's group id carried in the token's groups claim (``sourceId``), or as
 ``"allUserAccounts"`` (every authenticated principal). Operator commands (``fnhost admin
 groups …``) use the unchecked ``add``/``remove``; API callers go through ``create``,
 ``list`` and ``delete``, which check ``groupsAcl``.
+
+As in CDF, a project's first principal is a member of a group that lists: admin clients
+join the project's ``fnhost-admins`` group, which holds every capability (``is_admin``
+still grants them every project, as before), and a client made with capabilities joins
+the group named after exactly those capabilities (``join``), made when there is none yet.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 from typing import Any
 
 from fnhost.auth import capabilities as caps
@@ -23,8 +29,10 @@ from fnhost.store.db import Database
 from fnhost.store.groups import GroupRow
 
 ALL_USER_ACCOUNTS = "allUserAccounts"
+ADMIN_GROUP = "fnhost-admins"
 MAX_NAME = 140
 MAX_MEMBERS = 1000
+MAX_METADATA = 16  # keys; keys at most 32 and values at most 512 characters (as CDF)
 
 
 def parse_capability(spec: str) -> dict[str, Any]:
@@ -65,7 +73,62 @@ def _check_item(item: dict[str, Any]) -> dict[str, Any]:
             raise InvalidRequest(f"A group has at most {MAX_MEMBERS} members.")
     if source_id is not None and members is not None:
         raise InvalidRequest("A group has either sourceId or members, not both.")
-    return {"name": name, "capabilities": capabilities, "source_id": source_id, "members": members}
+    metadata = item.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict)
+        or len(metadata) > MAX_METADATA
+        or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 32 and len(v) <= 512
+            for k, v in metadata.items()
+        )
+    ):
+        raise InvalidRequest(
+            f"metadata must be an object of at most {MAX_METADATA} string values, keys of "
+            "at most 32 and values of at most 512 characters."
+        )
+    return {
+        "name": name,
+        "capabilities": capabilities,
+        "source_id": source_id,
+        "members": members,
+        "metadata_": metadata or None,
+    }
+
+
+def _same_capabilities(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    return caps.flatten(a) == caps.flatten(b)
+
+
+def capability_group_name(capabilities: list[dict[str, Any]]) -> str:
+    """The name of the group for exactly these capabilities, the same for the same set:
+    ``"filesAcl:READ functionsAcl:READ,RUN"`` (ACLs sorted, actions in the ACL's order)."""
+    granted = caps.flatten(capabilities)
+    specs = []
+    for acl in sorted({acl for acl, _ in granted}):
+        actions = [a for a in caps.ACLS[acl] if (acl, a) in granted]
+        specs.append(f"{acl}:{','.join(actions)}")
+    name = " ".join(specs)
+    if len(name) > MAX_NAME:  # still one name per set: a digest of the whole
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = f"{name[: MAX_NAME - len(digest) - 3].rstrip()} #{digest}"
+    return name
+
+
+def join(
+    project: str, name: str, capabilities: list[dict[str, Any]], client_id: str, *, session: Any
+) -> GroupRow:
+    """Make ``client_id`` a member of the project's group ``name`` that holds exactly
+    ``capabilities``; make the group if there is none. In the caller's transaction."""
+    checked = _check_item({"name": name, "capabilities": capabilities})
+    for row in store.by_name(project, name, session=session):
+        if isinstance(row.members, list) and _same_capabilities(row.capabilities, checked["capabilities"]):
+            if client_id not in row.members:
+                row.members = [*row.members, client_id]  # a new list: JSON columns see assignment
+            return row
+    return store.add(
+        GroupRow(project=project, created_time=now_ms(), **{**checked, "members": [client_id]}),
+        session=session,
+    )
 
 
 class Groups:
@@ -134,4 +197,6 @@ def group_out(row: GroupRow) -> dict[str, Any]:
         out["sourceId"] = row.source_id
     if row.members is not None:
         out["members"] = row.members
+    if row.metadata_:
+        out["metadata"] = row.metadata_
     return out

@@ -44,7 +44,7 @@ def to_ms(dt: datetime) -> int:
 
 def _id(value: Any, key: str = "id") -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidRequest(f"{key} must be a positive integer.")
+        raise InvalidRequest(f"{key} must be a positive integer.", field=key)
     return value
 
 
@@ -83,18 +83,22 @@ class Schedules:
 
     def validate_cron(self, expression: Any) -> None:
         """Raise ``InvalidRequest`` with the reason when ``expression`` is not valid here."""
-        self.parse(expression)
+        try:
+            self.parse(expression)
+        except InvalidRequest as exc:
+            raise InvalidRequest(exc.message, field="cronExpression") from None
 
     # -- validation --------------------------------------------------------------------------
     def _data(self, value: Any) -> Any:
         if value is None:
             return None
         if not isinstance(value, dict):
-            raise InvalidRequest("data must be a JSON object.")
+            raise InvalidRequest("data must be a JSON object.", field="data")
         size = len(json.dumps(value))
         if size > self.settings.call_data_max_bytes:
             raise InvalidRequest(
-                f"data is {size} bytes; at most {self.settings.call_data_max_bytes} are allowed."
+                f"data is {size} bytes; at most {self.settings.call_data_max_bytes} are allowed.",
+                field="data",
             )
         return value
 
@@ -104,7 +108,8 @@ class Schedules:
             return None
         if not isinstance(value, str) or (required and not value.strip()) or len(value) > maximum:
             raise InvalidRequest(
-                f"{key} must be a string of {'1' if required else '0'} to {maximum} characters."
+                f"{key} must be a string of {'1' if required else '0'} to {maximum} characters.",
+                field=key,
             )
         return value
 
@@ -112,32 +117,44 @@ class Schedules:
     def _time_zone(value: Any) -> str | None:
         if value is None:
             return None
-        cron.zone(value)  # raises for unknown zones
+        try:
+            cron.zone(value)  # raises for unknown zones
+        except InvalidRequest as exc:
+            raise InvalidRequest(exc.message, field="timeZone") from None
         return str(value)
 
     def _function(self, project: str, item: dict[str, Any], *, session: Any) -> Any:
         fid, xid = item.get("functionId"), item.get("functionExternalId")
         if fid is None and xid is None:
-            raise InvalidRequest("functionId is required.")
+            raise InvalidRequest("functionId is required.", field="functionId")
         if fid is not None:
             row = function_store.get(project, _id(fid, "functionId"), session=session)
             if row is None:
-                raise NotFound(f"Function {fid} does not exist.", missing=[{"id": fid}])
+                raise NotFound(
+                    f"Function {fid} does not exist.", missing=[{"id": fid}], field="functionId"
+                )
             if xid is not None and row.external_id != xid:
-                raise InvalidRequest(f"Function {fid} does not have externalId {xid!r}.")
+                raise InvalidRequest(
+                    f"Function {row.name!r} (id {fid}) does not have the external id {xid!r}.",
+                    field="functionExternalId",
+                )
         else:
             if not isinstance(xid, str):
-                raise InvalidRequest("functionExternalId must be a string.")
+                raise InvalidRequest(
+                    "functionExternalId must be a string.", field="functionExternalId"
+                )
             row = function_store.by_external_id(project, xid, session=session)
             if row is None:
                 raise NotFound(
-                    f"Function with externalId {xid!r} does not exist.",
+                    f"No function has the external id {xid!r}.",
                     missing=[{"external_id": xid}],
+                    field="functionExternalId",
                 )
         if row.status == "Failed":
             raise InvalidRequest(
                 f"Function {row.id} is Failed (its deployment did not succeed), so it cannot be "
-                "scheduled. Deploy it again and schedule the new function."
+                "scheduled. Deploy it again and schedule the new function.",
+                field="functionId",
             )
         return row
 
@@ -160,17 +177,18 @@ class Schedules:
         name = self._text(item.get("name"), "name", 140, required=True)
         description = self._text(item.get("description"), "description", 500)
         expression = item.get("cronExpression")
-        self.parse(expression)
+        self.validate_cron(expression)
         time_zone = self._time_zone(item.get("timeZone"))
         data = self._data(item.get("data"))
         paused = item.get("paused", False)
         if not isinstance(paused, bool):
-            raise InvalidRequest("paused must be a boolean.")
+            raise InvalidRequest("paused must be a boolean.", field="paused")
         nonce = item.get("nonce")
         if not isinstance(nonce, str) or not nonce:
             raise InvalidRequest(
                 "nonce is required: create a session (POST /sessions) and pass its nonce; the "
-                "schedule runs on behalf of that session."
+                "schedule runs on behalf of that session.",
+                field="nonce",
             )
         with self.db.read() as s:
             function = self._function(project, item, session=s)
@@ -180,7 +198,9 @@ class Schedules:
             bound = self.sessions.redeem(project, nonce, lifetime_ms=None)
         except Unauthenticated as exc:
             # 401 would make the SDK report lost project access; the request is what is wrong
-            raise InvalidRequest(f"Cannot bind the schedule's session: {exc.message}") from None
+            raise InvalidRequest(
+                f"Cannot bind the schedule's session: {exc.message}", field="nonce"
+            ) from None
         now = now_ms()
         try:
             with self.db.write() as s:
@@ -302,13 +322,13 @@ class Schedules:
             if "description" in values:
                 values["description"] = self._text(values["description"], "description", 500)
             if "cronExpression" in values:
-                self.parse(values["cronExpression"])
+                self.validate_cron(values["cronExpression"])
             if "timeZone" in values:
                 values["timeZone"] = self._time_zone(values["timeZone"])
             if "data" in values:
                 values["data"] = self._data(values["data"])
             if "paused" in values and not isinstance(values["paused"], bool):
-                raise InvalidRequest("paused must be a boolean.")
+                raise InvalidRequest("paused must be a boolean.", field="paused")
             changes.append((sid, values))
         now = now_ms()
         out = []

@@ -96,12 +96,15 @@ class Database:
         with self._write_turn, _storable_values(), self._write_sessions() as session, session.begin():
             yield session
 
-    def migrate(self) -> None:
+    def migrate(self, *, default_project: str | None = None) -> None:
+        """Bring the schema up to date. Data migrations that need the server's default
+        project (0003: the admin group) are given ``default_project``."""
         from alembic import command
         from alembic.config import Config
 
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.attributes["default_project"] = default_project
         # the writer engine: on SQLite a migration starts BEGIN IMMEDIATE, so servers starting
         # together wait for each other (busy_timeout) instead of failing "database is locked"
         cfg.attributes["engine"] = self._writer

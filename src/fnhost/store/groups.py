@@ -21,6 +21,8 @@ class GroupRow(Base):
     # client ids of the built-in identity provider (or token subjects) that are members
     members: Mapped[list[Any] | None] = mapped_column(JSON)
     capabilities: Mapped[list[Any]] = mapped_column(JSON)
+    # the SDK's Group.metadata: string keys and values, kept as given (migration 0003)
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
     created_time: Mapped[int]
 
 
@@ -36,6 +38,16 @@ def list_for_project(project: str, *, session: Session) -> list[GroupRow]:
 
 def list_all(*, session: Session) -> list[GroupRow]:
     return list(session.scalars(select(GroupRow).order_by(GroupRow.id)))
+
+
+def by_name(project: str, name: str, *, session: Session) -> list[GroupRow]:
+    return list(
+        session.scalars(
+            select(GroupRow)
+            .where(GroupRow.project == project, GroupRow.name == name)
+            .order_by(GroupRow.id)
+        )
+    )
 
 
 def get(project: str, group_id: int, *, session: Session) -> GroupRow | None:

@@ -11,34 +11,10 @@ from typing import Any
 
 from fnhost.errors import FnhostError, InvalidRequest
 from fnhost.services.container import System
+from fnhost.ui.fields import form_field
 from fnhost.ui.session import UiSession
 
-# form field → the key the domain's messages name (first match wins, longest first)
-FIELD_KEYS = (
-    ("external_id", "externalId"),
-    ("function_path", "functionPath"),
-    ("env_vars", "envVars"),
-    ("index_url", "indexUrl"),
-    ("secrets", "secret"),
-    ("runtime", "untime"),
-    ("memory", "memory"),
-    ("cpu", "cpu"),
-    ("description", "description"),
-    ("owner", "owner"),
-    ("name", "name"),
-    ("file", "zip"),
-    ("file", "fileId"),
-    ("file", "handle"),
-)
 _KV_LINE = re.compile(r"^\s*([^=\s][^=]*?)\s*=(.*)$")
-
-
-def field_of(message: str) -> str:
-    """The upload form field a domain error message is about ("_" when none)."""
-    for field, key in FIELD_KEYS:
-        if key in message:
-            return field
-    return "_"
 
 
 def _pairs(text: str, label: str) -> dict[str, str]:
@@ -136,6 +112,12 @@ def schedules_of(system: System, sess: UiSession, function_id: int) -> list[dict
     ]
 
 
+def schedule_names(system: System, sess: UiSession) -> dict[int, str]:
+    """Schedule id -> name in the project, so call lists say which schedule fired a call."""
+    rows = system.schedules.list(sess.project, sess.principal, limit=10_000, filt={})
+    return {r.id: r.name for r in rows}
+
+
 def create_schedule(
     system: System, sess: UiSession, function_id: int, values: dict[str, str]
 ) -> dict[str, str]:
@@ -155,12 +137,13 @@ def create_schedule(
             errors["data"] = 'The data must be a JSON object, like {"x": 1}.'
     if bool(values["client_id"]) != bool(values["client_secret"]):
         errors["client_id"] = "Give both a client id and a client secret, or neither."
+    if values["cron"]:
+        try:
+            system.schedules.validate_cron(values["cron"])
+        except InvalidRequest as exc:
+            errors[form_field("schedule", exc)] = exc.message
     if errors:
         return errors
-    try:
-        system.schedules.validate_cron(values["cron"])
-    except InvalidRequest as exc:
-        return {"cron": exc.message}
     session_item: dict[str, Any] = (
         {"clientId": values["client_id"], "clientSecret": values["client_secret"]}
         if values["client_id"]
@@ -177,21 +160,25 @@ def create_schedule(
         item["data"] = data
     try:
         created = system.sessions.create(sess.project, sess.principal, session_item)
-        item["nonce"] = created.nonce
+    except FnhostError as exc:
+        # the session is made from the client id and secret of the form (or as you)
+        return {"client_id" if values["client_id"] else "_": exc.message}
+    item["nonce"] = created.nonce
+    try:
         system.schedules.create(sess.project, sess.principal, item)
     except FnhostError as exc:
-        text = exc.message.lower()
-        key = "cron" if "cron" in text else "client_id" if "client" in text else "_"
-        return {key: exc.message}
+        return {form_field("schedule", exc): exc.message}
     return {}
 
 
 def schedule_action(system: System, sess: UiSession, schedule_id: int, action: str) -> str:
+    """Pause, resume or delete a schedule; return what was done, naming the schedule."""
     svc = system.schedules
+    if action not in ("delete", "pause", "resume"):
+        raise InvalidRequest(f"Unknown schedule action {action!r}.")
+    name = svc.get(sess.project, sess.principal, schedule_id).name
     if action == "delete":
         svc.delete(sess.project, sess.principal, [{"id": schedule_id}], False)
-        return f"Schedule {schedule_id} was deleted."
-    if action in ("pause", "resume"):
-        svc.set_paused(sess.project, sess.principal, schedule_id, action == "pause")
-        return f"Schedule {schedule_id} was {'paused' if action == 'pause' else 'resumed'}."
-    raise InvalidRequest(f"Unknown schedule action {action!r}.")
+        return f"Schedule {name!r} was deleted."
+    svc.set_paused(sess.project, sess.principal, schedule_id, action == "pause")
+    return f"Schedule {name!r} was {'paused' if action == 'pause' else 'resumed'}."

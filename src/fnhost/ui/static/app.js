@@ -110,8 +110,10 @@
     });
   }
 
-  // -- live deploy progress ---------------------------------------------------------------------------
+  // -- the function page follows the truth: status, last call, the calls table ------------------------
   const ORDER = ["Queued", "Deploying", "Ready"];
+  const DEPLOYING = ["Queued", "Deploying"];
+  const LIVE_MS = 2000;  // how often an open function page looks for new calls
   function paintSteps(status) {
     // a failed build finished deploying (green), then failed (red): nothing is still running
     const at = status === "Failed" ? 2 : ORDER.indexOf(status);
@@ -124,35 +126,104 @@
     });
   }
   function paintBadge(el, status) { el.textContent = status; el.className = "badge " + status.toLowerCase(); }
+
+  function paintFunction(state) {
+    const deploy = $("#deploy");
+    const changed = deploy.dataset.status !== state.status;
+    deploy.dataset.status = state.status;
+    paintSteps(state.status);
+    paintBadge($("#status-badge"), state.status);
+    // the message says only what is still true: gone once the build has ended
+    const msg = $("#deploy-message");
+    if (msg.textContent !== state.message) msg.textContent = state.message;
+    msg.hidden = !state.message;
+    if (state.status === "Failed") {
+      const err = state.error || {};
+      $("#deploy-error-message").textContent = err.message || "The deployment failed.";
+      $("#deploy-error-trace").textContent = err.trace || "";
+      $("#deploy-error").hidden = false;
+      const h = $("#call-hint"); if (h) h.textContent = "The build failed: fix the code and upload it again.";
+    }
+    if (state.status === "Ready" && changed) {
+      const b = $("#call-button"); if (b) b.disabled = false;
+      const h = $("#call-hint"); if (h) h.textContent = "";
+    }
+    const last = $("#last-called");
+    if (last && state.lastCalled && last.textContent !== state.lastCalled) last.textContent = state.lastCalled;
+  }
+
+  // New rows go in at the top, rows that changed get their new cells; an open row (and the
+  // focus on its button) stays as it is, so the table can change under the person reading it.
+  function mergeCalls(html) {
+    const container = $("#calls-container");
+    const next = document.createElement("div");
+    next.innerHTML = html;
+    const table = $("#calls-table", container);
+    const nextTable = $("#calls-table", next);
+    if (!table || table.tagName !== "TABLE" || !nextTable || nextTable.tagName !== "TABLE") {
+      container.innerHTML = next.innerHTML;
+      return;
+    }
+    $("#calls-table-box", container).dataset.callsVersion = $("#calls-table-box", next).dataset.callsVersion;
+    const body = $("tbody", table);
+    const wanted = new Set();
+    let before = body.firstElementChild;
+    $$("tr.call-row", nextTable).forEach((row) => {
+      const id = row.dataset.callId;
+      wanted.add(id);
+      const detail = $('tr[data-detail-for="' + id + '"]', nextTable);
+      const have = $('tr.call-row[data-call-id="' + id + '"]', body);
+      if (!have) {
+        body.insertBefore(row, before);
+        body.insertBefore(detail, before);
+        return;
+      }
+      Array.from(row.cells).forEach((cell, i) => {
+        if (i > 0 && have.cells[i].innerHTML !== cell.innerHTML) have.cells[i].innerHTML = cell.innerHTML;
+      });
+      before = $('tr[data-detail-for="' + id + '"]', body).nextElementSibling;
+    });
+    $$("tr.call-row", body).forEach((row) => {
+      if (wanted.has(row.dataset.callId)) return;
+      const detail = $('tr[data-detail-for="' + row.dataset.callId + '"]', body);
+      row.remove(); if (detail) detail.remove();
+    });
+  }
+
   const deploy = $("#deploy");
+  let liveTick = null;
   if (deploy) {
     paintSteps(deploy.dataset.status);
     const url = deploy.dataset.stateUrl;
-    if (url) {
-      const tick = async () => {
-        const r = await getJSON(url);
-        if (!r.ok) { setTimeout(tick, 2000); return; }
-        const st = r.body.status;
-        deploy.dataset.status = st;
-        paintSteps(st);
-        paintBadge($("#status-badge"), st);
-        if (st === "Failed") {
-          const err = r.body.error || {};
-          $("#deploy-error-message").textContent = err.message || "The deployment failed.";
-          $("#deploy-error-trace").textContent = err.trace || "";
-          $("#deploy-error").hidden = false;
+    let timer = null, busy = false, again = false;
+    liveTick = async () => {
+      clearTimeout(timer);
+      if (busy) { again = true; return; }  // one look at a time; look again right after
+      busy = true;
+      let r = null;
+      try {
+        const box = $("#calls-table-box");
+        const version = box ? box.dataset.callsVersion : "";
+        r = await getJSON(url + "?calls=" + encodeURIComponent(version || ""));
+        if (r.ok) {
+          paintFunction(r.body);
+          if (r.body.callsHtml !== undefined) mergeCalls(r.body.callsHtml);
         }
-        if (st === "Failed") {
-          const h = $("#call-hint"); if (h) h.textContent = "The build failed: fix the code and upload it again.";
-        }
-        if (st === "Ready") {
-          const b = $("#call-button"); if (b) b.disabled = false;
-          const h = $("#call-hint"); if (h) h.textContent = "";
-        }
-        if (st === "Queued" || st === "Deploying") setTimeout(tick, POLL_MS);
-      };
-      setTimeout(tick, POLL_MS);
-    }
+      } catch (e) {
+        r = null;  // the server is away for a moment: look again later
+      } finally {
+        busy = false;
+      }
+      if (again) { again = false; liveTick(); return; }
+      if (r && r.status === 401) return;  // signed out: the next action says so
+      const fast = r && r.ok && DEPLOYING.includes(r.body.status);
+      if (!document.hidden) timer = setTimeout(liveTick, fast ? POLL_MS : LIVE_MS);
+    };
+    // nobody is looking at a hidden tab: look again when it is shown
+    document.addEventListener("visibilitychange", () => {
+      if (document.hidden) clearTimeout(timer); else liveTick();
+    });
+    timer = setTimeout(liveTick, deploy.dataset.pollFast === "yes" ? POLL_MS : LIVE_MS);
   }
   // rows of the functions list still deploying
   $$("tr[data-poll-status]").forEach((tr) => {
@@ -160,7 +231,7 @@
       const r = await getJSON(tr.dataset.pollStatus);
       if (!r.ok) return;
       paintBadge($("[data-status]", tr), r.body.status);
-      if (r.body.status === "Queued" || r.body.status === "Deploying") setTimeout(tick, POLL_MS * 2);
+      if (DEPLOYING.includes(r.body.status)) setTimeout(tick, POLL_MS * 2);
     };
     setTimeout(tick, POLL_MS);
   });
@@ -172,22 +243,8 @@
   }
   function fmtLogs(body) { return body.logs.length ? body.logs.join("\n") : "(no log lines)"; }
 
-  async function refreshCalls() {
-    const btn = $("#refresh-calls");
-    if (!btn) return;
-    // the header makes an expired sign-in answer 401 instead of a redirect to the sign-in page
-    const resp = await fetch(btn.dataset.fragment, { credentials: "same-origin", headers: { "X-CSRF-Token": csrf() } });
-    if (!resp.ok) return;
-    const opened = $$("tr.call-row.open").map((tr) => tr.dataset.callId);
-    $("#calls-container").innerHTML = await resp.text();
-    wireCallRows();
-    opened.forEach((id) => {  // rows the person had opened stay open
-      const tr = $('tr.call-row[data-call-id="' + id + '"]');
-      if (tr && !tr.classList.contains("open")) tr.click();
-    });
-  }
   const refreshBtn = $("#refresh-calls");
-  if (refreshBtn) refreshBtn.addEventListener("click", refreshCalls);
+  if (refreshBtn && liveTick) refreshBtn.addEventListener("click", () => liveTick());
 
   // A call's outcome: live log lines over server-sent events while it runs, then the
   // recorded response and logs. Without EventSource (or when the stream fails) a long poll.
@@ -216,47 +273,56 @@
     es.onerror = () => { es.close(); finish(); };
   }
 
-  function wireCallRows() {
-    $$("tr.call-row").forEach((tr) => {
-      const open = async () => {
-        const detail = $('tr[data-detail-for="' + tr.dataset.callId + '"]');
-        if (!detail.hidden) { detail.hidden = true; tr.classList.remove("open"); return; }
-        detail.hidden = false; tr.classList.add("open");
-        const r = await getJSON(tr.dataset.callUrl);
-        const box = $(".detail-body", detail);
-        box.className = "detail-body";
-        if (!r.ok) { showError(box, r.body.error, r.body.signin); return; }
-        box.innerHTML = "";
-        const add = (tag, cls, text) => { const el = document.createElement(tag); if (cls) el.className = cls; el.textContent = text; box.appendChild(el); return el; };
-        const failure = add("p", "error", "");
-        const show = (body) => { failure.textContent = (body.error && body.error.message) || ""; failure.hidden = !failure.textContent; };
-        show(r.body);
-        add("h3", "", "Response");
-        const response = add("pre", "json call-response", fmtResponse(r.body));
-        add("h3", "", "Logs");
-        const logs = add("pre", "log call-logs", fmtLogs(r.body));
-        if (r.body.status === "Running") {
-          follow(tr.dataset.callUrl, {
-            status: () => {},
-            logs: (text) => { logs.textContent = text; },
-            error: (body) => showError(failure, body.error, body.signin),
-            done: (body) => { show(body); response.textContent = fmtResponse(body); logs.textContent = fmtLogs(body); },
-          });
-        }
-      };
-      tr.addEventListener("click", open);
-      tr.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+  async function toggleCall(tr) {
+    const button = $("button.call-toggle", tr);
+    const detail = $('tr[data-detail-for="' + tr.dataset.callId + '"]');
+    if (!detail.hidden) {
+      detail.hidden = true; tr.classList.remove("open"); button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    detail.hidden = false; tr.classList.add("open"); button.setAttribute("aria-expanded", "true");
+    const r = await getJSON(tr.dataset.callUrl);
+    const box = $(".detail-body", detail);
+    box.className = "detail-body";
+    if (!r.ok) { showError(box, r.body.error, r.body.signin); return; }
+    box.innerHTML = "";
+    const add = (tag, cls, text) => { const el = document.createElement(tag); if (cls) el.className = cls; el.textContent = text; box.appendChild(el); return el; };
+    const failure = add("p", "error", "");
+    const show = (body) => { failure.textContent = (body.error && body.error.message) || ""; failure.hidden = !failure.textContent; };
+    show(r.body);
+    add("h3", "", "Response");
+    const response = add("pre", "json call-response", fmtResponse(r.body));
+    add("h3", "", "Logs");
+    const logs = add("pre", "log call-logs", fmtLogs(r.body));
+    response.tabIndex = 0; logs.tabIndex = 0;  // they scroll: reachable by keyboard
+    if (r.body.status === "Running") {
+      follow(tr.dataset.callUrl, {
+        status: () => {},
+        logs: (text) => { logs.textContent = text; },
+        error: (body) => showError(failure, body.error, body.signin),
+        done: (body) => { show(body); response.textContent = fmtResponse(body); logs.textContent = fmtLogs(body); },
+      });
+    }
+  }
+  const callsContainer = $("#calls-container");
+  if (callsContainer) {
+    // one listener for rows present now and rows the live table adds later; the button is
+    // the control (Enter and Space work on it), a click anywhere on the row does the same
+    callsContainer.addEventListener("click", (e) => {
+      const tr = e.target.closest("tr.call-row");
+      if (tr && !e.target.closest("a")) toggleCall(tr);
     });
     const want = new URLSearchParams(location.search).get("call");
-    if (want) { const tr = $('tr.call-row[data-call-id="' + want + '"]'); if (tr && !tr.classList.contains("open")) tr.click(); }
+    if (want) { const tr = $('tr.call-row[data-call-id="' + want + '"]'); if (tr) toggleCall(tr); }
   }
-  wireCallRows();
 
   const callForm = $("#call-form");
   if (callForm) {
     const err = $("#call-error");
     const box = $("#call-data");
     const logsEl = $("#call-logs");
+    const result = $("#call-result");
+    const clearError = () => { err.hidden = true; err.textContent = ""; box.classList.remove("invalid"); box.removeAttribute("aria-invalid"); };
     const view = {
       status: (st) => paintBadge($("#call-status"), st),
       logs: (text) => { logsEl.textContent = text; logsEl.scrollTop = logsEl.scrollHeight; },
@@ -267,12 +333,17 @@
         $("#call-duration").textContent = body.duration;
         $("#call-response").textContent = fmtResponse(body);
         if (body.error && body.error.message) { $("#call-failure").textContent = body.error.message; $("#call-failure").hidden = false; }
-        refreshCalls();
+        if (liveTick) liveTick();
       },
     };
+    // an error about the JSON stops being true once the text parses
+    box.addEventListener("input", () => {
+      if (err.hidden || !box.classList.contains("invalid")) return;
+      try { JSON.parse(box.value || "{}"); clearError(); } catch (e) { /* still invalid */ }
+    });
     callForm.addEventListener("submit", async (e) => {
       e.preventDefault();
-      err.hidden = true; box.classList.remove("invalid");
+      clearError();
       const button = $("#call-button");
       button.disabled = true;
       try {
@@ -280,11 +351,13 @@
           method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ data: box.value }),
         });
         if (!r.ok) {
-          if (r.body.field === "data") box.classList.add("invalid");
+          // this call did not run: the last one's outcome would read as if it had
+          result.hidden = true;
+          if (r.body.field === "data") { box.classList.add("invalid"); box.setAttribute("aria-invalid", "true"); }
           showError(err, r.body.error, r.body.signin);
           return;
         }
-        $("#call-result").hidden = false;
+        result.hidden = false;
         $("#call-id").textContent = "#" + r.body.callId;
         $("#call-response").textContent = "(running…)";
         $("#call-duration").textContent = "";
@@ -292,7 +365,7 @@
         view.logs("");
         view.status("Running");
         follow(r.body.url, view);
-        refreshCalls();
+        if (liveTick) liveTick();
       } catch (ex) {
         showError(err, "Could not reach the server: " + ex);
       } finally {

@@ -1,0 +1,50 @@
+"""Which form field a domain error is about: one explicit table, read from ``FnhostError.field``.
+
+The services name the field an error is about in the API's words (``externalId``,
+``cronExpression``); each form of the page names its inputs in its own (``external_id``,
+``cron``). Nothing here reads an error's text. An error with no field, or with a field the
+form does not have, is shown at the top of the form (``GENERAL``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fnhost.errors import FnhostError
+
+Form = Literal["upload", "schedule", "call"]
+GENERAL = "_"
+
+# form -> domain (wire) field -> the form's input
+FIELDS: dict[Form, dict[str, str]] = {
+    "upload": {
+        "name": "name",
+        "externalId": "external_id",
+        "description": "description",
+        "owner": "owner",
+        "functionPath": "function_path",
+        "fileId": "file",  # the zip: its content is what the check refused
+        "envVars": "env_vars",
+        "secrets": "secrets",
+        "cpu": "cpu",
+        "memory": "memory",
+        "runtime": "runtime",
+        "indexUrl": "index_url",
+        "extraIndexUrls": "index_url",
+    },
+    "schedule": {
+        "name": "name",
+        "cronExpression": "cron",
+        "timeZone": "cron",
+        "description": "description",
+        "data": "data",
+        # the schedule's session: made from the client id and secret given (or as you)
+        "nonce": "client_id",
+    },
+    "call": {"data": "data"},
+}
+
+
+def form_field(form: Form, exc: FnhostError) -> str:
+    """The input of ``form`` that ``exc`` is about, or ``GENERAL``."""
+    return FIELDS[form].get(exc.field or "", GENERAL)
