@@ -16,9 +16,9 @@ from sqlalchemy import event
 
 from fnhost.errors import Unauthenticated
 from fnhost.services.access import one_identity_read
-from fnhost.services.container import System
 from fnhost.settings import Settings
 from fnhost.store import clients as client_store
+from fnhost.system import System
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ import typer
 from fnhost.commands import register_user_commands
 
 if TYPE_CHECKING:
-    from fnhost.services.container import System
     from fnhost.settings import Settings
+    from fnhost.system import System
 
 app = typer.Typer(help="fnhost: a self-hosted Functions service for Python.", no_args_is_help=True, rich_markup_mode=None)
 admin_app = typer.Typer(help="Operator commands: projects, clients, groups.", no_args_is_help=True, rich_markup_mode=None)
@@ -44,7 +44,7 @@ def serve(
 
     from fnhost import serverlog
     from fnhost.api.app import create_app
-    from fnhost.services.container import System
+    from fnhost.system import System
 
     settings = _settings(host=host, port=port)
     serverlog.configure(log_level, settings.log_format)
@@ -56,29 +56,31 @@ def serve(
         # stderr goes to a log collector: say where the credentials are, never the secret
         logging.getLogger("fnhost").warning(
             "created an admin client %s; its credentials are in %s (readable only by this user)",
-            creds["client_id"],
+            creds.client_id,
             system.home / "admin-client.json",
         )
     elif creds is not None:
         typer.echo(
             "Created an admin client (saved to "
             f"{system.home / 'admin-client.json'}, readable only by you):\n"
-            f"  client_id={creds['client_id']}\n  client_secret={creds['client_secret']}\n"
-            f"Use it with cognite-sdk: base_url={creds['base_url']}, "
-            f"token_url={creds['token_url']}, project={creds['project']}",
+            f"  client_id={creds.client_id}\n  client_secret={creds.client_secret}\n"
+            f"Use it with cognite-sdk: base_url={creds.base_url}, "
+            f"token_url={creds.token_url}, project={creds.project}",
             err=True,
         )
     from fnhost.api import server
+    from fnhost.ui import routes as web
 
     try:
-        server.run(create_app(settings, system), settings, api_socket=system.api_socket_path, log_level=log_level)
+        app = create_app(settings, system, pages=[web.router])
+        server.run(app, settings, api_socket=system.api_socket_path, log_level=log_level)
     finally:
         system.close()
 
 
 def _operator_system() -> "System":
     """A System over the server's data directory, for operator commands (no HTTP)."""
-    from fnhost.services.container import System, read_server_info
+    from fnhost.system import System, read_server_info
 
     settings = _settings()
     info = read_server_info(settings.home)
@@ -197,7 +199,7 @@ def check_secrets(as_json: Annotated[bool, typer.Option("--json", help="Print JS
 @admin_app.command("migrate")
 def migrate(as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
     """Bring the database schema up to this version's (also done by `serve` at start)."""
-    from fnhost.services.container import System
+    from fnhost.system import System
 
     system = System(_settings())
     try:

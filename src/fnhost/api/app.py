@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -12,10 +12,23 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fnhost import __version__
-from fnhost.api import files, sessions, token
+from fnhost.api import (
+    assets,
+    calls,
+    files,
+    functions,
+    groups,
+    logstream,
+    metrics,
+    projects,
+    raw,
+    schedules,
+    sessions,
+    token,
+)
+from fnhost.api.services import Lifecycle
 from fnhost.api.wire import WireMiddleware, install_error_handlers
 from fnhost.services.access import one_identity_read
-from fnhost.services.container import System
 from fnhost.settings import Settings
 
 log = logging.getLogger("fnhost")
@@ -23,11 +36,20 @@ log = logging.getLogger("fnhost")
 PROJECT_PREFIX = "/api/v1/projects/{project}"
 
 
-def project_routers() -> list[APIRouter]:
-    """Every resource router mounted under the project prefix, in one list."""
-    from fnhost.api import registry
-
-    return [files.router, sessions.router, *registry.extra_project_routers()]
+# every resource's router, mounted under the project prefix; imported, not looked up by
+# name, so a renamed module fails at start instead of turning its endpoints into 404s
+PROJECT_ROUTERS: list[APIRouter] = [
+    files.router,
+    sessions.router,
+    functions.router,
+    calls.router,
+    schedules.router,
+    assets.router,
+    raw.router,
+    groups.router,
+    logstream.router,
+]
+ROOT_ROUTERS: list[APIRouter] = [token.router, projects.router, metrics.router]
 
 
 class OneIdentityReadPerRequest:
@@ -44,8 +66,9 @@ class OneIdentityReadPerRequest:
             await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, system: System | None = None) -> FastAPI:
-    system = system or System(settings)
+def create_app(settings: Settings, system: Lifecycle, pages: Sequence[APIRouter] = ()) -> FastAPI:
+    """The app over a running system (``fnhost.system.System``, wired by the caller), with
+    ``pages`` (the web page's router, which the API knows nothing of) mounted at the root."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -84,11 +107,10 @@ def create_app(settings: Settings, system: System | None = None) -> FastAPI:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ok", "version": __version__})
 
-    app.include_router(token.router)
-    for router in project_routers():
+    for router in ROOT_ROUTERS:
+        app.include_router(router)
+    for router in PROJECT_ROUTERS:
         app.include_router(router, prefix=PROJECT_PREFIX)
-    from fnhost.api import registry
-
-    for router in registry.extra_root_routers():
+    for router in pages:
         app.include_router(router)
     return app

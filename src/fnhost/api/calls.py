@@ -14,10 +14,10 @@ from fnhost.api.deps import (
     ignore_unknown,
     int_cursor,
 )
+from fnhost.api.services import Services
 from fnhost.api.wire import drop_none, items
 from fnhost.auth.capabilities import Principal
 from fnhost.errors import InvalidRequest
-from fnhost.services.container import System
 from fnhost.store.calls import CallRow
 
 router = APIRouter(tags=["calls"])
@@ -66,7 +66,7 @@ def call_function(
 
 
 def _list(
-    project: str, function_id: int, system: System, principal: Principal, filt: Any, limit: Any, cursor: Any
+    project: str, function_id: int, system: Services, principal: Principal, filt: Any, limit: Any, cursor: Any
 ) -> dict[str, Any]:
     if not isinstance(filt, dict):
         raise InvalidRequest("filter must be an object.")

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 
+from fnhost.api.services import Services
 from fnhost.auth.capabilities import Principal
 from fnhost.errors import InvalidRequest, RateLimited
-from fnhost.services.container import System
 
 
-async def get_system(request: Request) -> System:
+async def get_system(request: Request) -> Services:
     # async: it only reads app state, so it needs no worker thread of its own
     return request.app.state.system
 
@@ -19,7 +19,7 @@ async def get_system(request: Request) -> System:
 def get_principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
-    system: System = request.app.state.system
+    system: Services = request.app.state.system
     principal = system.access.authenticate(authorization)
     wait = system.rate_limiter.take((principal.issuer, principal.subject))
     if wait:
@@ -33,7 +33,7 @@ def get_principal(
     return principal
 
 
-SystemDep = Annotated[System, Depends(get_system)]
+SystemDep = Annotated[Services, Depends(get_system)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 

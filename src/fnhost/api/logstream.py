@@ -19,9 +19,9 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from fnhost.api.deps import PrincipalDep, SystemDep
+from fnhost.api.services import Services
 from fnhost.auth.capabilities import Principal
 from fnhost.core.livelogs import Ended
-from fnhost.services.container import System
 
 router = APIRouter(tags=["calls"])
 
@@ -39,7 +39,7 @@ def _line(timestamp: int, message: str) -> str:
 
 
 def events(
-    system: System, project: str, principal: Principal, function_id: int, call_id: int
+    system: Services, project: str, principal: Principal, function_id: int, call_id: int
 ) -> Iterator[str]:
     """One call's events; the web page serves the same stream behind its sign-in cookie."""
     calls = system.calls

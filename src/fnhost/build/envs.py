@@ -68,6 +68,16 @@ SANDBOX_UV = "/fnhost/uv"
 _BUILD_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SSL_CERT_FILE", "SSL_CERT_DIR")
 
 
+def requirements_of(code_dir: Path) -> str:
+    path = code_dir / "requirements.txt"
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CodeError(f"requirements.txt cannot be read: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Environment:
     """Where a function runs: ``python`` with ``site_dirs`` put first on ``sys.path``.

@@ -48,8 +48,7 @@ def _environment(code_dir: Path, runtime: str | None, build: bool, python: str |
     if not build:
         return python or sys.executable, []
     from fnhost.build import runtimes
-    from fnhost.build.builder import requirements_of
-    from fnhost.build.envs import EnvironmentCache
+    from fnhost.build.envs import EnvironmentCache, requirements_of
     from fnhost.build.zips import CodeError
     from fnhost.settings import Settings
 

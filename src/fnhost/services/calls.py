@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from fnhost.core.livelogs import LiveLogs
 from fnhost.core.loop import Service
 from fnhost.core.replicas import owner_is_dead
 from fnhost.errors import InvalidRequest, NotFound, PayloadTooLarge
+from fnhost.metrics import Metrics
 from fnhost.run.abc import CallJob, CallLimits, CallOutcome, Executor
 from fnhost.services.access import Access
 from fnhost.services.functions import Functions
@@ -46,6 +47,14 @@ log = logging.getLogger("fnhost.calls")
 STATUSES = ("Running", "Completed", "Failed", "Timeout")
 CALL_SESSION_LIFETIME_MS = 24 * 3600 * 1000
 MAX_WAIT_SECONDS = 60.0
+
+
+class CodeSource(Protocol):
+    """Where a function's code and environment are made on this machine (the builder)."""
+
+    def ensure_local(self, row: FunctionRow) -> Any: ...  # .code_dir, .env
+
+    def code_dir(self, function_id: int) -> Path: ...
 
 
 @dataclass
@@ -92,8 +101,8 @@ class Calls:
         settings: Settings,
         replica_id: str,
         public_url: str,
-        builder: Any = None,
-        metrics: Any = None,
+        code: CodeSource | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
         self.access = access
@@ -103,7 +112,7 @@ class Calls:
         self.settings = settings
         self.replica_id = replica_id
         self.public_url = public_url
-        self.builder = builder
+        self.code = code
         self.metrics = metrics
         self._lock = threading.Lock()
         self._waiting: deque[_Pending] = deque()
@@ -115,7 +124,6 @@ class Calls:
         self._end_events: dict[int, _Waiters] = {}
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="fnhost-calls")
         self.live = LiveLogs()  # running calls' log lines, for GET …/logs/stream
-        functions.on_deleted.append(self._on_function_deleted)
 
     # -- accept --------------------------------------------------------------------------------
     def call(
@@ -269,9 +277,9 @@ class Calls:
     def _start(self, p: _Pending, state: _FunctionState) -> None:
         row = state.row
         if state.prepared is None:
-            if self.builder is None:
+            if self.code is None:
                 raise RuntimeError("no builder to prepare the function's code")
-            state.prepared = self.builder.ensure_local(row)
+            state.prepared = self.code.ensure_local(row)
         prepared = state.prepared
         session_id = p.session_id
         lifetime = int(self.settings.call_timeout_seconds) + 600
@@ -390,7 +398,7 @@ class Calls:
             self._fail_pending(p, message)
         self._pump()
 
-    def _on_function_deleted(self, project: str, function_id: int) -> None:
+    def function_deleted(self, project: str, function_id: int) -> None:
         with self._lock:
             state = self._states.pop(function_id, None)
             dropped = [p for p in self._waiting if p.function_id == function_id]
@@ -400,8 +408,8 @@ class Calls:
         code_dir = None
         if state is not None and state.prepared is not None:
             code_dir = Path(state.prepared.code_dir)
-        elif self.builder is not None:
-            code_dir = Path(self.builder.code_dir(function_id))
+        elif self.code is not None:
+            code_dir = Path(self.code.code_dir(function_id))
         if code_dir is not None:
             self.executor.drop(code_dir, "The function was deleted while the call ran.")
 
@@ -455,13 +463,13 @@ class Calls:
 
     def prewarm(self) -> None:
         """Start zygotes for the Ready functions this server may run (after a restart)."""
-        if self.builder is None:
+        if self.code is None:
             return
         with self.db.read() as s:
             rows = function_store.ready_functions(session=s)
         for row in sorted(rows, key=lambda r: r.last_called or 0, reverse=True)[:20]:
             try:
-                prepared = self.builder.ensure_local(row)
+                prepared = self.code.ensure_local(row)
                 self.executor.prepare(prepared.env, Path(prepared.code_dir), row.function_path)
                 with self._lock:
                     self._states.setdefault(row.id, _FunctionState("Ready", row, prepared))

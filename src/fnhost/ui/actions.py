@@ -9,8 +9,8 @@ import json
 import re
 from typing import Any
 
+from fnhost.api.services import Services
 from fnhost.errors import FnhostError, InvalidRequest
-from fnhost.services.container import System
 from fnhost.ui.fields import form_field
 from fnhost.ui.session import UiSession
 
@@ -65,7 +65,7 @@ def function_item(values: dict[str, str]) -> tuple[dict[str, Any], dict[str, str
     return item, errors
 
 
-def upload_zip(system: System, sess: UiSession, filename: str, content: bytes) -> int:
+def upload_zip(system: Services, sess: UiSession, filename: str, content: bytes) -> int:
     """Store a zip as a file (create the row, then upload the bytes); return its id."""
     name = filename.rsplit("/", 1)[-1] or "function.zip"
     row = system.files.create(
@@ -77,7 +77,7 @@ def upload_zip(system: System, sess: UiSession, filename: str, content: bytes) -
 
 
 # -- calls ----------------------------------------------------------------------------------------
-def start_call(system: System, sess: UiSession, function_id: int, data: dict[str, Any]) -> int:
+def start_call(system: Services, sess: UiSession, function_id: int, data: dict[str, Any]) -> int:
     """Call a function as the signed-in principal (a token-exchange session, as the SDK makes)."""
     created = system.sessions.create(sess.project, sess.principal, {"tokenExchange": True})
     call = system.calls.call(
@@ -87,7 +87,7 @@ def start_call(system: System, sess: UiSession, function_id: int, data: dict[str
 
 
 # -- schedules ------------------------------------------------------------------------------------
-def schedule_counts(system: System, sess: UiSession) -> dict[int, int]:
+def schedule_counts(system: Services, sess: UiSession) -> dict[int, int]:
     rows = system.schedules.list(sess.project, sess.principal, limit=10_000, filt={})
     counts: dict[int, int] = {}
     for r in rows:
@@ -95,7 +95,7 @@ def schedule_counts(system: System, sess: UiSession) -> dict[int, int]:
     return counts
 
 
-def schedules_of(system: System, sess: UiSession, function_id: int) -> list[dict[str, Any]]:
+def schedules_of(system: Services, sess: UiSession, function_id: int) -> list[dict[str, Any]]:
     svc = system.schedules
     rows = svc.list(sess.project, sess.principal, limit=10_000, filt={"functionId": function_id})
     return [
@@ -112,14 +112,14 @@ def schedules_of(system: System, sess: UiSession, function_id: int) -> list[dict
     ]
 
 
-def schedule_names(system: System, sess: UiSession) -> dict[int, str]:
+def schedule_names(system: Services, sess: UiSession) -> dict[int, str]:
     """Schedule id -> name in the project, so call lists say which schedule fired a call."""
     rows = system.schedules.list(sess.project, sess.principal, limit=10_000, filt={})
     return {r.id: r.name for r in rows}
 
 
 def create_schedule(
-    system: System, sess: UiSession, function_id: int, values: dict[str, str]
+    system: Services, sess: UiSession, function_id: int, values: dict[str, str]
 ) -> dict[str, str]:
     """Create a schedule from the form; return errors per form field (empty when created)."""
     errors: dict[str, str] = {}
@@ -171,7 +171,7 @@ def create_schedule(
     return {}
 
 
-def schedule_action(system: System, sess: UiSession, schedule_id: int, action: str) -> str:
+def schedule_action(system: Services, sess: UiSession, schedule_id: int, action: str) -> str:
     """Pause, resume or delete a schedule; return what was done, naming the schedule."""
     svc = system.schedules
     if action not in ("delete", "pause", "resume"):

@@ -23,8 +23,8 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 
+from fnhost.api.services import Services
 from fnhost.errors import Unauthenticated
-from fnhost.services.container import System
 from fnhost.services.overview import Overview
 from fnhost.ui.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionStore, UiSession
 
@@ -84,12 +84,12 @@ def page_router() -> APIRouter:
 
 
 # -- the running system and the sign-in sessions ---------------------------------------------
-def system_of(request: Request) -> System:
-    system: System = request.app.state.system
+def system_of(request: Request) -> Services:
+    system: Services = request.app.state.system
     return system
 
 
-SystemDep = Annotated[System, Depends(system_of)]
+SystemDep = Annotated[Services, Depends(system_of)]
 
 _sessions_lock = threading.Lock()
 
@@ -104,8 +104,8 @@ def sessions_of(request: Request) -> SessionStore:
     return store
 
 
-def overview_of(system: System) -> Overview:
-    return Overview(system.db, system.access)
+def overview_of(system: Services) -> Overview:
+    return system.overview
 
 
 # -- signed in, or sent to sign in -------------------------------------------------------------

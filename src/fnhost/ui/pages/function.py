@@ -15,8 +15,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from fnhost.api.services import Services
 from fnhost.errors import FnhostError, Unauthenticated
-from fnhost.services.container import System
 from fnhost.store.calls import CallRow
 from fnhost.ui import actions
 from fnhost.ui.session import FailedForm, UiSession
@@ -54,7 +54,7 @@ def calls_version(calls: list[CallRow]) -> str:
     return hashlib.sha256(seen.encode()).hexdigest()[:16]
 
 
-def _calls_context(system: System, sess: UiSession, function_id: int) -> dict[str, Any]:
+def _calls_context(system: Services, sess: UiSession, function_id: int) -> dict[str, Any]:
     calls = overview_of(system).recent_calls(sess.project, sess.principal, function_id)
     return {
         "calls": calls,

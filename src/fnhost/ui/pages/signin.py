@@ -17,10 +17,10 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from fnhost.api.services import Services
 from fnhost.auth.capabilities import Principal
 from fnhost.auth.tokens import unverified_claims
 from fnhost.errors import FnhostError, Unauthenticated
-from fnhost.services.container import System
 from fnhost.ui.session import COOKIE, CSRF_FIELD, FailedForm, cookie_args
 from fnhost.ui.web import (
     page_router,
@@ -65,7 +65,7 @@ def signin_form(request: Request, form: str | None = None) -> Response:
     return response
 
 
-def _verify(system: System, form: dict[str, Any]) -> tuple[Principal, str, float | None]:
+def _verify(system: Services, form: dict[str, Any]) -> tuple[Principal, str, float | None]:
     """Check what the person typed; return the principal, a display name, a token expiry."""
     if form.get("method") == "token":
         token = text(form, "token")

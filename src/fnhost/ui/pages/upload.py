@@ -23,8 +23,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from fnhost.api.services import Services
 from fnhost.errors import FnhostError, Unauthenticated
-from fnhost.services.container import System
 from fnhost.store.functions import FunctionRow
 from fnhost.ui import actions
 from fnhost.ui.fields import form_field
@@ -41,7 +41,7 @@ router = page_router()
 
 
 def _page(
-    request: Request, sess: UiSession, system: System, values: dict[str, str], errors: dict[str, str]
+    request: Request, sess: UiSession, system: Services, values: dict[str, str], errors: dict[str, str]
 ) -> Response:
     replacing = None
     if values.get("replaces", "").isdigit():
@@ -58,7 +58,7 @@ def _page(
     )
 
 
-def _failed_function(system: System, sess: UiSession, function_id: int) -> FunctionRow | None:
+def _failed_function(system: Services, sess: UiSession, function_id: int) -> FunctionRow | None:
     try:
         row = system.functions.get(sess.project, sess.principal, function_id)
     except Unauthenticated:
@@ -161,7 +161,7 @@ async def upload(signed_in: SignedInForm, system: SystemDep) -> Response:
     return see_other(f"/ui/functions/{row.id}")
 
 
-def _replace(system: System, sess: UiSession, function_id: int, item: dict[str, Any]) -> None:
+def _replace(system: Services, sess: UiSession, function_id: int, item: dict[str, Any]) -> None:
     """Delete the failed function the new one replaces, once the new one's values check out
     (a failed function has no calls, and everything else it had is in the form)."""
     system.functions.validate(item)  # refuse before anything is deleted

@@ -25,23 +25,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from fnhost.auth.capabilities import Principal
 from fnhost.clock import now_ms
 from fnhost.core.loop import Service
 from fnhost.errors import FnhostError
+from fnhost.metrics import Metrics
 from fnhost.schedule import cron
-from fnhost.services.schedules import to_dt, to_ms
+from fnhost.services.access import Access
+from fnhost.services.schedules import Schedules, to_dt, to_ms
+from fnhost.services.sessions import Sessions
+from fnhost.settings import Settings
 from fnhost.store import calls as call_store
 from fnhost.store import functions as function_store
 from fnhost.store import schedules as store
 from fnhost.store.calls import CallRow
+from fnhost.store.db import Database
 from fnhost.store.schedules import ScheduleFireRow, ScheduleRow
-
-if TYPE_CHECKING:
-    from fnhost.services.container import System
 
 log = logging.getLogger("fnhost.scheduler")
 
@@ -65,15 +68,38 @@ class Plan:
     function_gone: bool = False
 
 
+class ScheduledCalls(Protocol):
+    """What the scheduler needs of the calls service: start a due time's call."""
+
+    def start_scheduled_call(
+        self, project: str, function_id: int, session_id: int | None, data: Any, schedule_id: int, scheduled_time: int
+    ) -> Any: ...
+
+
 class Scheduler(Service):
     name = "scheduler"
 
-    def __init__(self, system: System) -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        settings: Settings,
+        replica_id: str,
+        access: Access,
+        sessions: Sessions,
+        schedules: Schedules,
+        calls: ScheduledCalls,
+        metrics: Metrics | None = None,
+    ) -> None:
         super().__init__()
-        self.system = system
-        self.db = system.db
-        self.settings = system.settings
-        self.owner = system.replica_id
+        self.db = db
+        self.settings = settings
+        self.owner = replica_id
+        self.access = access
+        self.sessions = sessions
+        self.schedules = schedules
+        self.calls = calls
+        self.metrics = metrics
         self.interval = self.settings.scheduler_poll_seconds
         self._event_loop: asyncio.AbstractEventLoop | None = None
 
@@ -161,8 +187,8 @@ class Scheduler(Service):
                 f"schedule {row.id} cannot run it."
             )
         try:
-            principal = self.system.sessions.principal_of(row.session_id)
-            self.system.access.require(principal, row.project, "functionsAcl", "RUN")
+            principal: Principal = self.sessions.principal_of(row.session_id)
+            self.access.require(principal, row.project, "functionsAcl", "RUN")
         except FnhostError as exc:
             return (
                 f"The schedule's session {row.session_id} can no longer run functions: "
@@ -179,7 +205,7 @@ class Scheduler(Service):
         plan = self._plan(row, now)
         if plan.function_gone:
             # the function was deleted under us: its schedules go too (sessions revoked)
-            self.system.schedules.delete_for_function(row.project, row.function_id)
+            self.schedules.delete_for_function(row.project, row.function_id)
             return
         fire: ScheduleFireRow | None = None
         with self.db.write() as s:
@@ -263,10 +289,7 @@ class Scheduler(Service):
         schedule_id: int,
         scheduled_time: int,
     ) -> None:
-        calls = getattr(self.system, "calls", None)
-        if calls is None or not hasattr(calls, "start_scheduled_call"):
-            raise RuntimeError("this server has no call executor wired (system.calls)")
-        call = calls.start_scheduled_call(
+        call = self.calls.start_scheduled_call(
             project, function_id, session_id, data, schedule_id, scheduled_time
         )
         call_id = call if isinstance(call, int) else call.id
@@ -277,9 +300,8 @@ class Scheduler(Service):
             row = s.get(ScheduleRow, schedule_id)
             if row is not None:
                 row.last_call_id = call_id
-        metrics = getattr(self.system, "metrics", None)
-        if metrics is not None:
-            metrics.schedule_fired((now_ms() - scheduled_time) / 1000)
+        if self.metrics is not None:
+            self.metrics.schedule_fired((now_ms() - scheduled_time) / 1000)
 
     def _recover_stuck_fires(self) -> None:
         """Finish fires whose replica stopped between recording the fire and starting the call."""

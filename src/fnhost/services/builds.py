@@ -1,10 +1,10 @@
-"""The builder: turns a Queued function into a Ready (or Failed) one.
+"""Builds: turn a Queued function into a Ready (or Failed) one.
 
 One build, in order: claim the function with a lease (any replica may build it) and mark
 it Deploying; extract its zip safely into ``{home}/code/<id>``; check the handler
-statically; resolve its environment (``envs.EnvironmentCache``); import the handler inside
-that environment (``run/bootstrap.py check``); then Ready, or Failed with
-``error = {"message", "trace"}``. Build work runs in threads, so the event loop keeps
+statically; resolve its environment (``build/envs.py``: wheels on the host, anything that
+runs code in the function's sandbox); import the handler in the function's zygote, in its
+sandbox (the executor's ``prepare``); then Ready, or Failed with ``error = {"message", "trace"}``. Build work runs in threads, so the event loop keeps
 serving requests; a few builds may run at once. The lease is renewed while a build runs,
 so a replica that dies mid-build releases its functions within ``LEASE_SECONDS``.
 """
@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
 import shutil
-import signal
-import subprocess
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fnhost.build import handler, zips
-from fnhost.build.envs import BuildSandbox, Environment, EnvironmentCache
+from fnhost.build.envs import BuildSandbox, Environment, EnvironmentCache, requirements_of
 from fnhost.build.runtimes import Runtime
 from fnhost.build.zips import CodeError, ZipLimits
 from fnhost.clock import now_ms
@@ -33,7 +30,7 @@ from fnhost.core.loop import Service
 from fnhost.core.replicas import owner_is_dead
 from fnhost.errors import NotFound
 from fnhost.metrics import Metrics
-from fnhost.run import BOOTSTRAP
+from fnhost.run.abc import PrepareResult
 from fnhost.services.files import Files
 from fnhost.services.functions import Functions
 from fnhost.settings import Settings
@@ -44,10 +41,10 @@ from fnhost.store.functions import FunctionRow
 log = logging.getLogger("fnhost.build")
 
 LEASE_SECONDS = 30
-IMPORT_CHECK_TIMEOUT = 120
 MAX_CONCURRENT_BUILDS = 2
-# the environment a handler's import check sees: nothing of the server's own (secrets!)
-_PASS_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# the executor's ``prepare``: import the handler in its environment, in its sandbox, and keep
+# the process warm for calls
+Prepare = Callable[[Environment, Path, str, dict[str, str] | None], PrepareResult]
 
 
 @dataclass(frozen=True)
@@ -58,16 +55,6 @@ class PreparedFunction:
 
 def zip_limits(settings: Settings) -> ZipLimits:
     return ZipLimits(settings.max_zip_entries, settings.max_code_bytes, settings.max_zip_ratio)
-
-
-def requirements_of(code_dir: Path) -> str:
-    path = code_dir / "requirements.txt"
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return ""
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CodeError(f"requirements.txt cannot be read: {exc}") from None
 
 
 class Builder(Service):
@@ -84,6 +71,7 @@ class Builder(Service):
         runtimes: dict[str, Runtime],
         home: Path,
         replica_id: str,
+        prepare: Prepare,
         metrics: Metrics | None = None,
         sandbox: BuildSandbox | None = None,
     ) -> None:
@@ -100,10 +88,9 @@ class Builder(Service):
         if metrics is not None:
             self.envs.on_lookup.append(metrics.environment)
         self.limits = zip_limits(settings)
+        self.prepare = prepare
         self._running: set[asyncio.Task[None]] = set()
         self._event_loop: asyncio.AbstractEventLoop | None = None
-        functions.on_created.append(self._on_created)
-        functions.on_deleted.append(self._on_deleted)
 
     # -- service ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -168,13 +155,13 @@ class Builder(Service):
                 )
         return count
 
-    # -- hooks from the Functions service (called in request threads) ------------------------
-    def _on_created(self, function_id: int) -> None:
+    # -- hooks from the Functions service (called in request threads; wired by fnhost.system) --
+    def function_created(self, function_id: int) -> None:
         loop = self._event_loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.wake)
 
-    def _on_deleted(self, project: str, function_id: int) -> None:
+    def function_deleted(self, project: str, function_id: int) -> None:
         shutil.rmtree(self.code_dir(function_id), ignore_errors=True)
 
     # -- one build ---------------------------------------------------------------------------
@@ -291,66 +278,8 @@ class Builder(Service):
         """
         return self._prepare(row, fresh=False)
 
-    # the executor (``run.abc.Executor``), set by ``System``: its ``prepare`` imports the
-    # handler in a fork of the environment's warm zygote, which then serves the calls
-    executor: Any = None
-
     def _import_check(self, row: FunctionRow, prepared: PreparedFunction) -> None:
-        """Import the handler inside its environment, as calls will. Raises ``CodeError``."""
-        if self.executor is not None:
-            prepare = self.executor.prepare(
-                prepared.env, prepared.code_dir, row.function_path, env_vars=row.env_vars
-            )
-            if not prepare.ok:
-                raise CodeError(prepare.message, prepare.trace)
-            return
-        env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
-        env.update(row.env_vars or {})
-        env["PYTHONPATH"] = prepared.env.pythonpath()
-        env["COGNITE_FUNCTION_RUNTIME"] = "true"
-        cmd = [
-            prepared.env.python,
-            "-s",
-            str(BOOTSTRAP),
-            "check",
-            "--code-dir",
-            str(prepared.code_dir),
-            "--function-path",
-            row.function_path,
-        ]
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=prepared.code_dir,
-            start_new_session=True,
-        )
-        with self.envs.supervised(proc):
-            try:
-                out, err = proc.communicate(timeout=IMPORT_CHECK_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                out, err = proc.communicate()
-                raise CodeError(
-                    f"Importing {row.function_path} took longer than {IMPORT_CHECK_TIMEOUT} s.",
-                    err[-20000:],
-                ) from None
-        result: dict[str, Any] | None = None
-        for line in reversed(out.splitlines()):
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    result = json.loads(line)
-                    break
-        if result is None:
-            raise CodeError(
-                f"Importing {row.function_path} failed: the check process exited with code {proc.returncode}.",
-                (err or out)[-20000:],
-            )
-        if not result.get("ok"):
-            trace = result.get("trace") or ""
-            if err.strip():
-                trace = f"{trace}\n{err[-10000:]}".strip()
-            raise CodeError(str(result.get("message") or "Importing the handler failed."), trace)
+        """Import the handler in its zygote, in its sandbox, as calls will. Raises ``CodeError``."""
+        result = self.prepare(prepared.env, prepared.code_dir, row.function_path, row.env_vars)
+        if not result.ok:
+            raise CodeError(result.message, result.trace)

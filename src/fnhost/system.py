@@ -1,7 +1,10 @@
-"""The running system's parts, wired once from settings. No HTTP here.
+"""The composition root: the only module that imports every layer and wires them.
 
-``create_app`` builds one ``System`` and hands it to the routes; tests and the CLI can
-build one without a server.
+Settings in, a ``System`` out, in order: infrastructure (database, blobs, keys, the host's
+isolation, the executor), then the domain services, each handed the narrow parts it uses,
+then the hooks between them, all in one place (``_wire``), then the background loops in
+the order they start. ``fnhost serve`` hands a System to ``api.app.create_app``; operator
+commands and tests build one without a server.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fnhost.auth import passwords
 from fnhost.auth.crypto import SecretBox
 from fnhost.auth.keys import SigningKey
 from fnhost.auth.oidc import ExternalIssuers
@@ -25,16 +27,30 @@ from fnhost.auth.tokens import TokenService
 from fnhost.blobs.abc import BlobStore
 from fnhost.blobs.database import DatabaseBlobStore
 from fnhost.blobs.local import LocalBlobStore
-from fnhost.clock import now_ms
+from fnhost.build import runtimes
+from fnhost.build.envs import BuildSandbox
 from fnhost.core.loop import Service
+from fnhost.core.ratelimit import RateLimiter
 from fnhost.metrics import Metrics
 from fnhost.run.abc import Executor
+from fnhost.run.local import LocalExecutor
 from fnhost.run.network import Egress, policy_of
 from fnhost.run.sandbox import HostIsolation, Isolation
+from fnhost.services.access import Access
+from fnhost.services.assets import Assets
+from fnhost.services.builds import Builder
+from fnhost.services.calls import Calls, CallsService
+from fnhost.services.clients import Clients, Credentials
+from fnhost.services.files import Files
+from fnhost.services.functions import Functions
+from fnhost.services.groups import Groups
+from fnhost.services.overview import Overview
+from fnhost.services.raw import Raw
+from fnhost.services.scheduler import Scheduler
+from fnhost.services.schedules import Schedules
+from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
-from fnhost.store import clients as client_store
 from fnhost.store import projects as project_store
-from fnhost.store.clients import ClientRow
 from fnhost.store.db import Database
 
 log = logging.getLogger("fnhost")
@@ -42,20 +58,13 @@ log = logging.getLogger("fnhost")
 
 class System:
     def __init__(self, settings: Settings) -> None:
-        from fnhost.build import runtimes
-        from fnhost.services.access import Access
-        from fnhost.services.assets import Assets
-        from fnhost.services.files import Files
-        from fnhost.services.functions import Functions
-        from fnhost.services.groups import Groups
-        from fnhost.services.raw import Raw
-        from fnhost.services.sessions import Sessions
-
         self.settings = settings
         self._runtime_dir: Path | None = None
         settings.home.mkdir(parents=True, exist_ok=True)
         self.home = settings.home.resolve()
         self.replica_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+        # -- infrastructure --------------------------------------------------------------------
         self.db = Database(settings.resolved_database_url())
         self.blobs: BlobStore
         if settings.blob_store == "database":
@@ -74,32 +83,10 @@ class System:
             min_refetch_seconds=settings.oidc_jwks_min_refetch_seconds,
             leeway_seconds=settings.oidc_leeway_seconds,
         )
-        from fnhost.core.ratelimit import RateLimiter
-
         self.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
-        self.access = Access(
-            self.db, self.tokens, settings.token_lifetime_seconds, external=self.external_issuers
-        )
-        self.sessions = Sessions(
-            self.db,
-            self.access,
-            settings.nonce_lifetime_seconds,
-            max_chain_depth=settings.session_max_chain_depth,
-        )
-        self.files = Files(self.db, self.blobs, self.access, settings)
-        self.groups = Groups(self.db, self.access)
-        self.assets = Assets(self.db, self.access)
-        self.raw = Raw(self.db, self.access)
-        self.runtimes = runtimes.discover()
-        self.functions = Functions(
-            self.db, self.access, self.secret_box, settings, self.runtimes, code_reader=self.files.content
-        )
         self.metrics = Metrics()
-        # background loops (builder, executor supervisor, scheduler), started in order
-        self.background: list[Service] = []
-        from fnhost.build.builder import Builder
-        from fnhost.build.envs import BuildSandbox
-
+        self.runtimes = runtimes.discover()
+        network = policy_of(settings.network, settings.network_allow)
         # one detection of what this host can isolate, shared by calls and builds
         self.egress = Egress()
         self.isolation = HostIsolation(
@@ -107,24 +94,9 @@ class System:
             uid_base=settings.isolation_uid_base,
             uid_count=settings.isolation_uid_count,
             hidden=self.private_paths(),
-            policy=policy_of(settings.network, settings.network_allow),
+            policy=network,
             api_port=settings.sandbox_api_port(),
         )
-        self.builder = Builder(
-            sandbox=BuildSandbox(self.isolation, self.egress, policy_of(settings.network, settings.network_allow)),
-            db=self.db,
-            files=self.files,
-            functions=self.functions,
-            settings=settings,
-            runtimes=self.runtimes,
-            home=self.home,
-            replica_id=self.replica_id,
-            metrics=self.metrics,
-        )
-        self.background.append(self.builder)
-        # calls: the executor runs them, the calls service queues and records them
-        from fnhost.services.calls import Calls, CallsService
-
         self.executor = make_executor(
             settings,
             hidden_paths=self.private_paths(),
@@ -132,7 +104,33 @@ class System:
             isolation=self.isolation,
             egress=self.egress,
         )
-        self.builder.executor = self.executor
+
+        # -- the domain ------------------------------------------------------------------------
+        self.access = Access(self.db, self.tokens, settings.token_lifetime_seconds, external=self.external_issuers)
+        self.sessions = Sessions(
+            self.db, self.access, settings.nonce_lifetime_seconds, max_chain_depth=settings.session_max_chain_depth
+        )
+        self.clients = Clients(self.db, self.public_url, settings.default_project)
+        self.files = Files(self.db, self.blobs, self.access, settings)
+        self.groups = Groups(self.db, self.access)
+        self.assets = Assets(self.db, self.access)
+        self.raw = Raw(self.db, self.access)
+        self.overview = Overview(self.db, self.access)
+        self.functions = Functions(
+            self.db, self.access, self.secret_box, settings, self.runtimes, code_reader=self.files.content
+        )
+        self.builder = Builder(
+            db=self.db,
+            files=self.files,
+            functions=self.functions,
+            settings=settings,
+            runtimes=self.runtimes,
+            home=self.home,
+            replica_id=self.replica_id,
+            prepare=self.executor.prepare,
+            metrics=self.metrics,
+            sandbox=BuildSandbox(self.isolation, self.egress, network),
+        )
         self.calls = Calls(
             db=self.db,
             access=self.access,
@@ -142,14 +140,40 @@ class System:
             settings=settings,
             replica_id=self.replica_id,
             public_url=self.public_url,
-            builder=self.builder,
+            code=self.builder,
             metrics=self.metrics,
         )
-        self.background.insert(0, CallsService(self.calls, self.executor))
-        # schedules and the scheduler; keep last, so the scheduler starts after what it fires into
-        from fnhost.schedule import wire_schedules
+        self.schedules = Schedules(self.db, self.access, self.sessions, settings)
+        self.scheduler = (
+            Scheduler(
+                db=self.db,
+                settings=settings,
+                replica_id=self.replica_id,
+                access=self.access,
+                sessions=self.sessions,
+                schedules=self.schedules,
+                calls=self.calls,
+                metrics=self.metrics,
+            )
+            if settings.scheduler_enabled
+            else None
+        )
+        # background loops, started in this order and stopped in reverse: the executor and
+        # calls first, the scheduler last (it fires into both)
+        self.background: list[Service] = [CallsService(self.calls, self.executor), self.builder]
+        if self.scheduler is not None:
+            self.background.append(self.scheduler)
+        self._wire()
 
-        self.schedules, self.scheduler = wire_schedules(self)
+    def _wire(self) -> None:
+        """Who hears of what, in one place. Hooks run in the thread that made the change."""
+        self.functions.on_created.append(self.builder.function_created)
+        # a deleted function: its code goes, its waiting and running calls fail, its schedules go
+        self.functions.on_deleted.append(self.builder.function_deleted)
+        self.functions.on_deleted.append(self.calls.function_deleted)
+        self.functions.on_deleted.append(self.schedules.delete_for_function)
+        if self.scheduler is not None:
+            self.schedules.on_changed.append(self.scheduler.poke)
 
     @property
     def api_socket_path(self) -> Path:
@@ -192,7 +216,7 @@ class System:
         self.protect_files()
         for service in self.background:
             await service.start()
-        if getattr(getattr(self.executor, "isolation", None), "mechanism", None) == "uid":
+        if isinstance(self.executor, LocalExecutor) and self.executor.isolation.mechanism == "uid":
             # functions run as their own uids and reach their code by path: they may pass
             # through the data dir (not list it; its files are closed to them)
             self.home.chmod(self.home.stat().st_mode | 0o001)
@@ -219,53 +243,17 @@ class System:
         project: str | None = None,
         capabilities: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Make a service client; the secret is shown once and stored only as a hash.
+        """A new service client's credentials (see ``services/clients.py``)."""
+        return self.clients.create(name, admin=admin, project=project, capabilities=capabilities).as_dict()
 
-        As in CDF, what it may do comes from the groups it is in: an admin joins the
-        project's admin group, a client with ``capabilities`` the group of exactly those.
-        """
-        from fnhost.auth.capabilities import ALL_CAPABILITIES
-        from fnhost.services import groups
-
-        project = project or self.settings.default_project
-        client_id = f"{name}-{secrets.token_hex(4)}"
-        secret = passwords.new_secret()
-        with self.db.write() as s:
-            project_store.ensure(project, session=s)
-            client_store.add(
-                ClientRow(
-                    client_id=client_id,
-                    name=name,
-                    secret_hash=passwords.hash_secret(secret),
-                    is_admin=admin,
-                    created_time=now_ms(),
-                ),
-                session=s,
-            )
-            if admin:
-                groups.join(project, groups.ADMIN_GROUP, ALL_CAPABILITIES, client_id, session=s)
-            if capabilities:
-                group = groups.capability_group_name(capabilities)
-                groups.join(project, group, capabilities, client_id, session=s)
-        return {
-            "client_id": client_id,
-            "client_secret": secret,
-            "token_url": f"{self.public_url}/oauth2/token",
-            "base_url": self.public_url,
-            "project": project,
-            "scopes": [f"{self.public_url}/.default"],
-        }
-
-    def ensure_first_admin(self) -> dict[str, Any] | None:
+    def ensure_first_admin(self) -> Credentials | None:
         """On first start, create an admin client and save its credentials (mode 0600)."""
-        path = self.home / "admin-client.json"
-        with self.db.read() as s:
-            if client_store.list_all(session=s):
-                return None
-        creds = self.create_client("admin", admin=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        if self.clients.any_exist():
+            return None
+        creds = self.clients.create("admin", admin=True)
+        fd = os.open(self.home / "admin-client.json", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as out:
-            json.dump(creds, out, indent=2)
+            json.dump(creds.as_dict(), out, indent=2)
         return creds
 
     def write_server_info(self) -> None:
@@ -288,7 +276,7 @@ def make_executor(
     """The executor ``FNHOST_EXECUTOR`` names; Ray is imported only when chosen."""
     budget = settings.zygote_memory_budget_mb * 1024 * 1024
     if settings.executor == "ray":
-        from fnhost.run.ray import NodeSettings, RayExecutor
+        from fnhost.run.ray import NodeSettings, RayExecutor  # the ray extra may be absent
 
         return RayExecutor(
             settings.ray_address,
@@ -307,8 +295,6 @@ def make_executor(
                 allow_unisolated=settings.ray_allow_unisolated,
             ),
         )
-    from fnhost.run.local import LocalExecutor
-
     return LocalExecutor(
         memory_budget_bytes=budget,
         isolation=isolation or settings.isolation,
