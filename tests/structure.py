@@ -6,7 +6,8 @@ docs/architecture.md is not this one. Every import counts: at module level, insi
 function, or under ``TYPE_CHECKING``, because an import moved into a function to dodge a
 cycle is still the cycle.
 
-    uv run python -m tests.structure        # print the drawing
+    uv run python -m tests.structure           # print the drawing
+    uv run python -m tests.structure --write   # put it in docs/architecture.md
 """
 
 from __future__ import annotations
@@ -190,8 +191,26 @@ def drawing(graph: Graph) -> str:
     return "\n".join(lines)
 
 
+ARCHITECTURE = SRC.parent / "docs" / "architecture.md"
+BEGIN, END = "<!-- structure: begin -->", "<!-- structure: end -->"
+
+
+def drawn_in_docs() -> str:
+    text = ARCHITECTURE.read_text()
+    return text.split(BEGIN, 1)[1].split(END, 1)[0].strip().strip("`").strip() if BEGIN in text else ""
+
+
+def write_docs(graph: Graph) -> None:
+    text = ARCHITECTURE.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    ARCHITECTURE.write_text(f"{head}{BEGIN}\n```\n{drawing(graph)}\n```\n{END}{tail}")
+
+
 if __name__ == "__main__":
     g = load()
+    if "--write" in sys.argv:
+        write_docs(g)
     print(drawing(g))
     for problem in problems(g):
         print("PROBLEM:", problem, file=sys.stderr)

@@ -7,9 +7,6 @@ from pathlib import Path
 
 from tests import structure
 
-ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
-BEGIN, END = "<!-- structure: begin -->", "<!-- structure: end -->"
-
 
 def test_no_layer_imports_one_above_and_nothing_imports_in_a_cycle() -> None:
     assert structure.problems(structure.load()) == []
@@ -29,9 +26,7 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
 
 
 def test_architecture_md_draws_the_structure_as_it_is() -> None:
-    text = ARCHITECTURE.read_text()
-    assert BEGIN in text and END in text, f"docs/architecture.md needs {BEGIN} … {END}"
-    drawn = text.split(BEGIN, 1)[1].split(END, 1)[0].strip().strip("`").strip()
-    assert drawn == structure.drawing(structure.load()).strip(), (
-        "docs/architecture.md's structure drawing is stale: paste `uv run python -m tests.structure`"
+    assert structure.BEGIN in structure.ARCHITECTURE.read_text(), "docs/architecture.md lost its drawing markers"
+    assert structure.drawn_in_docs() == structure.drawing(structure.load()).strip(), (
+        "docs/architecture.md's structure drawing is stale: run `uv run python -m tests.structure --write`"
     )

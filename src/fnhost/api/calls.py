@@ -18,12 +18,12 @@ from fnhost.api.services import Services
 from fnhost.api.wire import drop_none, items
 from fnhost.auth.capabilities import Principal
 from fnhost.errors import InvalidRequest
-from fnhost.store.calls import CallRow
+from fnhost.services.calls import CallLike, CallRequest
 
 router = APIRouter(tags=["calls"])
 
 
-def call_out(row: CallRow) -> dict[str, Any]:
+def call_out(row: CallLike) -> dict[str, Any]:
     return drop_none(
         {
             "id": row.id,
@@ -61,8 +61,19 @@ def call_function(
     ``call_reply_wait_seconds`` setting) for the call to end, so a fast call comes back
     already ``Completed`` and cognite-sdk's ``func.call()`` has nothing to poll."""
     wait = system.settings.call_reply_wait_seconds if waitSeconds is None else waitSeconds
-    row = system.calls.call(project, principal, function_id, body if body is not None else {}, wait)
+    row = system.calls.call(project, principal, function_id, call_request(body), wait)
     return call_out(row)
+
+
+def call_request(body: Any) -> CallRequest:
+    """``{"data": {...}, "nonce": "..."}`` as the domain's request (either may be missing)."""
+    body = {} if body is None else body
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be an object with 'data' and 'nonce'.")
+    data, nonce = body.get("data"), body.get("nonce")
+    if data is not None and not isinstance(data, dict):
+        raise InvalidRequest("data must be a JSON object.", field="data")
+    return CallRequest(data=data, nonce=nonce if isinstance(nonce, str) else None)
 
 
 def _list(

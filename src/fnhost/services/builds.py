@@ -34,6 +34,7 @@ from fnhost.run.abc import PrepareResult
 from fnhost.services.files import Files
 from fnhost.services.functions import Functions
 from fnhost.settings import Settings
+from fnhost.statuses import FunctionStatus, function_moves
 from fnhost.store import functions as store
 from fnhost.store.db import Database
 from fnhost.store.functions import FunctionRow
@@ -174,13 +175,13 @@ class Builder(Service):
             row = store.claim_next_build(self.replica_id, now, LEASE_SECONDS * 1000, session=s)
             if row is None:
                 return None
-            row.status = "Deploying"
+            row.status = function_moves(row.status, FunctionStatus.DEPLOYING)
             return row.id
 
     def _renew(self, function_id: int) -> bool:
         with self.db.write() as s:
             row = store.get_any(function_id, session=s)
-            if row is None or row.build_owner != self.replica_id or row.status != "Deploying":
+            if row is None or row.build_owner != self.replica_id or row.status != FunctionStatus.DEPLOYING:
                 return False
             row.build_lease_until = now_ms() + LEASE_SECONDS * 1000
             return True
@@ -205,14 +206,14 @@ class Builder(Service):
             prepared = self._prepare(row, fresh=True)
             self._import_check(row, prepared)
         except CodeError as exc:
-            self._finish(function_id, "Failed", {"message": exc.message, "trace": exc.trace}, None)
+            self._finish(function_id, FunctionStatus.FAILED, {"message": exc.message, "trace": exc.trace}, None)
             log.info("function %s failed to build: %s", function_id, exc.message)
             return
         except Exception as exc:
             log.exception("function %s: unexpected build error", function_id)
             self._finish(
                 function_id,
-                "Failed",
+                FunctionStatus.FAILED,
                 {
                     "message": f"Function deployment failed: {type(exc).__name__}: {exc}",
                     "trace": traceback.format_exc(),
@@ -220,7 +221,7 @@ class Builder(Service):
                 None,
             )
             return
-        self._finish(function_id, "Ready", None, prepared.env.hash)
+        self._finish(function_id, FunctionStatus.READY, None, prepared.env.hash)
         log.info(
             "function %s ready in %d ms (env %s)",
             function_id,
@@ -229,19 +230,19 @@ class Builder(Service):
         )
 
     def _finish(
-        self, function_id: int, status: str, error: dict[str, Any] | None, env_hash: str | None
+        self, function_id: int, status: FunctionStatus, error: dict[str, Any] | None, env_hash: str | None
     ) -> None:
         with self.db.write() as s:
             row = store.get_any(function_id, session=s)
             if row is None:  # deleted while building
                 shutil.rmtree(self.code_dir(function_id), ignore_errors=True)
                 return
-            if row.build_owner != self.replica_id or row.status != "Deploying":
+            if row.build_owner != self.replica_id or row.status != FunctionStatus.DEPLOYING:
                 return  # our lease ran out and another builder took over
-            row.status = status
+            row.status = function_moves(row.status, status)
             row.error = error
             row.env_hash = env_hash
-            row.ready_time = now_ms() if status == "Ready" else None
+            row.ready_time = now_ms() if status == FunctionStatus.READY else None
             row.build_owner = None
             row.build_lease_until = None
             if self.metrics is not None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from fnhost.auth.capabilities import Principal
 from fnhost.clock import now_ms
@@ -39,7 +40,6 @@ from fnhost.services.access import Access
 from fnhost.services.schedules import Schedules, to_dt, to_ms
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
-from fnhost.store import calls as call_store
 from fnhost.store import functions as function_store
 from fnhost.store import schedules as store
 from fnhost.store.calls import CallRow
@@ -69,11 +69,25 @@ class Plan:
 
 
 class ScheduledCalls(Protocol):
-    """What the scheduler needs of the calls service: start a due time's call."""
+    """What the scheduler needs of the calls service: its calls go through the call path's
+    own accept and record parts (``services/calls``)."""
 
     def start_scheduled_call(
         self, project: str, function_id: int, session_id: int | None, data: Any, schedule_id: int, scheduled_time: int
     ) -> Any: ...
+
+    def record_failed_due_time(
+        self,
+        *,
+        project: str,
+        function_id: int,
+        schedule_id: int,
+        scheduled_time: int,
+        session_id: int | None,
+        data: Any,
+        message: str,
+        session: Session,
+    ) -> int: ...
 
 
 class Scheduler(Service):
@@ -228,9 +242,13 @@ class Scheduler(Service):
                     replica=self.owner,
                 )
                 if plan.failure is not None:
-                    call = self._failed_call(row, plan.fire_time, plan.failure, session=s)
-                    fire.outcome, fire.call_id, fire.message = "failed", call.id, plan.failure
-                    row.last_call_id = call.id
+                    call_id = self.calls.record_failed_due_time(
+                        project=row.project, function_id=row.function_id, schedule_id=row.id,
+                        scheduled_time=plan.fire_time, session_id=row.session_id, data=row.data,
+                        message=plan.failure, session=s,
+                    )
+                    fire.outcome, fire.call_id, fire.message = "failed", call_id, plan.failure
+                    row.last_call_id = call_id
                 store.add_fire(fire, session=s)
                 row.last_fire_time = plan.fire_time
             row.next_fire_time = plan.next_fire_time
@@ -258,24 +276,6 @@ class Scheduler(Service):
             count=plan.missed,
             message=f"{count} due time(s) {span} missed ({reason}).",
             replica=self.owner,
-        )
-
-    def _failed_call(self, row: ScheduleRow, scheduled_time: int, message: str, *, session: Any) -> CallRow:
-        now = now_ms()
-        return call_store.add(
-            CallRow(
-                project=row.project,
-                function_id=row.function_id,
-                status="Failed",
-                start_time=now,
-                end_time=now,
-                scheduled_time=scheduled_time,
-                schedule_id=row.id,
-                session_id=row.session_id,
-                data=row.data,
-                error={"message": message, "trace": None},
-            ),
-            session=session,
         )
 
     # -- starting the call ----------------------------------------------------------------------

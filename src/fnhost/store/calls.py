@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, delete, select
+from sqlalchemy import JSON, ForeignKey, Index, String, Table, Text, delete, insert, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from fnhost.store.base import Base, IdType
@@ -42,6 +42,37 @@ class CallLogRow(Base):
     seq: Mapped[int]
     timestamp: Mapped[int]
     message: Mapped[str] = mapped_column(Text)
+
+
+def _table(model: type) -> Table:
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+def insert_call(values: dict[str, Any], *, session: Session) -> int:
+    """A call's row from its column values; its id. A Core INSERT: the hot path makes one per
+    call, and an ORM object would cost more than the statement."""
+    result = session.execute(insert(_table(CallRow)).values(**values))
+    return int(result.inserted_primary_key[0])  # type: ignore[attr-defined]
+
+
+def record_end(
+    call_id: int,
+    *,
+    status: str,
+    end_time: int,
+    run_start_time: int | None,
+    error: dict[str, Any] | None,
+    response: str | None,
+    session: Session,
+) -> bool:
+    """End a call that is still Running; False if it had ended already (recovered, say)."""
+    t = _table(CallRow)
+    result = session.execute(
+        update(t)
+        .where(t.c.id == call_id, t.c.status == "Running")
+        .values(status=status, end_time=end_time, run_start_time=run_start_time, error=error, response=response)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def add(row: CallRow, *, session: Session) -> CallRow:
@@ -102,9 +133,11 @@ def running_owned_by(owner: str | None, *, session: Session) -> list[CallRow]:
 
 
 def add_logs(call_id: int, first_seq: int, lines: list[tuple[int, str]], *, session: Session) -> None:
-    session.add_all(
-        CallLogRow(call_id=call_id, seq=first_seq + i, timestamp=ts, message=msg)
-        for i, (ts, msg) in enumerate(lines)
+    if not lines:
+        return
+    session.execute(
+        insert(_table(CallLogRow)),
+        [{"call_id": call_id, "seq": first_seq + i, "timestamp": ts, "message": msg} for i, (ts, msg) in enumerate(lines)],
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from fnhost.api.services import Services
 from fnhost.errors import FnhostError, InvalidRequest
+from fnhost.services.calls import CallRequest
 from fnhost.ui.fields import form_field
 from fnhost.ui.session import UiSession
 
@@ -80,9 +81,7 @@ def upload_zip(system: Services, sess: UiSession, filename: str, content: bytes)
 def start_call(system: Services, sess: UiSession, function_id: int, data: dict[str, Any]) -> int:
     """Call a function as the signed-in principal (a token-exchange session, as the SDK makes)."""
     created = system.sessions.create(sess.project, sess.principal, {"tokenExchange": True})
-    call = system.calls.call(
-        sess.project, sess.principal, function_id, {"data": data, "nonce": created.nonce}
-    )
+    call = system.calls.call(sess.project, sess.principal, function_id, CallRequest(data, created.nonce))
     return call.id
 
 

@@ -1,0 +1,78 @@
+"""Recording a call's end: the last part of the call path.
+
+In one transaction: the outcome (status, times, error, response) on the call's row, which
+must still be Running; its log lines; the function's ``lastCalled``. Then, in this order, the
+live log stream ends, waiters in this process get the ended call (no read back), and the
+metrics count it. A failure to record is logged; the call's waiters then re-read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from fnhost.clock import now_ms
+from fnhost.core.livelogs import LiveLogs
+from fnhost.metrics import Metrics
+from fnhost.run.abc import CallOutcome
+from fnhost.services.calls.view import CallView, InFlight
+from fnhost.services.calls.wait import Waiters
+from fnhost.statuses import CallStatus, call_moves
+from fnhost.store import calls as store
+from fnhost.store import functions as function_store
+from fnhost.store.db import Database
+
+log = logging.getLogger("fnhost.calls")
+
+
+class Recorder:
+    def __init__(self, db: Database, waiters: Waiters, live: LiveLogs, metrics: Metrics | None = None) -> None:
+        self.db = db
+        self.waiters = waiters
+        self.live = live
+        self.metrics = metrics
+        self.on_recorded: list[Callable[[InFlight], None]] = []  # the dispatcher frees its slot
+
+    def finish(self, call: InFlight, outcome: CallOutcome) -> None:
+        """Record how ``call`` ended. Never raises."""
+        ended: CallView | None = None
+        try:
+            status = call_moves(call.call.status, CallStatus(outcome.status))
+            end = max(outcome.end_ms or now_ms(), call.call.start_time)
+            with self.db.write() as s:
+                if store.record_end(
+                    call.id,
+                    status=status,
+                    end_time=end,
+                    run_start_time=outcome.start_ms or None,
+                    error=outcome.error,
+                    response=outcome.response,
+                    session=s,
+                ):
+                    store.add_logs(call.id, 0, outcome.logs, session=s)
+                    function_store.mark_called(call.call.function_id, call.call.start_time, session=s)
+                    ended = call.call.ended(status, end, outcome.error)
+        except Exception:
+            ended = None
+            log.exception("the outcome of call %s could not be recorded", call.id)
+        finally:
+            self.live.end(call.id, outcome.status)  # after the outcome is recorded
+            self.waiters.ended(call.id, ended)
+            for hook in self.on_recorded:
+                hook(call)
+            if self.metrics is not None:
+                self._count(call, outcome)
+
+    def _count(self, call: InFlight, outcome: CallOutcome) -> None:
+        assert self.metrics is not None
+        ran = outcome.start_ms and outcome.end_ms  # a call failed before it ran has no duration
+        self.metrics.call_finished(
+            call.call.project,
+            call.call.function_id,
+            outcome.status,
+            (outcome.end_ms - outcome.start_ms) / 1000 if ran else None,
+            call.submitted - call.accepted if call.submitted is not None else None,
+        )
+        # "spawn" (a fresh interpreter for code that cannot be forked) uses no zygote
+        if outcome.mode in ("fork", "fork-spare", "fork-cold"):
+            self.metrics.zygote(hit=outcome.mode != "fork-cold")

@@ -1,0 +1,63 @@
+"""A call as the domain hands it out: what the API and the web page show of it.
+
+Rows read from the database satisfy ``CallLike`` as they are; the call path builds
+``CallView`` values from what it already knows (the accepted call, the executor's outcome),
+so answering a call that just ended reads nothing back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from fnhost.statuses import CallStatus
+
+
+class CallLike(Protocol):
+    @property
+    def id(self) -> int: ...
+    @property
+    def function_id(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def start_time(self) -> int: ...
+    @property
+    def end_time(self) -> int | None: ...
+    @property
+    def scheduled_time(self) -> int | None: ...
+    @property
+    def schedule_id(self) -> int | None: ...
+    @property
+    def error(self) -> dict[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class CallView:
+    id: int
+    project: str
+    function_id: int
+    status: str
+    start_time: int
+    end_time: int | None = None
+    scheduled_time: int | None = None
+    schedule_id: int | None = None
+    error: dict[str, Any] | None = None
+
+    def ended(self, status: CallStatus, end_time: int, error: dict[str, Any] | None) -> CallView:
+        return replace(self, status=status, end_time=end_time, error=error)
+
+
+@dataclass
+class InFlight:
+    """An accepted call on its way: waiting for its turn, running, or being recorded."""
+
+    call: CallView
+    session_id: int | None
+    data: Any
+    accepted: float  # time.monotonic() when accepted
+    submitted: float | None = None  # when it left the waiting line for the executor
+
+    @property
+    def id(self) -> int:
+        return self.call.id
