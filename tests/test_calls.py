@@ -38,6 +38,15 @@ def handle(client, data, secrets, function_call_info):  # type: ignore[no-untype
             blocks.append(bytearray(100 * 1024 * 1024))
     if case == "sleep":
         time.sleep(data["seconds"])
+    if case == "spin":
+        end = time.monotonic() + data["seconds"]
+        while time.monotonic() < end:
+            pass
+    if case == "alloc":
+        block = bytearray(data["mb"] * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        return len(block)
     return {"echo": data}
 
 
@@ -203,3 +212,28 @@ def test_deleting_a_function_ends_its_running_calls(client: CogniteClient) -> No
     other = ready(client.functions.create(name="after-delete", function_handle=handle))
     assert other.call({"case": "echo"}).status == "Completed"
     assert call.id
+
+
+def test_each_call_records_what_it_used(client: CogniteClient, fn: Any, server: LiveServer) -> None:
+    """CPU against wall time for a CPU-bound and a sleeping call, and the peak of one that
+    allocates 300 MB: returned on the call (an fnhost extension the SDK ignores) and counted
+    in the per-function histograms."""
+    def used(data: dict[str, Any]) -> dict[str, Any]:
+        call = fn.call(data)
+        assert call.status == "Completed", call.error
+        body = client.get(f"{prefix(client)}/functions/{fn.id}/calls/{call.id}").json()
+        assert set(body["usage"]) == {"cpuTimeMs", "cpuUserMs", "cpuSystemMs", "peakMemoryBytes",
+                                      "queuedMs", "startingMs", "runningMs"}, body
+        assert client.functions.calls.retrieve(call_id=call.id, function_id=fn.id).status == "Completed"
+        return dict(body["usage"])
+
+    spin, sleep = used({"case": "spin", "seconds": 1.5}), used({"case": "sleep", "seconds": 1.5})
+    assert spin["runningMs"] >= 1400 and sleep["runningMs"] >= 1400
+    assert spin["cpuTimeMs"] > 500 and sleep["cpuTimeMs"] < 250, (spin, sleep)
+    alloc = used({"case": "alloc", "mb": 300})
+    assert 290 * 2**20 <= alloc["peakMemoryBytes"] < 700 * 2**20, alloc
+    metrics = httpx.get(f"{server.base_url}/metrics").text
+    for family in ("fnhost_call_cpu_seconds", "fnhost_call_peak_memory_bytes", "fnhost_call_starting_seconds"):
+        counts = [float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                  if line.startswith(f"{family}_count{{") and f'function_id="{fn.id}"' in line]
+        assert counts and counts[0] >= 3, (family, counts)

@@ -59,6 +59,16 @@ def handle(data, secrets, function_call_info):
     if case == "sleep":
         time.sleep(data["seconds"])
         return "slept"
+    if case == "spin":
+        end = time.monotonic() + data["seconds"]
+        while time.monotonic() < end:
+            pass
+        return "spun"
+    if case == "alloc":
+        block = bytearray(data["mb"] * 1024 * 1024)
+        for i in range(0, len(block), 4096):  # every page, so it is resident
+            block[i] = 1
+        return len(block)
     if case == "oom":
         blocks = []
         while True:
@@ -251,6 +261,23 @@ def test_calls_get_processes_forked_ahead(executor: Executor, code: Path) -> Non
     while Path(f"/proc/{spare}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{spare}").exists(), "a dropped spare outlived its drop"
+
+
+def test_usage_tells_cpu_from_waiting_and_shows_peak_memory(executor: Executor, code: Path) -> None:
+    spin = run(executor, code, {"case": "spin", "seconds": 1.5})
+    sleep = run(executor, code, {"case": "sleep", "seconds": 1.5})
+    alloc = run(executor, code, {"case": "alloc", "mb": 300})
+    for out in (spin, sleep, alloc):
+        assert out.status == "Completed" and out.usage is not None, out.error
+
+    def cpu(out: CallOutcome) -> float:
+        assert out.usage is not None
+        return out.usage.cpu_user_s + out.usage.cpu_system_s
+
+    # a spinning call uses the CPU its wall time had (less on a busy host), a sleeping one little
+    assert cpu(spin) > 0.5 and cpu(sleep) < 0.25, (spin.usage, sleep.usage)
+    assert cpu(spin) > 3 * cpu(sleep)
+    assert alloc.usage is not None and 290 * 2**20 <= alloc.usage.peak_memory_bytes < 700 * 2**20, alloc.usage
 
 
 def test_non_json_and_oversized_response(executor: Executor, code: Path) -> None:

@@ -16,6 +16,7 @@ CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 # deploys are dominated by environment builds: seconds to minutes
 DEPLOY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
+MEMORY_BUCKETS = tuple(float(mb * 1024 * 1024) for mb in (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192))
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -51,6 +52,27 @@ class Metrics:
         self.call_queue_wait = Histogram(
             "fnhost_call_queue_wait_seconds",
             "Time a call waited (function still deploying, concurrency limits) before it ran.",
+            buckets=CALL_BUCKETS,
+            registry=r,
+        )
+        self.call_cpu = Histogram(
+            "fnhost_call_cpu_seconds",
+            "CPU time (user + system) a call used, by project and function id.",
+            ["project", "function_id"],
+            buckets=CALL_BUCKETS,
+            registry=r,
+        )
+        self.call_peak_memory = Histogram(
+            "fnhost_call_peak_memory_bytes",
+            "The most memory a call held at once, by project and function id.",
+            ["project", "function_id"],
+            buckets=MEMORY_BUCKETS,
+            registry=r,
+        )
+        self.call_starting = Histogram(
+            "fnhost_call_starting_seconds",
+            "Time from handing a call to the executor until its process ran it (a cold zygote shows here).",
+            ["project", "function_id"],
             buckets=CALL_BUCKETS,
             registry=r,
         )
@@ -118,6 +140,15 @@ class Metrics:
             self.call_duration.labels(status).observe(max(0.0, duration_seconds))
         if queue_wait_seconds is not None:
             self.call_queue_wait.observe(max(0.0, queue_wait_seconds))
+
+    def call_used(
+        self, project: str, function_id: int, *, cpu_seconds: float, peak_memory_bytes: int, starting_seconds: float
+    ) -> None:
+        """What a call that ran used (its queue wait and run time are in ``call_finished``)."""
+        labels = (project, str(function_id))
+        self.call_cpu.labels(*labels).observe(max(0.0, cpu_seconds))
+        self.call_peak_memory.labels(*labels).observe(max(0, peak_memory_bytes))
+        self.call_starting.labels(*labels).observe(max(0.0, starting_seconds))
 
     # -- builder ------------------------------------------------------------------------------
     def deploy_finished(self, status: str, duration_seconds: float) -> None:

@@ -34,8 +34,30 @@ def call_out(row: CallLike) -> dict[str, Any]:
             "scheduledTime": row.scheduled_time,
             "scheduleId": row.schedule_id,
             "error": row.error,
+            "usage": usage_out(row),
         }
     )
+
+
+def usage_out(row: CallLike) -> dict[str, int] | None:
+    """fnhost extension (the SDK ignores keys it does not know): what an ended call used
+    and where its time went. Queued: accepted → handed to the executor; starting: → its
+    process ran it (a cold zygote shows here); running: → it ended."""
+    if row.end_time is None or row.cpu_user_ms is None:
+        return None
+    out = {
+        "cpuTimeMs": (row.cpu_user_ms or 0) + (row.cpu_system_ms or 0),
+        "cpuUserMs": row.cpu_user_ms or 0,
+        "cpuSystemMs": row.cpu_system_ms or 0,
+        "peakMemoryBytes": row.peak_memory_bytes or 0,
+    }
+    if row.dispatch_time is not None:
+        out["queuedMs"] = max(0, row.dispatch_time - row.start_time)
+        if row.run_start_time is not None:
+            out["startingMs"] = max(0, row.run_start_time - row.dispatch_time)
+    if row.run_start_time is not None:
+        out["runningMs"] = max(0, row.end_time - row.run_start_time)
+    return out
 
 
 def _call_ids(values: list[dict[str, Any]]) -> list[int]:

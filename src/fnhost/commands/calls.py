@@ -41,32 +41,33 @@ def ls(
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List calls, newest first."""
+    """List calls, newest first, with what each used (CPU, peak memory)."""
     conn = Connection.open(profile, as_json=as_json)
     with guard(as_json):
         if function is not None:
-            fns = [conn.resolve_function(function, as_json=as_json)]
+            ids = [conn.resolve_function(function, as_json=as_json).id]
         else:
-            fns = list(conn.client.functions.list(limit=None))
-        found: list[Any] = []
-        for fn in fns:
-            found.extend(
-                conn.client.functions.calls.list(
-                    function_id=fn.id, status=status, schedule_id=schedule_id, limit=limit
-                )
-            )
-    found.sort(key=lambda c: (c.start_time or 0, c.id), reverse=True)
+            ids = [f["id"] for f in conn.api.get("/functions", {"limit": 10_000})["items"]]
+        found: list[dict[str, Any]] = []
+        filt = {k: v for k, v in (("status", status), ("scheduleId", schedule_id)) if v is not None}
+        for fid in ids:
+            # the API's own items: the SDK's objects drop the usage fnhost adds to each call
+            found.extend(conn.api.post(f"/functions/{fid}/calls/list", {"filter": filt, "limit": limit})["items"])
+    found.sort(key=lambda c: (c.get("startTime") or 0, c["id"]), reverse=True)
     if as_json:
-        emit_json([c.dump(camel_case=True) for c in found])
+        emit_json(found)
         return
     from rich.table import Table
 
-    table = Table("call id", "function id", "status", "started", "took", "schedule id")
+    table = Table("call id", "function id", "status", "started", "took", "cpu", "peak MB", "schedule id")
     for c in found:
-        took = f"{(c.end_time - c.start_time) / 1000:.2f}s" if c.end_time and c.start_time else "-"
+        start, end, usage = c.get("startTime"), c.get("endTime"), c.get("usage") or {}
+        took = f"{(end - start) / 1000:.2f}s" if end and start else "-"
+        cpu = f"{usage['cpuTimeMs'] / 1000:.2f}s" if "cpuTimeMs" in usage else "-"
+        peak = f"{usage['peakMemoryBytes'] / 2**20:.0f}" if "peakMemoryBytes" in usage else "-"
         table.add_row(
-            str(c.id), str(c.function_id), status_text(c.status), ms_to_text(c.start_time), took,
-            str(c.schedule_id or ""),
+            str(c["id"]), str(c["functionId"]), status_text(c["status"]), ms_to_text(start), took, cpu, peak,
+            str(c.get("scheduleId") or ""),
         )
     console.print(table)
 

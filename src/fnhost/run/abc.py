@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from fnhost.run.protocol import CallLimits
+from fnhost.run.protocol import CallLimits, Usage
 
-__all__ = ["CallJob", "CallLimits", "CallOutcome", "EnvironmentLike", "Executor", "PrepareResult", "Status"]
+__all__ = [
+    "CallJob", "CallLimits", "CallOutcome", "EnvironmentLike", "Executor", "PrepareResult", "Status", "Usage",
+]
 
 Status = Literal["Completed", "Failed", "Timeout"]
 
@@ -74,6 +76,7 @@ class CallOutcome:
     # zygote, before the call came), "fork-cold" (zygote started for it),
     # "spawn" (fresh interpreter, for handlers that cannot be forked)
     mode: str = ""
+    usage: Usage | None = None  # what the call used (None: it never ran)
 
 
 @dataclass(frozen=True)

@@ -950,14 +950,14 @@ def _function_zygote(sock: Any, request: Any) -> int:
                 pass
             while True:
                 try:
-                    pid, status = os.waitpid(-1, os.WNOHANG)
+                    pid, status, usage = os.wait4(-1, os.WNOHANG)
                 except ChildProcessError:
                     break
                 if pid == 0:
                     break
                 call_id = children.pop(pid, None)
                 if call_id is not None:
-                    _send(sock, P.Exit(call_id, pid, status))
+                    _send(sock, P.Exit(call_id, pid, status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss))
                 if pid == forwarder:  # killed by a call (the same uid): serve the loopback again
                     forwarder = start_forwarder(forwards, close=(sock.fileno(), wake_r, wake_w))
                 for spare_id, (spare_pid, spare_sock) in list(spares.items()):

@@ -102,7 +102,9 @@ class Cgroups:
             if ctrl not in own or not (mount / "cgroup.procs").exists():
                 continue
             # one directory per executor: two in one process (tests, benchmarks) never share
-            base = mount / own[ctrl].lstrip("/") / f"fnhost-{os.getpid()}-{self.instance}"
+            parent = mount / own[ctrl].lstrip("/")
+            _sweep(parent)
+            base = parent / f"fnhost-{os.getpid()}-{self.instance}"
             try:
                 base.mkdir(exist_ok=True)
                 probe = base / "probe"
@@ -158,6 +160,15 @@ class Cgroups:
                 os.close(fd)
             raise
         return fds
+
+    def peak_memory(self, paths: list[str]) -> int | None:
+        """The most memory the call's cgroup held at once (its pages and tmpfs, not the
+        zygote's pages it shares), or None without a memory cgroup."""
+        for p in paths:
+            if "/memory/" in p:
+                with contextlib.suppress(OSError, ValueError):
+                    return int(Path(p, "memory.max_usage_in_bytes").read_text())
+        return None
 
     def oom_killed(self, paths: list[str]) -> bool:
         for p in paths:
@@ -842,7 +853,9 @@ class LocalExecutor(Executor):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(collector.eof), LOG_DRAIN_TIMEOUT_S)
             collector.close()
-            outcome = self._outcome(job, run, result_fd, code, sig, timed_out)
+            usage = self._usage(run)
+            outcome = self._outcome(job, run, result_fd, code, sig, timed_out, usage)
+            outcome.usage = usage
             outcome.logs = collector.lines
             if outcome.status != "Completed" and outcome.error and outcome.mode != "reported":
                 collector.truncated = False
@@ -912,8 +925,9 @@ class LocalExecutor(Executor):
         sandboxed = iso.mechanism == "bwrap"
 
         def wait() -> None:
-            status = os.waitpid(proc.pid, 0)[1]
+            _, status, rusage = os.wait4(proc.pid, 0)  # its accounting includes the call it waited for
             proc.returncode = 0  # reaped here; keep Popen from waiting again
+            run.rusage = protocol.Exit(job.call_id, proc.pid, status, rusage.ru_utime, rusage.ru_stime, rusage.ru_maxrss)
             code, sig = decode_status(status)
             if sandboxed and sig is None and code is not None and 128 < code < 128 + 65:
                 sig = code - 128
@@ -927,8 +941,28 @@ class LocalExecutor(Executor):
 
         loop.run_in_executor(None, wait)
 
+    def _usage(self, run: Running) -> protocol.Usage:
+        """What the call used: CPU from its process's accounting (it and the children it
+        waited for), peak memory from its memory cgroup where it had one."""
+        reported = run.rusage
+        usage = protocol.Usage()
+        if reported is not None:
+            usage = protocol.Usage(reported.user_s, reported.system_s, reported.max_rss_kb * 1024)
+        if self.cgroups is not None and run.cgroups:
+            peak = self.cgroups.peak_memory(run.cgroups)
+            if peak is not None:
+                usage.peak_memory_bytes, usage.source = peak, "cgroup"
+        return usage
+
     def _outcome(
-        self, job: CallJob, run: Running, result_fd: int, code: int | None, sig: int | None, timed_out: bool
+        self,
+        job: CallJob,
+        run: Running,
+        result_fd: int,
+        code: int | None,
+        sig: int | None,
+        timed_out: bool,
+        usage: protocol.Usage | None = None,
     ) -> CallOutcome:
         limits = job.limits
         if run.cancel_message is not None:
@@ -955,7 +989,8 @@ class LocalExecutor(Executor):
             return out
         memory_gb = f"{limits.memory_bytes / 1024**3:g} GB"
         if sig == signal.SIGKILL and self.cgroups is not None and self.cgroups.oom_killed(run.cgroups):
-            message = f"MemoryError: the function ran out of memory (limit {memory_gb}) and was stopped."
+            used = f" It had used {usage.peak_memory_bytes / 1024**3:.3g} GB." if usage and usage.peak_memory_bytes else ""
+            message = f"MemoryError: the function ran out of memory (limit {memory_gb}) and was stopped.{used}"
         elif run.lost:
             message = run.lost
         elif sig == signal.SIGXFSZ:
@@ -998,6 +1033,22 @@ def _shadows(preloaded: list[str] | tuple[str, ...], site_dirs: Any) -> bool:
             if top in loaded:
                 return True
     return False
+
+
+def _sweep(parent: Path) -> None:
+    """Remove the cgroup directories of fnhost servers that are gone (a server killed with
+    SIGKILL cannot remove its own): ``fnhost-<pid>[-<n>]`` whose process no longer exists."""
+    with contextlib.suppress(OSError):
+        for base in parent.glob("fnhost-*"):
+            pid = base.name.removeprefix("fnhost-").split("-", 1)[0]
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            for child in base.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            with contextlib.suppress(OSError):
+                base.rmdir()
 
 
 def _read_all(fd: int, n: int) -> bytes:

@@ -40,7 +40,7 @@ import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
-VERSION = 3
+VERSION = 4
 
 
 def _camel(name: str) -> str:
@@ -292,6 +292,22 @@ class Exit(Message):
     call: int
     pid: int
     status: int  # as from waitpid
+    # its own accounting, from wait4: CPU seconds of it and the children it waited for, and
+    # its peak resident set (kB)
+    user_s: float = 0.0
+    system_s: float = 0.0
+    max_rss_kb: int = 0
+
+
+@dataclass
+class Usage:
+    """What a call used, from its cgroups where it had them (every process it started, the
+    ones it did not wait for too), else from its process's own accounting (rusage)."""
+
+    cpu_user_s: float = 0.0
+    cpu_system_s: float = 0.0
+    peak_memory_bytes: int = 0
+    source: str = "rusage"  # or "cgroup"
 
 
 @_message
@@ -399,6 +415,7 @@ class HostOutcome(Message):
     start_ms: int = 0
     end_ms: int = 0
     mode: str = ""
+    usage: Usage | None = None
 
 
 @_message

@@ -368,7 +368,7 @@ class NodeHost:
 
 def _outcome_message(outcome: CallOutcome) -> protocol.HostOutcome:
     return protocol.HostOutcome(
-        outcome.status, outcome.response, outcome.error, outcome.start_ms, outcome.end_ms, outcome.mode
+        outcome.status, outcome.response, outcome.error, outcome.start_ms, outcome.end_ms, outcome.mode, outcome.usage
     )
 
 
@@ -862,6 +862,7 @@ class RayExecutor(Executor):
                     start_ms=msg.start_ms or call.started_ms,
                     end_ms=msg.end_ms or now_ms(),
                     mode=msg.mode,
+                    usage=msg.usage,
                 )
 
     def running(self) -> dict[int, dict[str, Any]]:

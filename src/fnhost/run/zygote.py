@@ -277,6 +277,7 @@ class Running:
 
     call_id: int
     exit: asyncio.Future[tuple[int | None, int | None]]  # (exit code, signal)
+    rusage: protocol.Exit | None = None  # the zygote's report of the call's own accounting
     pid: int | None = None
     cancel_message: str | None = None
     lost: str | None = None
@@ -353,6 +354,7 @@ class FunctionZygote:
         elif isinstance(msg, protocol.Exit):
             run = self.calls.pop(msg.call, None)
             if run is not None and not run.exit.done():
+                run.rusage = msg
                 run.exit.set_result(decode_status(msg.status))
         elif isinstance(msg, protocol.SpareUp | protocol.SpareGone):
             spare = self.spare

@@ -31,6 +31,11 @@ class CallRow(Base):
     owner: Mapped[str | None] = mapped_column(String(64), index=True)
     # when the executor actually started it (after waiting for Ready or a free slot)
     run_start_time: Mapped[int | None]
+    # what it used (``run.protocol.Usage``), and when it left the waiting line for the executor
+    dispatch_time: Mapped[int | None]
+    cpu_user_ms: Mapped[int | None]
+    cpu_system_ms: Mapped[int | None]
+    peak_memory_bytes: Mapped[int | None]
 
 
 class CallLogRow(Base):
@@ -63,14 +68,19 @@ def record_end(
     run_start_time: int | None,
     error: dict[str, Any] | None,
     response: str | None,
+    usage: dict[str, int | None] | None = None,
     session: Session,
 ) -> bool:
-    """End a call that is still Running; False if it had ended already (recovered, say)."""
+    """End a call that is still Running; False if it had ended already (recovered, say).
+    ``usage``: the ``dispatch_time``, ``cpu_*_ms`` and ``peak_memory_bytes`` columns."""
     t = _table(CallRow)
     result = session.execute(
         update(t)
         .where(t.c.id == call_id, t.c.status == "Running")
-        .values(status=status, end_time=end_time, run_start_time=run_start_time, error=error, response=response)
+        .values(
+            status=status, end_time=end_time, run_start_time=run_start_time, error=error, response=response,
+            **(usage or {}),
+        )
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

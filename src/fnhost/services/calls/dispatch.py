@@ -185,7 +185,7 @@ class Dispatcher:
             limits=self.limits_for(row),
             on_log=self.live.publisher(call.id),
         )
-        call.submitted = time.monotonic()
+        call.submitted, call.submitted_ms = time.monotonic(), now_ms()
         future = self.executor.submit(job)
 
         def done(f: Future[CallOutcome]) -> None:

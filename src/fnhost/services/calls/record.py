@@ -25,6 +25,17 @@ from fnhost.store.db import Database
 log = logging.getLogger("fnhost.calls")
 
 
+def usage_columns(call: InFlight, outcome: CallOutcome) -> dict[str, int | None]:
+    """What a call used, as the calls table keeps it (milliseconds, bytes)."""
+    usage = outcome.usage
+    return {
+        "dispatch_time": call.submitted_ms,
+        "cpu_user_ms": round(usage.cpu_user_s * 1000) if usage else None,
+        "cpu_system_ms": round(usage.cpu_system_s * 1000) if usage else None,
+        "peak_memory_bytes": usage.peak_memory_bytes if usage else None,
+    }
+
+
 class Recorder:
     def __init__(self, db: Database, waiters: Waiters, live: LiveLogs, metrics: Metrics | None = None) -> None:
         self.db = db
@@ -39,6 +50,7 @@ class Recorder:
         try:
             status = call_moves(call.call.status, CallStatus(outcome.status))
             end = max(outcome.end_ms or now_ms(), call.call.start_time)
+            used = usage_columns(call, outcome)
             with self.db.write() as s:
                 if store.record_end(
                     call.id,
@@ -47,11 +59,12 @@ class Recorder:
                     run_start_time=outcome.start_ms or None,
                     error=outcome.error,
                     response=outcome.response,
+                    usage=used,
                     session=s,
                 ):
                     store.add_logs(call.id, 0, outcome.logs, session=s)
                     function_store.mark_called(call.call.function_id, call.call.start_time, session=s)
-                    ended = call.call.ended(status, end, outcome.error)
+                    ended = call.call.ended(status, end, outcome.error, run_start_time=outcome.start_ms or None, **used)
         except Exception:
             ended = None
             log.exception("the outcome of call %s could not be recorded", call.id)
@@ -73,6 +86,14 @@ class Recorder:
             (outcome.end_ms - outcome.start_ms) / 1000 if ran else None,
             call.submitted - call.accepted if call.submitted is not None else None,
         )
+        if outcome.usage is not None and ran:
+            self.metrics.call_used(
+                call.call.project,
+                call.call.function_id,
+                cpu_seconds=outcome.usage.cpu_user_s + outcome.usage.cpu_system_s,
+                peak_memory_bytes=outcome.usage.peak_memory_bytes,
+                starting_seconds=max(0, outcome.start_ms - (call.submitted_ms or outcome.start_ms)) / 1000,
+            )
         # "spawn" (a fresh interpreter for code that cannot be forked) uses no zygote
         if outcome.mode in ("fork", "fork-spare", "fork-cold"):
             self.metrics.zygote(hit=outcome.mode != "fork-cold")

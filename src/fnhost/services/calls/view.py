@@ -30,6 +30,17 @@ class CallLike(Protocol):
     def schedule_id(self) -> int | None: ...
     @property
     def error(self) -> dict[str, Any] | None: ...
+    # what it used (None until it ended, and for calls that never ran)
+    @property
+    def dispatch_time(self) -> int | None: ...
+    @property
+    def run_start_time(self) -> int | None: ...
+    @property
+    def cpu_user_ms(self) -> int | None: ...
+    @property
+    def cpu_system_ms(self) -> int | None: ...
+    @property
+    def peak_memory_bytes(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -43,9 +54,19 @@ class CallView:
     scheduled_time: int | None = None
     schedule_id: int | None = None
     error: dict[str, Any] | None = None
+    dispatch_time: int | None = None
+    run_start_time: int | None = None
+    cpu_user_ms: int | None = None
+    cpu_system_ms: int | None = None
+    peak_memory_bytes: int | None = None
 
-    def ended(self, status: CallStatus, end_time: int, error: dict[str, Any] | None) -> CallView:
-        return replace(self, status=status, end_time=end_time, error=error)
+    def ended(
+        self, status: CallStatus, end_time: int, error: dict[str, Any] | None, **usage: int | None
+    ) -> CallView:
+        """The call once it ended; ``usage``: ``run_start_time``, ``dispatch_time``, the
+        ``cpu_*_ms`` and ``peak_memory_bytes`` (the calls table's names)."""
+        ended: CallView = replace(self, status=status, end_time=end_time, error=error, **usage)  # type: ignore[arg-type]
+        return ended
 
 
 @dataclass
@@ -57,6 +78,7 @@ class InFlight:
     data: Any
     accepted: float  # time.monotonic() when accepted
     submitted: float | None = None  # when it left the waiting line for the executor
+    submitted_ms: int | None = None  # the same, as a timestamp (ms) to record
 
     @property
     def id(self) -> int:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from fnhost.api import logstream
+from fnhost.api.calls import usage_out
 from fnhost.errors import FnhostError, Unauthenticated
 from fnhost.ui import actions
 from fnhost.ui.fields import GENERAL, form_field
@@ -95,9 +96,25 @@ def call_state(
             "error": row.error,
             "hasResponse": row.response is not None,
             "response": response,
+            "usage": usage_text(row),
             "logs": [f"{fmt_ms(line.timestamp)[11:19]}  {line.message}" for line in logs],
         }
     )
+
+
+def usage_text(row: Any) -> str:
+    """What an ended call used, for a person: "CPU 1.2 s · peak memory 300 MB · …"."""
+    usage = usage_out(row)
+    if usage is None:
+        return ""
+
+    def seconds(ms: int) -> str:
+        return f"{ms} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
+
+    parts = [f"CPU {seconds(usage['cpuTimeMs'])}", f"peak memory {usage['peakMemoryBytes'] / 2**20:.0f} MB"]
+    parts += [f"{label} {seconds(usage[key])}" for key, label in
+              (("queuedMs", "queued"), ("startingMs", "starting"), ("runningMs", "running")) if key in usage]
+    return " · ".join(parts)
 
 
 @router.get("/ui/functions/{function_id}/calls/{call_id}/logs/stream")

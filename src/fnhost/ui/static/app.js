@@ -288,7 +288,11 @@
     box.innerHTML = "";
     const add = (tag, cls, text) => { const el = document.createElement(tag); if (cls) el.className = cls; el.textContent = text; box.appendChild(el); return el; };
     const failure = add("p", "error", "");
-    const show = (body) => { failure.textContent = (body.error && body.error.message) || ""; failure.hidden = !failure.textContent; };
+    const used = add("p", "muted small call-usage", "");
+    const show = (body) => {
+      failure.textContent = (body.error && body.error.message) || ""; failure.hidden = !failure.textContent;
+      used.textContent = body.usage ? "Used: " + body.usage : ""; used.hidden = !used.textContent;
+    };
     show(r.body);
     add("h3", "", "Response");
     const response = add("pre", "json call-response", fmtResponse(r.body));
