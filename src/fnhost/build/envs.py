@@ -55,7 +55,7 @@ from pathlib import Path
 
 from fnhost.build.runtimes import Runtime
 from fnhost.build.zips import CodeError
-from fnhost.run.network import Egress, NetworkPolicy
+from fnhost.run.network import Egress, Listener, NetworkPolicy
 from fnhost.run.sandbox import Isolation, Sockets, interpreter_dirs
 from fnhost.settings import Settings
 
@@ -145,6 +145,16 @@ def _source_builds_refused(output: str) -> bool:
     """uv's words for "this needs a build, and --no-build forbids it"."""
     text = output.lower()
     return "source distributions is disabled" in text or "building from source is disabled" in text
+
+
+def _install_failed(output: str, listener: Listener | None) -> CodeError:
+    """What went wrong, in uv's words, and in the egress proxy's when it refused or could not
+    connect (uv shows only the proxy's status line)."""
+    message = f"Installing requirements.txt failed: {_uv_summary(output)}"
+    if listener is not None and listener.notes:
+        message += f" ({listener.notes[-1]})"
+        output = f"{output.rstrip()}\n{listener.notes[-1]}\n"
+    return CodeError(message, _tail(output))
 
 
 def _chown_tree(root: Path, uid: int) -> None:
@@ -325,9 +335,7 @@ class EnvironmentCache:
         if not _needs_sandbox(reqs):
             with self._locked(f"req-{h}"):
                 if not shared_dir.is_dir():
-                    output = self._install_wheels(base, reqs, indexes, shared_dir)
-                    if output is not None and not _source_builds_refused(output):
-                        raise CodeError(f"Installing requirements.txt failed: {_uv_summary(output)}", _tail(output))
+                    self._install_wheels(base, reqs, indexes, shared_dir)
             if shared_dir.is_dir():
                 return Environment(hash=h, python=base.python, site_dirs=[str(shared_dir / "site")])
         with self._locked(f"req-{private}"):
@@ -352,11 +360,9 @@ class EnvironmentCache:
         policy = self.sandbox.policy if self.sandbox is not None else NetworkPolicy()
         return policy.for_build(named)
 
-    def _install_wheels(
-        self, base: Environment, requirements: str, indexes: list[str], final: Path
-    ) -> str | None:
-        """uv on the host, wheels only: nothing of the function's runs. None if it installed;
-        uv's output if it did not."""
+    def _install_wheels(self, base: Environment, requirements: str, indexes: list[str], final: Path) -> bool:
+        """uv on the host, wheels only: nothing of the function's runs. True if it installed,
+        False if it needs a build (then the sandbox does it all); raises ``CodeError`` else."""
         tmp = self._tmp(final)
         try:
             tmp.mkdir()
@@ -375,10 +381,12 @@ class EnvironmentCache:
                 if proxy is not None:
                     proxy.close()
             if code != 0:
-                return output
+                if _source_builds_refused(output):
+                    return False
+                raise _install_failed(output, proxy)
             tmp.rename(final)
             log.info("built requirements env %s (wheels) in %.1fs", final.name, time.monotonic() - started)
-            return None
+            return True
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -447,7 +455,7 @@ class EnvironmentCache:
             )
             code, output = self._run(argv, env=env, cwd=src, what="Installing requirements.txt")
             if code != 0:
-                raise CodeError(f"Installing requirements.txt failed: {_uv_summary(output)}", _tail(output))
+                raise _install_failed(output, listener)
             site = work / "site"
             _seal(site)  # root's and read-only before any call can load it
             final.mkdir()

@@ -48,7 +48,7 @@ log = logging.getLogger("fnhost.run")
 NetworkMode = Literal["internet", "api-only", "none"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-_Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+_Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Listener"], Awaitable[None]]
 
 # where a sandbox finds the host's sockets, and the loopback ports its forwarder listens on
 SANDBOX_RUN_DIR = "/run/fnhost"
@@ -265,16 +265,16 @@ class Egress:
     # -- listeners ---------------------------------------------------------------------------
     def proxy(self, path: str, policy: NetworkPolicy, name: str) -> Listener:
         """An HTTP proxy for one sandbox on the Unix socket ``path`` (made mode 0666)."""
-        return self._listen(("unix", path), lambda r, w: self._proxy(r, w, policy, name))
+        return self._listen(("unix", path), lambda r, w, ln: self._proxy(r, w, policy, name, ln))
 
     def proxy_tcp(self, policy: NetworkPolicy, name: str) -> Listener:
         """The same on a loopback TCP port of the host, for uv run on the host (wheels only)."""
-        return self._listen(("tcp", "127.0.0.1"), lambda r, w: self._proxy(r, w, policy, name))
+        return self._listen(("tcp", "127.0.0.1"), lambda r, w, ln: self._proxy(r, w, policy, name, ln))
 
     def relay(self, path: str, host: str, port: int) -> Listener:
         """The API for sandboxes on a host without the server's own socket (a Ray node)."""
 
-        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: Listener) -> None:
             try:
                 up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
             except (OSError, TimeoutError):
@@ -295,7 +295,7 @@ class Egress:
                     return
                 listener.active += 1
                 try:
-                    await serve(r, w)
+                    await serve(r, w, listener)
                 except asyncio.CancelledError:
                     pass  # stopping
                 except Exception:
@@ -318,7 +318,12 @@ class Egress:
 
     # -- the proxy ---------------------------------------------------------------------------
     async def _proxy(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, policy: NetworkPolicy, name: str
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        policy: NetworkPolicy,
+        name: str,
+        listener: Listener,
     ) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
@@ -329,16 +334,18 @@ class Egress:
         target = await self._resolve(policy, host, port)
         if isinstance(target, str):
             log.info("network: %s: refused %s:%s (%s)", name, host, port, target)
-            await _refuse(
-                writer, 403, f"fnhost network policy: {host}:{port} is not reachable from functions: {target}."
-            )
+            note = f"fnhost network policy: {host}:{port} is not reachable from functions: {target}."
+            listener.notes.append(note)
+            await _refuse(writer, 403, note)
             return
         try:
             up_r, up_w = await asyncio.wait_for(
                 asyncio.open_connection(str(target), port), CONNECT_TIMEOUT_S
             )
         except (OSError, TimeoutError) as exc:
-            await _refuse(writer, 502, f"fnhost egress proxy: cannot connect to {host}:{port}: {exc}")
+            note = f"fnhost egress proxy: cannot connect to {host}:{port}: {exc}"
+            listener.notes.append(note)
+            await _refuse(writer, 502, note)
             return
         if method == "CONNECT":
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -378,6 +385,8 @@ class Listener:
     server: asyncio.AbstractServer | None = None
     port: int = 0
     active: int = 0
+    # what the proxy refused or could not reach, for the error of a build that failed on it
+    notes: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
