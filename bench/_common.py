@@ -17,6 +17,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -255,3 +256,46 @@ def write_results(name: str, data: Any) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(data, indent=2, default=float))
     return path
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One figure of an issue's bars against a baseline measured in the same run.
+
+    ``ratio``: value / baseline must be at most ``limit`` (``at_least``: at least); with
+    ``product``, value * baseline is the figure compared (calls/s * ms of a bare fork).
+    """
+
+    figure: str
+    value: float
+    unit: str
+    baseline: str
+    base_value: float
+    base_unit: str
+    limit: float
+    at_least: bool = False
+    product: bool = False
+
+    @property
+    def ratio(self) -> float:
+        if self.product:
+            return self.value * self.base_value
+        return self.value / self.base_value if self.base_value else float("inf")
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= self.limit if self.at_least else self.ratio <= self.limit
+
+
+def print_bars(title: str, bars: list[Bar]) -> None:
+    """The bars, each with its same-run baseline, the ratio and whether it is met."""
+    print(f"\nBars: {title}\n")
+    print(f"{'figure':56} {'value':>12}  {'same-run baseline':42} {'ratio':>9} {'bar':>9}  met")
+    for b in bars:
+        op = "x" if b.product else "/"
+        sign = ">=" if b.at_least else "<="
+        base = f"{b.baseline} {b.base_value:.2f} {b.base_unit}"
+        print(
+            f"{b.figure:56} {b.value:9.2f} {b.unit:<3} {base:42} {b.ratio:8.2f}{op} {sign}{b.limit:<7g}  "
+            f"{'yes' if b.met else 'NO'}"
+        )

@@ -9,19 +9,20 @@ Measures, on a trivial handler (``def handle(data): return data``):
 - end to end over HTTP with fnhost's server-side wait: ``POST /sessions`` (the nonce every
   call needs) + ``POST /functions/{id}/call`` + ``POST …/calls/{id}/wait``, keep-alive;
 - end to end with the official SDK, ``func.call()``, which creates the session and polls;
-- cold: the first call of a function just after it became Ready;
+- cold: the first call of a function just after it became Ready (also through the SDK);
 - throughput with 1, 8 and 64 concurrent clients for ``--seconds`` each, every response checked;
 - memory (PSS of the server and all its children): idle, and per extra Ready function that
   shares the baseline environment.
 
 Baselines in the same run: ``python -c pass``, a fresh interpreter importing
-``cognite.client``, and a bare ``fork()`` of a warm process. Writes ``bench/results/calls.json``.
+``cognite.client``, and a bare ``fork()`` of a warm process. Everything runs once per
+``--isolation`` (default ``auto`` then ``none``), printed side by side; the bars of the
+call-cost issue are checked on the first. Writes ``bench/results/calls.json``.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import threading
 import time
@@ -32,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     Api,
+    Bar,
     baselines,
     live_server,
-    print_table,
+    print_bars,
     pss_bytes,
     summary,
     write_results,
@@ -103,19 +105,9 @@ def throughput(creds: dict[str, Any], function_id: int, clients: int, seconds: f
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--warm", type=int, default=200, help="sequential warm calls")
-    parser.add_argument("--cold", type=int, default=10, help="functions whose first call is timed")
-    parser.add_argument("--sdk", type=int, default=50, help="calls through cognite-sdk's func.call()")
-    parser.add_argument("--seconds", type=float, default=10, help="per throughput level")
-    parser.add_argument("--extra", type=int, default=10, help="extra Ready functions for the memory figure")
-    parser.add_argument(
-        "--isolation", default="auto", help="FNHOST_ISOLATION of the server: auto, bwrap, uid or none"
-    )
-    args = parser.parse_args()
-
-    with live_server(env={"FNHOST_ISOLATION": args.isolation}) as live:
+def measure(isolation: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Every figure, on one server with ``FNHOST_ISOLATION=isolation``."""
+    with live_server(env={"FNHOST_ISOLATION": isolation}) as live:
         creds = live.create_client("bench")
         api = Api(creds)
         assert live.proc is not None
@@ -127,6 +119,8 @@ def main() -> int:
         time.sleep(2)
         one = pss_bytes(live.proc.pid)
         extra_ids = [api.deploy(f"extra-{i}", TRIVIAL) for i in range(args.extra)]
+        for extra in extra_ids:  # warm: each function's zygote and its spare call process
+            api.call_and_wait(extra, {})
         time.sleep(2)
         more = pss_bytes(live.proc.pid)
         per_extra = (more - one) / args.extra
@@ -138,14 +132,20 @@ def main() -> int:
             api.nonce()
             nonce_times.append(time.perf_counter() - began)
 
-        cold_e2e, cold_server = [], []
+        sdk = live.client(creds)
+        cold_e2e, cold_server, cold_sdk = [], [], []
         for i in range(args.cold):
             cid = api.deploy(f"cold-{i}", TRIVIAL)
             e2e, server = timed_calls(api, cid, 1)
             cold_e2e += e2e
             cold_server += server
+            sid = api.deploy(f"cold-sdk-{i}", TRIVIAL)
+            first = sdk.functions.retrieve(id=sid)
+            began = time.perf_counter()
+            call = first.call({"i": i})
+            cold_sdk.append(time.perf_counter() - began)
+            assert call.status == "Completed", call.error
 
-        sdk = live.client(creds)
         func = sdk.functions.retrieve(id=fid)
         sdk_times = []
         for i in range(args.sdk):
@@ -158,61 +158,105 @@ def main() -> int:
         for api_id in extra_ids:
             api.post("/functions/delete", {"items": [{"id": api_id}]})
         base = baselines(20)
+    return {
+        "isolation": isolation,
+        "rows": {
+            "warm, server-side accepted -> ended": summary(warm_server),
+            "warm, end to end (session + call + server-side wait)": summary(warm_e2e),
+            "  of which POST /sessions (the nonce)": summary(nonce_times),
+            "cold (first call after Ready), server-side": summary(cold_server),
+            "cold (first call after Ready), end to end": summary(cold_e2e),
+            "cold, cognite-sdk func.call() (first call after Ready)": summary(cold_sdk),
+            "warm, cognite-sdk func.call() (session + call)": summary(sdk_times),
+            **{name: summary(values) for name, values in base.items()},
+        },
+        "throughput": levels,
+        "memory_bytes": {"idle": idle, "one_function": one, "per_extra_function": per_extra},
+    }
 
-    rows: list[tuple[str, dict[str, float] | None, str]] = [
-        ("warm, server-side accepted -> ended", summary(warm_server), "bar: median <= 10 ms"),
-        ("warm, end to end (session + call + server-side wait)", summary(warm_e2e), "bar: median <= 20 ms"),
-        ("  of which POST /sessions (the nonce)", summary(nonce_times), ""),
-        ("cold (first call after Ready), server-side", summary(cold_server), ""),
-        ("cold (first call after Ready), end to end", summary(cold_e2e), "bar: median <= 50 ms"),
-        ("cognite-sdk func.call() (session + call + SDK polling)", summary(sdk_times), ""),
+
+FORK = "baseline: bare fork of a warm process (pipe, reap)"
+
+
+def bars(result: dict[str, Any]) -> list[Bar]:
+    rows, levels = result["rows"], {lv["clients"]: lv for lv in result["throughput"]}
+    fork_ms = rows[FORK]["median"] * 1000
+    return [
+        Bar("warm trivial call, cognite-sdk func.call()", rows["warm, cognite-sdk func.call() (session + call)"]["median"] * 1000,
+            "ms", "bare fork of a warm process", fork_ms, "ms", 4),
+        Bar("first call after Ready, cognite-sdk func.call()",
+            rows["cold, cognite-sdk func.call() (first call after Ready)"]["median"] * 1000,
+            "ms", "bare fork of a warm process", fork_ms, "ms", 6),
+        Bar("trivial calls/s, 8 clients (x bare fork ms)", levels[8]["calls_per_s"], "/s",
+            "bare fork of a warm process", fork_ms, "ms", 600, at_least=True, product=True),
+        Bar("trivial calls/s, 64 clients (x bare fork ms)", levels[64]["calls_per_s"], "/s",
+            "bare fork of a warm process", fork_ms, "ms", 500, at_least=True, product=True),
+        Bar("PSS per extra Ready function sharing an environment",
+            result["memory_bytes"]["per_extra_function"] / 2**20, "MB", "(a fixed bar)", 1.0, "", 15),
     ]
-    rows += [(name, summary(values), "") for name, values in base.items()]
-    print_table("Call latency (trivial handler)", rows)
-    fork = statistics.median(base["baseline: bare fork of a warm process (pipe, reap)"])
-    cold_import = statistics.median(base["baseline: fresh python importing cognite.client"])
-    print(
-        f"\nratios: warm server-side / bare fork = {statistics.median(warm_server) / fork:.1f}x; "
-        f"warm end to end / bare fork = {statistics.median(warm_e2e) / fork:.1f}x; "
-        f"fresh interpreter importing cognite.client / warm end to end = "
-        f"{cold_import / statistics.median(warm_e2e):.0f}x"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--warm", type=int, default=200, help="sequential warm calls")
+    parser.add_argument("--cold", type=int, default=10, help="functions whose first call is timed")
+    parser.add_argument("--sdk", type=int, default=50, help="calls through cognite-sdk's func.call()")
+    parser.add_argument("--seconds", type=float, default=10, help="per throughput level")
+    parser.add_argument("--extra", type=int, default=10, help="extra Ready functions for the memory figure")
+    parser.add_argument(
+        "--isolation", default="auto,none",
+        help="FNHOST_ISOLATION of the servers, comma-separated (the bars are the first's)",
     )
+    args = parser.parse_args()
+    results = [measure(iso, args) for iso in args.isolation.split(",")]
+
+    labels = [r["isolation"] for r in results]
+    print("\nCall latency (trivial handler), medians and p90 in ms, by FNHOST_ISOLATION\n")
+    print(f"{'case':58}" + "".join(f" {label + ' p50':>11} {'p90':>8}" for label in labels))
+    for name in results[0]["rows"]:
+        cells = "".join(
+            f" {r['rows'][name]['median'] * 1000:11.2f} {r['rows'][name]['p90'] * 1000:8.2f}" for r in results
+        )
+        print(f"{name:58}{cells}")
+    for r in results:
+        fork = r["rows"][FORK]["median"]
+        warm = r["rows"]["warm, end to end (session + call + server-side wait)"]["median"]
+        print(f"ratios ({r['isolation']}): warm end to end / bare fork = {warm / fork:.1f}x")
 
     print(f"\nThroughput (trivial calls, {args.seconds:.0f} s per level, every response checked)\n")
-    print(f"{'clients':>8} {'calls':>7} {'calls/s':>9} {'median ms':>10} {'p99 ms':>8} {'wrong':>6}")
-    for lv in levels:
-        print(
-            f"{lv['clients']:8d} {lv['calls']:7d} {lv['calls_per_s']:9.1f} {lv['latency']['median'] * 1000:10.1f} "
-            f"{lv['latency']['p99'] * 1000:8.1f} {len(lv['wrong']):6d}"
-        )
-    print("bar: >= 200 calls/s with 8 clients, every call Completed")
+    print(f"{'clients':>8}" + "".join(f" {label + ' calls/s':>16} {'p50 ms':>8} {'p99 ms':>8} {'wrong':>6}" for label in labels))
+    for i, clients in enumerate((1, 8, 64)):
+        cells = ""
+        for r in results:
+            lv = r["throughput"][i]
+            cells += (f" {lv['calls_per_s']:16.1f} {lv['latency']['median'] * 1000:8.1f} "
+                      f"{lv['latency']['p99'] * 1000:8.1f} {len(lv['wrong']):6d}")
+        print(f"{clients:8d}{cells}")
 
     mb = 1024 * 1024
-    print(f"\nMemory (PSS of the server and its children; FNHOST_ISOLATION={args.isolation})\n")
-    print(f"server idle, no function:            {idle / mb:8.1f} MB")
-    print(f"one Ready function (env + zygotes):  {one / mb:8.1f} MB")
-    print(f"per extra Ready function, shared env: {per_extra / mb:7.1f} MB   bar: <= 20 MB")
+    print("\nMemory (PSS of the server and its children)\n")
+    print(f"{'':38}" + "".join(f" {label:>10}" for label in labels))
+    for key, name in (("idle", "server idle, no function"), ("one_function", "one Ready function"),
+                      ("per_extra_function", "per extra Ready function, shared env")):
+        print(f"{name:38}" + "".join(f" {r['memory_bytes'][key] / mb:8.1f}MB" for r in results))
 
+    print_bars(f"calls, FNHOST_ISOLATION={results[0]['isolation']}", bars(results[0]))
     path = write_results(
         "calls",
-        {
-            "warm_server_s": summary(warm_server),
-            "warm_e2e_s": summary(warm_e2e),
-            "nonce_s": summary(nonce_times),
-            "cold_server_s": summary(cold_server),
-            "cold_e2e_s": summary(cold_e2e),
-            "sdk_call_s": summary(sdk_times),
-            "throughput": [{k: v for k, v in lv.items() if k != "wrong"} | {"wrong": len(lv["wrong"])} for lv in levels],
-            "isolation": args.isolation,
-            "memory_bytes": {"idle": idle, "one_function": one, "per_extra_function": per_extra},
-            "baselines_s": {k: summary(v) for k, v in base.items()},
-        },
+        [
+            {
+                **{k: v for k, v in r.items() if k != "throughput"},
+                "throughput": [{k: v for k, v in lv.items() if k != "wrong"} | {"wrong": len(lv["wrong"])}
+                               for lv in r["throughput"]],
+            }
+            for r in results
+        ],
     )
-    for lv in levels:
-        for w in lv["wrong"][:5]:
-            print("WRONG:", w)
+    wrong = [w for r in results for lv in r["throughput"] for w in lv["wrong"]]
+    for w in wrong[:5]:
+        print("WRONG:", w)
     print(f"\nwritten to {path}")
-    return 1 if any(lv["wrong"] for lv in levels) else 0
+    return 1 if wrong else 0
 
 
 if __name__ == "__main__":
