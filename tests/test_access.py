@@ -33,10 +33,14 @@ def identity_version_reads(system: System) -> list[str]:
     """Every statement that reads the identity version, from now on."""
     seen: list[str] = []
 
-    @event.listens_for(system.db.engine, "before_cursor_execute")
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+    def record(statement: str) -> None:
         if "FROM identity_version" in statement:
             seen.append(statement)
+
+    # at the driver, under both the ORM and the statements the call path sends directly
+    @event.listens_for(system.db.engine, "checkout")
+    def trace(dbapi_connection: Any, *_args: Any) -> None:
+        dbapi_connection.set_trace_callback(record)
 
     return seen
 

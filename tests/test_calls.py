@@ -38,9 +38,9 @@ def handle(client, data, secrets, function_call_info):  # type: ignore[no-untype
             blocks.append(bytearray(100 * 1024 * 1024))
     if case == "sleep":
         time.sleep(data["seconds"])
-    if case == "spin":
-        end = time.monotonic() + data["seconds"]
-        while time.monotonic() < end:
+    if case == "spin":  # this much CPU time, however busy the machine is
+        end = time.process_time() + data["seconds"]
+        while time.process_time() < end:
             pass
     if case == "alloc":
         block = bytearray(data["mb"] * 1024 * 1024)
@@ -229,7 +229,7 @@ def test_each_call_records_what_it_used(client: CogniteClient, fn: Any, server: 
 
     spin, sleep = used({"case": "spin", "seconds": 1.5}), used({"case": "sleep", "seconds": 1.5})
     assert spin["runningMs"] >= 1400 and sleep["runningMs"] >= 1400
-    assert spin["cpuTimeMs"] > 500 and sleep["cpuTimeMs"] < 250, (spin, sleep)
+    assert spin["cpuTimeMs"] >= 1400 and sleep["cpuTimeMs"] < 250, (spin, sleep)
     alloc = used({"case": "alloc", "mb": 300})
     assert 290 * 2**20 <= alloc["peakMemoryBytes"] < 700 * 2**20, alloc
     metrics = httpx.get(f"{server.base_url}/metrics").text

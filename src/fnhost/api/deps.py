@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from fnhost.api.services import Services
 from fnhost.auth.capabilities import Principal
 from fnhost.errors import InvalidRequest, RateLimited
+from fnhost.store.db import WouldWait, without_waiting
+
+T = TypeVar("T")
 
 
 async def get_system(request: Request) -> Services:
@@ -76,3 +83,44 @@ def ignore_unknown(body: dict[str, Any]) -> bool:
     if not isinstance(value, bool):
         raise InvalidRequest("ignoreUnknownIds must be a boolean.")
     return value
+
+
+# -- for the endpoints on the call path, written async: each sends its blocking work (the
+# token, the database) to a worker thread in one hop, where FastAPI's sync endpoints and
+# dependencies take one hop each (see docs/architecture.md, "The call path")
+
+
+async def quickly(request: Request, work: Callable[[], T]) -> T:
+    """``work()`` (authenticate, then do what is asked) on the event loop when it cannot
+    block: a token this server has verified before, and a database whose statements take
+    microseconds and whose write turn is free (``store.db.without_waiting``); else, or if it
+    turns out it would wait, in a worker thread. The hop it saves is the larger part of
+    what a small request costs (docs/architecture.md, "The call path")."""
+    system: Services = request.app.state.system
+    if system.db.quick and system.access.seen_before(request.headers.get("authorization")):
+        try:
+            with without_waiting():
+                return work()
+        except WouldWait:
+            pass  # nothing was written: it starts again where it may wait
+    return await run_in_threadpool(work)
+
+
+def principal_of(request: Request) -> Principal:
+    """``get_principal`` for an endpoint that reads its own headers."""
+    return get_principal(request, request.headers.get("authorization"))
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body (None when empty), as ``Body(None)`` would give it."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"The body is not valid JSON: {exc}.") from None
+
+
+def json_response(value: Any) -> Response:
+    return Response(json.dumps(value, separators=(",", ":")).encode(), media_type="application/json")

@@ -23,10 +23,12 @@ from fnhost.services.raw import Raw
 from fnhost.services.schedules import Schedules
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
+from fnhost.store.db import Database
 
 
 class Services(Protocol):
     settings: Settings
+    db: Database  # only to ask whether it is quick (api/deps.py ``quickly``)
     tokens: TokenService
     rate_limiter: RateLimiter
     metrics: Metrics

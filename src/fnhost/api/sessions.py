@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
+from fastapi.responses import Response
 
 from fnhost.api.deps import (
     PrincipalDep,
@@ -13,9 +14,15 @@ from fnhost.api.deps import (
     check_limit,
     ignore_unknown,
     int_cursor,
+    json_body,
+    json_response,
+    principal_of,
+    quickly,
 )
+from fnhost.api.services import Services
 from fnhost.api.wire import drop_none, items
 from fnhost.errors import InvalidRequest
+from fnhost.services.sessions import CreatedSession
 from fnhost.store.sessions import SessionRow
 
 router = APIRouter(tags=["sessions"])
@@ -34,22 +41,32 @@ def session_out(row: SessionRow) -> dict[str, Any]:
     )
 
 
-@router.post("/sessions")
-def create_sessions(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body, maximum=1)
-    created = system.sessions.create(project, principal, values[0])
-    return items(
-        [
-            drop_none(
-                {
-                    "id": created.id,
-                    "type": created.type,
-                    "status": created.status,
-                    "nonce": created.nonce,
-                    "clientId": created.client_id,
-                }
-            )
-        ]
+@router.post("/sessions", response_model=None)
+async def create_sessions(project: str, request: Request) -> Response:
+    """Async, as the call endpoint (the SDK makes a session per call): one worker-thread
+    hop for the token check and the insert."""
+    system: Services = request.app.state.system
+    body = await json_body(request)
+
+    def create() -> CreatedSession:
+        principal = principal_of(request)  # who asks, before what they ask is looked at
+        return system.sessions.create(project, principal, body_items(body, maximum=1)[0])
+
+    created = await quickly(request, create)
+    return json_response(
+        items(
+            [
+                drop_none(
+                    {
+                        "id": created.id,
+                        "type": created.type,
+                        "status": created.status,
+                        "nonce": created.nonce,
+                        "clientId": created.client_id,
+                    }
+                )
+            ]
+        )
     )
 
 

@@ -21,11 +21,11 @@ from fnhost.clock import now_ms
 from fnhost.errors import Forbidden, NotFound, Unauthenticated
 from fnhost.store import clients as client_store
 from fnhost.store import groups as group_store
-from fnhost.store import identity as identity_store
 from fnhost.store import projects as project_store
 from fnhost.store import sessions as session_store
 from fnhost.store.clients import ClientRow
 from fnhost.store.db import Database
+from fnhost.store.direct import Direct
 from fnhost.store.groups import GroupRow
 
 
@@ -82,6 +82,7 @@ class Access:
         self.tokens = tokens
         self.token_lifetime = token_lifetime
         self.external = external
+        self._direct = Direct(db)  # the identity version is read once per request
         self._view = _IdentityView(version=-1)
         self._view_lock = threading.Lock()
         self._proof_key = secrets.token_bytes(32)
@@ -115,8 +116,7 @@ class Access:
         snapshot = _request_snapshot.get()
         if snapshot is not None and snapshot.view is not None:
             return snapshot.view
-        with self.db.read() as s:
-            version = identity_store.current(session=s)
+        version = self._direct.identity_version()
         with self._view_lock:
             if self._view.version != version:
                 self._view = _IdentityView(version)
@@ -144,6 +144,13 @@ class Access:
         return view.groups[project]
 
     # -- authentication -----------------------------------------------------------------
+    def seen_before(self, authorization: str | None) -> bool:
+        """Whether ``authenticate`` will find this bearer token verified already (no
+        signature to check, no issuer's keys to fetch)."""
+        if not authorization or authorization[:7].lower() != "bearer ":
+            return False
+        return self.tokens.verified_before(authorization[7:].strip()) is not None
+
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthenticated("Missing Authorization header with a bearer token.")

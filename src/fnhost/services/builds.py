@@ -175,7 +175,8 @@ class Builder(Service):
             row = store.claim_next_build(self.replica_id, now, LEASE_SECONDS * 1000, session=s)
             if row is None:
                 return None
-            row.status = function_moves(row.status, FunctionStatus.DEPLOYING)
+            if row.status != FunctionStatus.DEPLOYING:  # else a build whose builder's lease ran out: ours now
+                row.status = function_moves(row.status, FunctionStatus.DEPLOYING)
             return row.id
 
     def _renew(self, function_id: int) -> bool:

@@ -22,6 +22,7 @@ from fnhost.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from fnhost.services.access import Access
 from fnhost.store import sessions as store
 from fnhost.store.db import Database
+from fnhost.store.direct import Direct
 from fnhost.store.sessions import SessionRow
 
 SESSION_STATUSES = ("READY", "ACTIVE", "CANCELLED", "EXPIRED", "REVOKED", "ACCESS_LOST")
@@ -47,6 +48,7 @@ class Sessions:
         self.access = access
         self.nonce_lifetime_ms = nonce_lifetime_s * 1000
         self.max_chain_depth = max_chain_depth
+        self._direct = Direct(db)  # one session per call: its insert is on the call path
 
     def create(self, project: str, caller: Principal, item: dict[str, Any]) -> CreatedSession:
         self.access.require(caller, project, "sessionsAcl", "CREATE")
@@ -81,25 +83,19 @@ class Sessions:
             )
         nonce = secrets.token_urlsafe(32)
         now = now_ms()
-        with self.db.write() as s:
-            row = store.add(
-                SessionRow(
-                    project=project,
-                    type=kind,
-                    status="READY",
-                    client_id=principal.client_id,
-                    principal=principal.as_session_principal(),
-                    nonce_hash=sha256_hex(nonce),
-                    nonce_expires_time=now + self.nonce_lifetime_ms,
-                    nonce_used=False,
-                    parent_session_id=parent,
-                    depth=depth,
-                    created_time=now,
-                    expiration_time=now + DEFAULT_SESSION_LIFETIME_MS,
-                ),
-                session=s,
-            )
-            return CreatedSession(row.id, kind, row.status, nonce, row.client_id)
+        session_id = self._direct.insert_session(
+            project=project,
+            kind=kind,
+            client_id=principal.client_id,
+            principal=principal.as_session_principal(),
+            nonce_hash=sha256_hex(nonce),
+            nonce_expires_time=now + self.nonce_lifetime_ms,
+            parent_session_id=parent,
+            depth=depth,
+            created_time=now,
+            expiration_time=now + DEFAULT_SESSION_LIFETIME_MS,
+        )
+        return CreatedSession(session_id, kind, "READY", nonce, principal.client_id)
 
     def redeem(
         self, project: str, nonce: Any, *, lifetime_ms: int | None = None, session: Session | None = None

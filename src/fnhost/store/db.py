@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from fnhost.errors import InvalidRequest
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# how long an SQLite writer waits for another process's write to end
+BUSY_TIMEOUT_MS = 30_000
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -28,7 +31,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -38,11 +41,12 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 @contextmanager
-def _storable_values() -> Iterator[None]:
+def storable_values(driver_data_error: type[Exception] = DataError) -> Iterator[None]:
     """A value from a request that the database cannot hold is the request's fault (400).
 
     An id past 64 bits, say: SQLite's driver raises OverflowError as it binds it,
-    PostgreSQL a DataError (numeric out of range, a NUL in a string).
+    PostgreSQL a DataError (numeric out of range, a NUL in a string): SQLAlchemy's, or the
+    driver's own (``driver_data_error``) where statements go to the driver directly.
     """
     try:
         yield
@@ -51,9 +55,32 @@ def _storable_values() -> Iterator[None]:
             "A number in the request is out of range: ids and other integers the server "
             f"stores must be between {-(2**63)} and {2**63 - 1}."
         ) from None
-    except DataError as exc:
+    except (DataError, driver_data_error) as exc:
         detail = str(getattr(exc, "orig", exc)).splitlines()[0][:200]
         raise InvalidRequest(f"The request holds a value the database cannot store: {detail}") from None
+
+
+class WouldWait(Exception):
+    """Inside ``without_waiting``: this write would have to wait for another writer."""
+
+
+_without_waiting: ContextVar[bool] = ContextVar("fnhost_db_without_waiting", default=False)
+
+
+@contextmanager
+def without_waiting() -> Iterator[None]:
+    """Inside, a write that cannot start at once raises ``WouldWait`` instead of waiting,
+    and ORM writes (``Database.write``) raise it always: for work on the event loop, which
+    must not block, and which then goes to a worker thread instead (``api/deps.py``)."""
+    token = _without_waiting.set(True)
+    try:
+        yield
+    finally:
+        _without_waiting.reset(token)
+
+
+def waiting_allowed() -> bool:
+    return not _without_waiting.get()
 
 
 class Database:
@@ -85,15 +112,43 @@ class Database:
             threading.RLock() if self.is_sqlite else nullcontext()
         )
 
+    @property
+    def quick(self) -> bool:
+        """Whether a statement costs so little that the event loop may run it: an SQLite
+        file, whose statements take microseconds and whose writers this process orders
+        (``write_turn``); not a server across the network."""
+        return self.is_sqlite
+
+    @contextmanager
+    def write_turn(self) -> Iterator[None]:
+        """This process's turn to write (SQLite; a no-op elsewhere), for writers that do not
+        go through ``write`` (``store/direct.py``). Inside ``without_waiting`` it is taken
+        only if it is free."""
+        if _without_waiting.get():
+            turn = self._write_turn
+            if isinstance(turn, nullcontext):
+                raise WouldWait("a database across the network")
+            if not turn.acquire(blocking=False):  # type: ignore[attr-defined]
+                raise WouldWait("another writer has the turn")
+            try:
+                yield
+            finally:
+                turn.release()  # type: ignore[attr-defined]
+        else:
+            with self._write_turn:
+                yield
+
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with _storable_values(), self._read_sessions() as session, session.begin():
+        with storable_values(), self._read_sessions() as session, session.begin():
             yield session
 
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any exception."""
-        with self._write_turn, _storable_values(), self._write_sessions() as session, session.begin():
+        if _without_waiting.get():
+            raise WouldWait("an ORM write")
+        with self._write_turn, storable_values(), self._write_sessions() as session, session.begin():
             yield session
 
     def migrate(self, *, default_project: str | None = None) -> None:

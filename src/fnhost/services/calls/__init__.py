@@ -36,7 +36,7 @@ from fnhost.services.calls.dispatch import CodeSource, Dispatcher
 from fnhost.services.calls.record import Recorder
 from fnhost.services.calls.replicas import Replicas
 from fnhost.services.calls.view import CallLike, CallView
-from fnhost.services.calls.wait import Waiters
+from fnhost.services.calls.wait import Waiters, Waiting
 from fnhost.services.functions import Functions
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
@@ -46,7 +46,7 @@ from fnhost.store import functions as function_store
 from fnhost.store.calls import CallLogRow
 from fnhost.store.db import Database
 
-__all__ = ["CallLike", "CallRequest", "CallView", "Calls", "CallsService", "CodeSource"]
+__all__ = ["CallLike", "CallRequest", "CallView", "Calls", "CallsService", "CodeSource", "Waiting"]
 
 STATUSES = tuple(CallStatus)
 
@@ -97,14 +97,42 @@ class Calls:
         self, project: str, caller: Principal, function_id: int, request: CallRequest, wait_seconds: float = 0
     ) -> CallLike:
         """Accept a call; with ``wait_seconds``, answer once it ends if that is sooner."""
+        call, waiting = self.start(project, caller, function_id, request)
+        try:
+            return self.waiters.until_ended(
+                call, wait_seconds, waiting, lambda: self._call_row(project, function_id, call.id)
+            )
+        finally:
+            self.stop_waiting(call.id, waiting)
+
+    def start(
+        self, project: str, caller: Principal, function_id: int, request: CallRequest
+    ) -> tuple[CallView, Waiting]:
+        """``call`` up to its wait, for a request that waits on the event loop (with
+        ``until_ended_async``): the call is accepted, registered to wake its waiter, and
+        dispatched. The caller must ``stop_waiting`` once done with it."""
         self.access.require(caller, project, "functionsAcl", "RUN")
         accepted = self.acceptor.accept(project, function_id, request)
-        # waiting before the executor has it: a call that ends at once still wakes us
-        with self.waiters.waiting_for(accepted.call.id) as waiting:
+        waiting = self.waiters.register(accepted.call.id)  # before it can end
+        try:
             self.dispatcher.enqueue(accepted)
-            return self.waiters.until_ended(
-                accepted.call, wait_seconds, waiting, lambda: self._call_row(project, function_id, accepted.call.id)
-            )
+        except BaseException:
+            self.waiters.release(accepted.call.id, waiting)
+            raise
+        return accepted.call, waiting
+
+    async def until_ended_async(
+        self, project: str, function_id: int, call: CallLike, wait_seconds: float, waiting: Waiting
+    ) -> CallLike:
+        """After ``start``: the call once it has ended, or as it is after ``wait_seconds``."""
+
+        async def reread() -> CallLike:
+            return await asyncio.to_thread(self._call_row, project, function_id, call.id)
+
+        return await self.waiters.until_ended_async(call, wait_seconds, waiting, reread)
+
+    def stop_waiting(self, call_id: int, waiting: Waiting) -> None:
+        self.waiters.release(call_id, waiting)
 
     def start_scheduled_call(
         self, project: str, function_id: int, session_id: int | None, data: Any, schedule_id: int, scheduled_time: int

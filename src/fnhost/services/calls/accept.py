@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from fnhost.auth.passwords import sha256_hex
 from fnhost.clock import now_ms
 from fnhost.errors import InvalidRequest, NotFound, PayloadTooLarge
 from fnhost.services.calls.view import CallView
@@ -23,6 +24,7 @@ from fnhost.statuses import CallStatus, FunctionStatus
 from fnhost.store import calls as store
 from fnhost.store import functions as function_store
 from fnhost.store.db import Database
+from fnhost.store.direct import FUNCTION_STAMP, Direct, FunctionStamp
 from fnhost.store.functions import FunctionRow
 
 # a call's session lives as long as a call may
@@ -53,6 +55,9 @@ class Acceptor:
         self.sessions = sessions
         self.data_max_bytes = data_max_bytes
         self.replica_id = replica_id
+        self.direct = Direct(db)
+        # function id -> (its stamp, its row): a function called again is not read again
+        self._rows: dict[int, tuple[tuple[Any, ...], FunctionRow]] = {}
 
     def check(self, request: CallRequest) -> None:
         if request.data is not None and not isinstance(request.data, dict):
@@ -67,6 +72,37 @@ class Acceptor:
     def accept(self, project: str, function_id: int, request: CallRequest) -> Accepted:
         """Record a caller's call (capabilities are checked by the caller of this)."""
         self.check(request)
+        if request.nonce:
+            now = now_ms()
+            read: list[FunctionStamp] = []
+
+            def callable_or_refuse(found: FunctionStamp | None) -> None:
+                self._refuse_unless_callable(function_id, found)
+                assert found is not None
+                read.append(found)
+
+            got = self.direct.accept(
+                project=project,
+                function_id=function_id,
+                nonce_hash=sha256_hex(request.nonce),
+                now=now,
+                session_expires=now + CALL_SESSION_LIFETIME_MS,
+                data=request.data,
+                owner=self.replica_id,
+                check=callable_or_refuse,
+            )
+            if got is not None:
+                call = CallView(
+                    id=got.call_id,
+                    project=project,
+                    function_id=function_id,
+                    status=CallStatus.RUNNING,
+                    start_time=got.start_time,
+                )
+                function = self._function_row(project, function_id, read[0].stamp)
+                return Accepted(call, function, got.session_id, request.data)
+        # the nonce did not redeem (or there is none): this path says why, in the same words
+        # as everywhere else a nonce is redeemed
         with self.db.write() as s:
             function = self._callable(project, function_id, session=s)
             session = self.sessions.redeem(project, request.nonce, lifetime_ms=CALL_SESSION_LIFETIME_MS, session=s)
@@ -118,11 +154,31 @@ class Acceptor:
     @staticmethod
     def _callable(project: str, function_id: int, *, session: Session) -> FunctionRow:
         row = function_store.get(project, function_id, session=session)
+        Acceptor._refuse_unless_callable(function_id, row)
+        assert row is not None
+        return row
+
+    @staticmethod
+    def _refuse_unless_callable(function_id: int, row: FunctionRow | FunctionStamp | None) -> None:
         if row is None:
             raise NotFound(f"Function {function_id} does not exist.", missing=[{"id": function_id}])
         if row.status == FunctionStatus.FAILED:
             message = (row.error or {}).get("message") or "unknown error"
             raise InvalidRequest(f"Function {function_id} failed to deploy and cannot be called: {message}")
+
+    def _function_row(self, project: str, function_id: int, stamp: tuple[Any, ...]) -> FunctionRow:
+        """The function's row for dispatching its call: the one read before while its stamp
+        (``store.direct.FUNCTION_STAMP``: status, build, code) reads the same, else read again."""
+        kept = self._rows.get(function_id)
+        if kept is not None and kept[0] == stamp:
+            return kept[1]
+        with self.db.read() as s:
+            row = function_store.get(project, function_id, session=s)
+        if row is None:  # deleted just now: dispatching the call will say so
+            raise NotFound(f"Function {function_id} does not exist.", missing=[{"id": function_id}])
+        if len(self._rows) > 10_000:
+            self._rows.clear()
+        self._rows[function_id] = (tuple(getattr(row, c) for c in FUNCTION_STAMP), row)
         return row
 
     def _insert(

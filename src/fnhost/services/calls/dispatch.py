@@ -115,16 +115,23 @@ class Dispatcher:
             started = self.admission.admit(self._ready)
             states = {slot.function_id: self._states[slot.function_id] for slot, _ in started}
         for slot, call in started:
-            try:
-                self._start(call, states[slot.function_id])
-            except Exception as exc:
-                log.exception("call %s could not start", call.id)
-                now = now_ms()
-                self.recorder.finish(
-                    call,
-                    CallOutcome("Failed", error={"message": f"The call could not start: {exc}", "trace": ""},
-                                start_ms=now, end_ms=now),
-                )
+            state = states[slot.function_id]
+            if state.prepared is None:  # its code is made local first: not on the caller's thread
+                self._pool.submit(self._start_or_fail, call, state)
+            else:
+                self._start_or_fail(call, state)
+
+    def _start_or_fail(self, call: InFlight, state: _FunctionState) -> None:
+        try:
+            self._start(call, state)
+        except Exception as exc:
+            log.exception("call %s could not start", call.id)
+            now = now_ms()
+            self.recorder.finish(
+                call,
+                CallOutcome("Failed", error={"message": f"The call could not start: {exc}", "trace": ""},
+                            start_ms=now, end_ms=now),
+            )
 
     def _release(self, call: InFlight) -> None:
         """A call was recorded as ended: its slots are free for the next ones."""

@@ -18,9 +18,8 @@ from fnhost.run.abc import CallOutcome
 from fnhost.services.calls.view import CallView, InFlight
 from fnhost.services.calls.wait import Waiters
 from fnhost.statuses import CallStatus, call_moves
-from fnhost.store import calls as store
-from fnhost.store import functions as function_store
 from fnhost.store.db import Database
+from fnhost.store.direct import Direct
 
 log = logging.getLogger("fnhost.calls")
 
@@ -39,6 +38,7 @@ def usage_columns(call: InFlight, outcome: CallOutcome) -> dict[str, int | None]
 class Recorder:
     def __init__(self, db: Database, waiters: Waiters, live: LiveLogs, metrics: Metrics | None = None) -> None:
         self.db = db
+        self.direct = Direct(db)
         self.waiters = waiters
         self.live = live
         self.metrics = metrics
@@ -51,20 +51,19 @@ class Recorder:
             status = call_moves(call.call.status, CallStatus(outcome.status))
             end = max(outcome.end_ms or now_ms(), call.call.start_time)
             used = usage_columns(call, outcome)
-            with self.db.write() as s:
-                if store.record_end(
-                    call.id,
-                    status=status,
-                    end_time=end,
-                    run_start_time=outcome.start_ms or None,
-                    error=outcome.error,
-                    response=outcome.response,
-                    usage=used,
-                    session=s,
-                ):
-                    store.add_logs(call.id, 0, outcome.logs, session=s)
-                    function_store.mark_called(call.call.function_id, call.call.start_time, session=s)
-                    ended = call.call.ended(status, end, outcome.error, run_start_time=outcome.start_ms or None, **used)
+            if self.direct.record_end(
+                call.id,
+                call.call.function_id,
+                status=status,
+                end_time=end,
+                run_start_time=outcome.start_ms or None,
+                error=outcome.error,
+                response=outcome.response,
+                usage=used,
+                logs=outcome.logs,
+                called_at=call.call.start_time,
+            ):
+                ended = call.call.ended(status, end, outcome.error, run_start_time=outcome.start_ms or None, **used)
         except Exception:
             ended = None
             log.exception("the outcome of call %s could not be recorded", call.id)
