@@ -1,0 +1,164 @@
+"""The call path's raw statements (``store/direct.py``) on SQLite and the real PostgreSQL.
+
+They bypass the ORM, so each one is checked by reading back through the ORM: the two must
+agree on every column (JSON as JSON, booleans as booleans), on both backends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fnhost.clock import now_ms
+from fnhost.store import calls, functions, identity, projects, sessions
+from fnhost.store.db import Database
+from fnhost.store.direct import Direct, FunctionStamp
+from fnhost.store.functions import FunctionRow
+
+
+def _ready_function(database: Database, project: str = "p") -> int:
+    with database.write() as s:
+        projects.ensure(project, session=s)
+        row = functions.add(
+            FunctionRow(
+                project=project, name="f", file_id=7, function_path="handler.py", cpu=1.0, memory=1.5,
+                runtime="py311", status="Ready", env_hash="abc", ready_time=5, created_time=now_ms(),
+            ),
+            session=s,
+        )
+        return row.id
+
+
+def _session(direct: Direct, nonce_hash: str, *, nonce_expires: int, project: str = "p") -> int:
+    return direct.insert_session(
+        project=project, kind="CLIENT_CREDENTIALS", client_id="c1",
+        principal={"subject": "c1", "groups": [3], "admin": False}, nonce_hash=nonce_hash,
+        nonce_expires_time=nonce_expires, parent_session_id=None, depth=0, created_time=1, expiration_time=2,
+    )
+
+
+def _accept(direct: Direct, function_id: int, nonce_hash: str, *, now: int, data: Any = None,
+            check: Any = None, project: str = "p") -> Any:
+    seen: list[FunctionStamp | None] = []
+
+    def record(found: FunctionStamp | None) -> None:
+        seen.append(found)
+        if check is not None:
+            check(found)
+
+    accepted = direct.accept(
+        project=project, function_id=function_id, nonce_hash=nonce_hash, now=now, session_expires=now + 1000,
+        data=data, owner="replica-1", check=record,
+    )
+    return accepted, seen
+
+
+def test_a_session_reads_back_through_the_orm(database: Database) -> None:
+    direct = Direct(database)
+    sid = _session(direct, "n1", nonce_expires=10**15)
+    with database.read() as s:
+        row = sessions.get("p", sid, session=s)
+        assert row is not None
+        assert (row.status, row.type, row.client_id, row.nonce_used, row.depth) == (
+            "READY", "CLIENT_CREDENTIALS", "c1", False, 0)
+        assert row.principal == {"subject": "c1", "groups": [3], "admin": False}
+
+
+def test_accept_redeems_the_nonce_once_and_inserts_the_call(database: Database) -> None:
+    direct = Direct(database)
+    fid = _ready_function(database)
+    sid = _session(direct, "n1", nonce_expires=10**15)
+    accepted, seen = _accept(direct, fid, "n1", now=100, data={"x": [1, "two"], "ok": True})
+    assert accepted is not None and accepted.session_id == sid and accepted.start_time == 100
+    assert seen and seen[0] is not None
+    assert seen[0].status == "Ready" and seen[0].error is None
+    assert seen[0].stamp == ("Ready", "abc", 5, 7, "handler.py")
+    with database.read() as s:
+        call = calls.get("p", fid, accepted.call_id, session=s)
+        assert call is not None
+        assert (call.status, call.session_id, call.owner, call.start_time) == ("Running", sid, "replica-1", 100)
+        assert call.data == {"x": [1, "two"], "ok": True}
+        session_row = sessions.get("p", sid, session=s)
+        assert session_row is not None
+        assert (session_row.status, session_row.nonce_used, session_row.expiration_time) == ("ACTIVE", True, 1100)
+
+    again, _ = _accept(direct, fid, "n1", now=101)
+    assert again is None, "a nonce redeems once"
+    with database.read() as s:
+        assert len(calls.list_page("p", fid, limit=10, session=s)) == 1
+
+
+def test_a_call_without_data_stores_null(database: Database) -> None:
+    direct = Direct(database)
+    fid = _ready_function(database)
+    _session(direct, "n1", nonce_expires=10**15)
+    accepted, _ = _accept(direct, fid, "n1", now=100, data=None)
+    with database.read() as s:
+        call = calls.get("p", fid, accepted.call_id, session=s)
+        assert call is not None and call.data is None
+
+
+def test_accept_refuses_expired_unknown_and_foreign_nonces_writing_nothing(database: Database) -> None:
+    direct = Direct(database)
+    fid = _ready_function(database)
+    _session(direct, "old", nonce_expires=50)
+    _session(direct, "theirs", nonce_expires=10**15, project="q")
+    assert _accept(direct, fid, "old", now=100)[0] is None
+    assert _accept(direct, fid, "never-made", now=100)[0] is None
+    # a nonce of project q does not redeem for a call in project p
+    assert _accept(direct, fid, "theirs", now=100)[0] is None
+    with database.read() as s:
+        assert calls.list_page("p", fid, limit=10, session=s) == []
+        by_nonce = sessions.by_nonce_hash("theirs", session=s)
+        assert by_nonce is not None and by_nonce.status == "READY" and by_nonce.nonce_used is False
+
+
+def test_a_check_that_refuses_rolls_everything_back(database: Database) -> None:
+    direct = Direct(database)
+    fid = _ready_function(database)
+    _session(direct, "n1", nonce_expires=10**15)
+
+    def refuse(found: FunctionStamp | None) -> None:
+        raise PermissionError("no")
+
+    with pytest.raises(PermissionError):
+        _accept(direct, fid, "n1", now=100, check=refuse)
+    with database.read() as s:
+        assert calls.list_page("p", fid, limit=10, session=s) == []
+        by_nonce = sessions.by_nonce_hash("n1", session=s)
+        assert by_nonce is not None and by_nonce.nonce_used is False, "the nonce is still redeemable"
+    # the function of another project is not found
+    _, seen = _accept(direct, fid, "n1", now=100, project="q", check=lambda found: None)
+    assert seen == [None]
+
+
+def test_record_end_writes_once_with_logs_and_last_called(database: Database) -> None:
+    direct = Direct(database)
+    fid = _ready_function(database)
+    _session(direct, "n1", nonce_expires=10**15)
+    accepted, _ = _accept(direct, fid, "n1", now=100)
+    usage = {"dispatch_time": 101, "cpu_user_ms": 3, "cpu_system_ms": 1, "peak_memory_bytes": 2**20}
+    end = dict(status="Failed", end_time=120, run_start_time=102, error={"message": "boom", "trace": "t"},
+               response=None, usage=usage, logs=[(110, "one"), (111, "two ünïcode")], called_at=100)
+    assert direct.record_end(accepted.call_id, fid, **end) is True  # type: ignore[arg-type]
+    assert direct.record_end(accepted.call_id, fid, **{**end, "status": "Completed"}) is False  # type: ignore[arg-type]
+    with database.read() as s:
+        call = calls.get("p", fid, accepted.call_id, session=s)
+        assert call is not None
+        assert (call.status, call.end_time, call.run_start_time, call.dispatch_time) == ("Failed", 120, 102, 101)
+        assert call.error == {"message": "boom", "trace": "t"}
+        assert (call.cpu_user_ms, call.cpu_system_ms, call.peak_memory_bytes) == (3, 1, 2**20)
+        assert [(line.seq, line.timestamp, line.message) for line in calls.logs(accepted.call_id, session=s)] == [
+            (0, 110, "one"), (1, 111, "two ünïcode")]
+        fn = functions.get("p", fid, session=s)
+        assert fn is not None and fn.last_called == 100
+
+
+def test_identity_version_reads_what_writers_bump(database: Database) -> None:
+    direct = Direct(database)
+    first = direct.identity_version()
+    assert isinstance(first, int)
+    with database.write() as s:
+        identity.bump(session=s)
+    assert direct.identity_version() == first + 1
