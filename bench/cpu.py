@@ -22,14 +22,23 @@ It prints the ceiling N / (CPU per call) beside the rate it measured, and the ba
 call-cost issue, each against its same-run baseline: the server's CPU per call at most 6x a
 ``GET /health``'s; the CPU below the server at most 1.3x a bare fork's; the calls/s at least
 85 % of the ceiling. Writes ``bench/results/cpu.json``.
+
+``--steps`` also samples the server with py-spy (run through ``uvx``) during the trivial
+calls and splits the server's CPU per call by the step of the call path each sample was in
+(the table in docs/architecture.md, "The call path"). Sampling costs the server a little,
+so the figures of that case are read from a run of their own.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import resource
+import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +48,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    RESULTS,
     Api,
     Bar,
     bare_forks,
@@ -111,6 +121,55 @@ def drive(
     }
 
 
+# The steps of the call path, each named by the code that does it: a sample belongs to the
+# first rule that matches a frame, read from the innermost frame outwards (so the token check
+# inside the call's accept counts as the token check). Patterns match "function (file)".
+STEPS: list[tuple[str, str]] = [
+    ("token and capability checks", r"fnhost/(services/access|auth/)"),
+    ("session: insert (store/direct.py)", r"insert_session \(.*fnhost/store/direct"),
+    ("session: create (services/sessions.py)", r"fnhost/services/sessions"),
+    ("accept: read, redeem, insert (one transaction)", r"fnhost/(services/calls/accept|store/direct.py)"),
+    ("dispatch: admission, job to the zygote", r"fnhost/(services/calls/(dispatch|admission)|run/)"),
+    ("wait: the reply's future", r"fnhost/services/calls/(wait|__init__)"),
+    ("record: outcome, logs, lastCalled", r"fnhost/services/calls/record"),
+    ("edge: body, reply, rate limit (api/)", r"fnhost/(api|core)/"),
+    ("HTTP and event loop (uvicorn, starlette, asyncio)", r"(uvicorn|h11|httptools|starlette|fastapi|anyio|asyncio)/"),
+]
+
+
+def step_of(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, pattern in STEPS:
+            if re.search(pattern, frame):
+                return name
+    return "other (threads, gc, logging, metrics)"
+
+
+def sample_steps(pid: int, seconds: float, work: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """``work()`` while py-spy samples ``pid``: its result and each step's share of samples."""
+    if shutil.which("uvx") is None:
+        raise SystemExit("--steps needs uvx (uv's tool runner) to run py-spy")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "raw.txt"
+        spy = subprocess.Popen(
+            ["uvx", "py-spy", "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+             "--duration", str(int(seconds) + 2), "--output", str(out), "--gil"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1.5)  # py-spy attached before the calls start
+        result = work()
+        spy.wait(timeout=seconds + 60)
+        shutil.copy(out, RESULTS / "cpu-steps.txt")  # the samples, for a closer look
+        counts: dict[str, float] = {}
+        for line in out.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            if stack and n.isdigit():
+                step = step_of(stack.split(";"))
+                counts[step] = counts.get(step, 0) + int(n)
+    total = sum(counts.values()) or 1
+    return result, {k: v / total for k, v in counts.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
@@ -118,6 +177,7 @@ def main() -> int:
     parser.add_argument(
         "--isolation", default="auto", help="FNHOST_ISOLATION of the server: auto, bwrap, uid or none"
     )
+    parser.add_argument("--steps", action="store_true", help="split the server's CPU per call by step (py-spy)")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
 
@@ -149,6 +209,11 @@ def main() -> int:
             "POST /sessions (a call's nonce)": drive(apis, meter, args.seconds, session),
             "trivial call: session + call + server-side wait": drive(apis, meter, args.seconds, call),
         }
+        steps: dict[str, float] = {}
+        if args.steps:
+            sampled, steps = sample_steps(
+                live.proc.pid, args.seconds, lambda: drive(apis, meter, args.seconds, call)
+            )
         fork_ms = bare_forks(300, freeze=True)["cpu_per_fork"] * 1000
 
     print(f"\nCPU per request (FNHOST_ISOLATION={args.isolation}, {args.clients} clients, "
@@ -163,7 +228,7 @@ def main() -> int:
     print(f"{'baseline: bare fork of a warm process (pipe, reap)':52} {'':>7} {'':>8} {fork_ms:8.2f}")
 
     call_case = cases["trivial call: session + call + server-side wait"]
-    health = cases["GET /health (HTTP stack only)"]
+    health_case = cases["GET /health (HTTP stack only)"]
     ceiling = cores * 1000 / call_case["total_ms"]
     print(
         f"\nceiling on {cores} cores = {cores} / CPU per call = {ceiling:.1f} calls/s "
@@ -173,13 +238,19 @@ def main() -> int:
         f"CPU per trivial call, FNHOST_ISOLATION={args.isolation}, {args.clients} clients",
         [
             Bar("server CPU per trivial call (session + call + wait)", call_case["server_ms"], "ms",
-                "server CPU per GET /health", health["server_ms"], "ms", 6),
+                "server CPU per GET /health", health_case["server_ms"], "ms", 6),
             Bar("CPU below the server per trivial call", call_case["below_ms"], "ms",
                 "CPU per bare fork of a warm process", fork_ms, "ms", 1.3),
             Bar(f"trivial calls/s, {args.clients} clients", call_case["per_s"], "/s",
                 f"ceiling {cores} cores / CPU per call", ceiling, "/s", 0.85, at_least=True),
         ],
     )
+    if steps:
+        print(f"\nserver CPU per trivial call by step (py-spy samples, a run of its own: "
+              f"{sampled['server_ms']:.2f} ms per call while sampled)\n")
+        print(f"{'step':52} {'share':>7} {'ms':>8}")
+        for name, share in sorted(steps.items(), key=lambda kv: -kv[1]):
+            print(f"{name:52} {share:7.1%} {share * sampled['server_ms']:8.2f}")
     path = write_results(
         "cpu",
         {
@@ -189,6 +260,7 @@ def main() -> int:
             "cases": cases,
             "bare_fork_ms": fork_ms,
             "ceiling_calls_per_s": ceiling,
+            "steps": steps,
         },
     )
     print(f"\nwrote {path}")
