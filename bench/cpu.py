@@ -133,8 +133,11 @@ STEPS: list[tuple[str, str]] = [
     ("wait: the reply's future", r"fnhost/services/calls/(wait|__init__)"),
     ("record: outcome, logs, lastCalled", r"fnhost/services/calls/record"),
     ("edge: body, reply, rate limit (api/)", r"fnhost/(api|core)/"),
-    ("HTTP and event loop (uvicorn, starlette, asyncio)", r"(uvicorn|h11|httptools|starlette|fastapi|anyio|asyncio)/"),
+    ("HTTP (uvicorn, Starlette, FastAPI)", r"(uvicorn|h11|httptools|starlette|fastapi)/"),
 ]
+# asyncio's own frames name no step: they are whoever called them (the executor handing a
+# job to its loop is dispatch), or, with nothing above them, the event loops themselves
+EVENT_LOOP = ("event loops (asyncio, nothing of the above on the stack)", r"(asyncio|anyio)/")
 
 
 def step_of(frames: list[str]) -> str:
@@ -142,6 +145,8 @@ def step_of(frames: list[str]) -> str:
         for name, pattern in STEPS:
             if re.search(pattern, frame):
                 return name
+    if any(re.search(EVENT_LOOP[1], frame) for frame in frames):
+        return EVENT_LOOP[0]
     return "other (threads, gc, logging, metrics)"
 
 
