@@ -11,9 +11,13 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
+from fnhost.api.models.assets import AssetsCreate, AssetsList, AssetsUpdate
 from fnhost.api.models.calls import CallBody, CallsList
 from fnhost.api.models.common import ByIds, ByIdsOnly
+from fnhost.api.models.files import FilesList, FileWrite
 from fnhost.api.models.functions import FunctionsCreate, FunctionsList
+from fnhost.api.models.groups import GroupsCreate, GroupsDelete
+from fnhost.api.models.raw import Keys, Rows
 from fnhost.api.models.schedules import SchedulesCreate, SchedulesUpdate
 from fnhost.api.models.sessions import SessionsCreate
 from fnhost.api.wire import install_error_handlers, parse
@@ -88,6 +92,36 @@ def test_session_and_schedule_bodies() -> None:
     assert (spec.cron_expression, spec.function_external_id, spec.function_id) == ("* * * * *", "f", None)
 
 
+def test_file_and_group_bodies() -> None:
+    spec = parse(FileWrite, {"name": "f.zip", "mimeType": "application/zip", "dataSetId": 3, "labels": []}).spec()
+    assert (spec.mime_type, spec.data_set_id) == ("application/zip", 3)
+    listed = parse(FilesList, {"filter": {"externalIdPrefix": "x", "uploaded": True}, "limit": 5})
+    assert listed.filter is not None and listed.filter.filter().external_id_prefix == "x"
+    group = parse(GroupsCreate, {"items": [{"name": "g", "members": "allUserAccounts", "isDeleted": False}]})
+    assert group.items[0].spec().members == "allUserAccounts"
+    # the SDK deletes groups by bare ids; {"id": n} objects are accepted too
+    assert parse(GroupsDelete, {"items": [1, {"id": 2}]}).ids() == [1, 2]
+
+
+def test_raw_rows_keep_the_users_columns_as_given() -> None:
+    rows = parse(Rows, {"items": [{"key": "k", "columns": {"camelCase": {"nested": [1]}}}]}).rows()
+    assert rows[0].key == "k" and rows[0].columns == {"camelCase": {"nested": [1]}}
+    assert parse(Keys, {"items": [{"key": "a"}, {"key": "b"}]}).keys() == ["a", "b"]
+
+
+def test_asset_bodies() -> None:
+    spec = parse(AssetsCreate, {"items": [{"name": "a", "parentExternalId": "p", "labels": [{"externalId": "l"}]}]}).items[0].spec()
+    assert (spec.parent_external_id, spec.labels) == ("p", ["l"])
+    listed = parse(AssetsList, {"filter": {"assetSubtreeIds": [{"externalId": "r"}]}, "aggregatedProperties": ["childCount"]})
+    assert listed.aggregated() == ["child_count"]
+    assert listed.filter is not None and listed.filter.filter().asset_subtree_ids == [Identifier(external_id="r")]
+    body = {"items": [{"externalId": "a", "update": {"labels": {"add": [{"externalId": "x"}]}, "description": {"setNull": True}}}]}
+    change = parse(AssetsUpdate, body).items[0].change()
+    assert change.ident == Identifier(external_id="a")
+    assert change.ops["labels"].given == {"add"} and change.ops["labels"].add == ["x"]
+    assert change.ops["description"].given == {"set_null"}
+
+
 def test_schedule_update_names_only_what_it_changes() -> None:
     body = {"items": [{"id": 5, "update": {"cronExpression": {"set": "0 9 * * *"}, "timeZone": {"setNull": True}}}]}
     change = parse(SchedulesUpdate, body).items[0].change()
@@ -114,6 +148,15 @@ def test_schedule_update_names_only_what_it_changes() -> None:
         (SchedulesCreate, {"items": [{"name": "s", "cronExpression": "* * * * *", "data": "x"}]}, "items[0].data must be a JSON object, got 'x'.", "data"),
         (SchedulesUpdate, {"items": [{"id": 1, "update": {"sessionId": {"set": 1}}}]}, "cannot be updated", None),
         (SchedulesUpdate, {"items": [{"id": 1, "update": {"name": "x"}}]}, "items[0].update.name: must be {'set': value} or {'setNull': true}.", "name"),
+        (GroupsDelete, {"items": ["x"]}, "items[0] must be an integer, got 'x'.", None),
+        (GroupsDelete, {"items": [{"id": True}]}, "items[0] must be an integer, got True.", None),
+        (GroupsCreate, {"items": [{"name": "g", "members": "all"}]}, "items[0].members: members must be a list of ids or 'allUserAccounts'.", "members"),
+        (FileWrite, {"name": "f", "metadata": {"k": 1}}, "metadata.k must be a string, got 1.", "metadata"),
+        (Rows, {"items": [{"key": "k", "columns": [1]}]}, "items[0].columns must be a JSON object.", "columns"),
+        # assets refuse what they do not know, as CDF's assets API does
+        (AssetsCreate, {"items": [{"name": "a", "colour": "red"}]}, "items[0].colour is not a known property.", "colour"),
+        (AssetsList, {"filter": {"colour": "red"}}, "filter.colour is not a known property.", "colour"),
+        (AssetsUpdate, {"items": [{"id": 1, "update": {"rootId": {"set": 1}}}]}, "['rootId'] cannot be updated", None),
     ],
 )
 def test_bad_input_names_the_field(model: type[Any], body: Any, message: str, field: str | None) -> None:

@@ -111,6 +111,8 @@ def _phrase(where: str, err: Mapping[str, Any]) -> str:
         return f"{subject} must be more than {ctx.get('gt')}, got {_show(err.get('input'))}."
     if kind == "literal_error":
         return f"{subject} must be one of {ctx.get('expected')}, got {_show(err.get('input'))}."
+    if kind == "extra_forbidden":
+        return f"{subject} is not a known property."
     if kind == "value_error":
         text = str(err.get("msg", "")).removeprefix("Value error, ")
         return f"{where}: {text}" if where else text
@@ -122,7 +124,8 @@ def _phrase(where: str, err: Mapping[str, Any]) -> str:
 def describe_validation(errs: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
     """Pydantic's errors as one message in the API's words (``items[0].fileId must be an
     integer, got '12'.``) and the domain name of the field the first is about (``file_id``),
-    for ``FnhostError.field``."""
+    for ``FnhostError.field``. (The models avoid unions: pydantic names each member of one
+    in ``loc``, which no user could act on.)"""
     parts: list[str] = []
     field: str | None = None
     for err in errs:

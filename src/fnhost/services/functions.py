@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from pydantic.alias_generators import to_camel
+
 from fnhost.auth.capabilities import Principal
 from fnhost.auth.crypto import SecretBox
 from fnhost.build.runtimes import KNOWN as KNOWN_RUNTIMES
@@ -83,24 +85,25 @@ class FunctionLimits:
     response_size_mb: float
 
 
-def _string(value: str | None, key: str, maximum: int, *, field: str, required: bool = False) -> str | None:
-    """``key`` is the API's word for the field (in the message), ``field`` the domain's."""
+def _string(value: str | None, field: str, maximum: int, *, required: bool = False) -> str | None:
+    """``field`` is the domain's name; the message says the API's (``external_id`` →
+    ``externalId``), as every message does."""
     if value is None and not required:
         return None
     if value is None or (required and not value) or len(value) > maximum:
         raise InvalidRequest(
-            f"{key} must be a string of {'1' if required else '0'} to {maximum} characters.",
+            f"{to_camel(field)} must be a string of {'1' if required else '0'} to {maximum} characters.",
             field=field,
         )
     return value
 
 
-def _url(value: str, key: str, field: str) -> str:
+def _url(value: str, field: str) -> str:
     if len(value) > 2048:
-        raise InvalidRequest(f"{key} must be a URL of at most 2048 characters.", field=field)
+        raise InvalidRequest(f"{to_camel(field)} must be a URL of at most 2048 characters.", field=field)
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidRequest(f"{key} must be an http(s) URL, got {value!r}.", field=field)
+        raise InvalidRequest(f"{to_camel(field)} must be an http(s) URL, got {value!r}.", field=field)
     return value
 
 
@@ -143,10 +146,10 @@ class Functions:
         Raises with a precise message naming the field."""
         s = self.settings
         out: dict[str, Any] = {
-            "name": _string(spec.name, "name", 140, field="name", required=True),
-            "external_id": _string(spec.external_id, "externalId", 255, field="external_id"),
-            "description": _string(spec.description, "description", 500, field="description"),
-            "owner": _string(spec.owner, "owner", 128, field="owner"),
+            "name": _string(spec.name, "name", 140, required=True),
+            "external_id": _string(spec.external_id, "external_id", 255),
+            "description": _string(spec.description, "description", 500),
+            "owner": _string(spec.owner, "owner", 128),
             "file_id": spec.file_id,
         }
 
@@ -238,14 +241,14 @@ class Functions:
         out["runtime"] = runtime
 
         index_url = spec.index_url
-        out["index_url"] = _url(index_url, "indexUrl", "index_url") if index_url is not None else None
+        out["index_url"] = _url(index_url, "index_url") if index_url is not None else None
         extra = spec.extra_index_urls
         if extra is not None:
             if len(extra) > 10:
                 raise InvalidRequest(
                     "extraIndexUrls must be a list of at most 10 URLs.", field="extra_index_urls"
                 )
-            extra = [_url(u, "extraIndexUrls", "extra_index_urls") for u in extra]
+            extra = [_url(u, "extra_index_urls") for u in extra]
         out["extra_index_urls"] = extra or None
         return out
 

@@ -12,6 +12,7 @@ from typing import Any
 from fnhost.api.services import Services
 from fnhost.errors import FnhostError, InvalidRequest
 from fnhost.services.calls import CallRequest
+from fnhost.services.files import FileSpec
 from fnhost.services.schedules import ScheduleFilter, ScheduleSpec
 from fnhost.services.sessions import TOKEN_EXCHANGE, SessionRequest
 from fnhost.ui.fields import form_field
@@ -63,7 +64,7 @@ def upload_zip(system: Services, sess: UiSession, filename: str, content: bytes)
     """Store a zip as a file (create the row, then upload the bytes); return its id."""
     name = filename.rsplit("/", 1)[-1] or "function.zip"
     row = system.files.create(
-        sess.project, sess.principal, {"name": name, "mimeType": "application/zip"}, overwrite=False
+        sess.project, sess.principal, FileSpec(name=name, mime_type="application/zip"), overwrite=False
     )
     assert row.upload_token is not None
     system.files.upload(sess.project, sess.principal, row.id, row.upload_token, iter([content]))
