@@ -208,9 +208,12 @@ class Row:
 
 
 def test_resolve_all_reports_every_missing_one_then_dedupes() -> None:
-    names = [Identifier(id=1), Identifier(external_id="gone"), Identifier(id=9), Identifier(external_id="one")]
+    names = [
+        Identifier(id=1), Identifier(external_id="gone"), Identifier(id=9), Identifier(external_id="one"),
+        Identifier(id=9),
+    ]
     one = Row(1)
-    rows = [one, None, None, one]
+    rows = [one, None, None, one, None]
     with pytest.raises(NotFound) as err:
         resolve_all(names, rows, what="Things", ignore_unknown=False, entry=lambda i: i.entry())
     assert err.value.message == "Things not found."

@@ -163,7 +163,7 @@ def raw_post(
     request: Request,
     system: SystemDep,
     principal: PrincipalDep,
-    body: Any = Body(None),
+    body: Any = Body(None),  # one path for four bodies: each branch parses its own model
 ) -> dict[str, Any]:
     seg = _segments(request, rest)
     raw = system.raw

@@ -98,7 +98,8 @@ class Files:
             row = store.get(project, file_id, session=s)
         if row is None:
             raise NotFound(f"File {file_id} does not exist.", missing=[{"id": file_id}])
-        if not row.upload_token or not secrets.compare_digest(row.upload_token, token):
+        # bytes: compare_digest refuses str with non-ASCII characters (a 500 the fuzzer found)
+        if not row.upload_token or not secrets.compare_digest(row.upload_token.encode(), token.encode()):
             raise Unauthenticated("The upload URL is not valid (expired or already used).")
         key = f"files/{project}/{file_id}-{secrets.token_hex(4)}"
         size = self.blobs.put(key, chunks, max_bytes=self.max_upload)

@@ -1,9 +1,10 @@
 """How a request names objects (by id or external id), and the one by-ids rule.
 
 Every ``…/byids`` and ``…/delete`` of the API resolves a list of identifiers the same way:
-unknown ones are reported all at once (``NotFound`` with ``missing``) unless the caller said
-``ignoreUnknownIds``, and an object named twice (by id and by external id, say) is served
-once, in the order first named. ``resolve_all`` is that rule, written once.
+unknown ones are reported all at once (``NotFound`` with ``missing``, each once) unless the
+caller said ``ignoreUnknownIds``, and an object named twice (by id and by external id, say)
+is served once, in the order first named. ``resolve_all`` is that rule, written once.
+(Files, calls, sessions and schedules keep repeats, as they always have: ``dedupe=False``.)
 """
 
 from __future__ import annotations
@@ -56,8 +57,14 @@ def resolve_all(
 ) -> list[R]:
     """The rows found for ``names`` (``rows[i]`` is what ``names[i]`` resolved to, or None):
     first every unknown one reported (``NotFound("<what> not found.")``) unless
-    ``ignore_unknown``, then each object once, in the order first named."""
-    missing = [entry(n) for n, r in zip(names, rows, strict=True) if r is None]
+    ``ignore_unknown``, then each object once, in the order first named. ``dedupe=False``
+    keeps repeats (and reports a repeated unknown name as often as it was given)."""
+    missing: list[dict[str, Any]] = []
+    for n, r in zip(names, rows, strict=True):
+        if r is None:
+            e = entry(n)
+            if not dedupe or e not in missing:
+                missing.append(e)
     if missing and not ignore_unknown:
         raise NotFound(f"{what} not found.", missing=missing)
     out: list[R] = []
