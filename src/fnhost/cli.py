@@ -336,20 +336,20 @@ def groups_create(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Create a group."""
+    from fnhost.api.groups import group_out
     from fnhost.errors import FnhostError
-    from fnhost.services.groups import ALL_USER_ACCOUNTS, group_out, parse_capability
+    from fnhost.services.groups import ALL_USER_ACCOUNTS, GroupSpec, parse_capability
 
     system = _operator_system()
     project = project or system.settings.default_project
     try:
-        item: dict[str, Any] = {"name": name, "capabilities": [parse_capability(c) for c in capability or []]}
-        if source_id is not None:
-            item["sourceId"] = source_id
-        if all_users:
-            item["members"] = ALL_USER_ACCOUNTS
-        elif member:
-            item["members"] = member
-        (row,) = system.groups.add(project, [item])
+        spec = GroupSpec(
+            name=name,
+            capabilities=[parse_capability(c) for c in capability or []],
+            source_id=source_id,
+            members=ALL_USER_ACCOUNTS if all_users else (member or None),
+        )
+        (row,) = system.groups.add(project, [spec])
     except FnhostError as exc:
         _fail(exc.message)
     finally:
@@ -364,7 +364,7 @@ def groups_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """List groups."""
-    from fnhost.services.groups import group_out
+    from fnhost.api.groups import group_out
 
     system = _operator_system()
     try:

@@ -18,10 +18,13 @@ The HTTP edge maps these to the CDF error envelope in one place (``api/wire.py``
 
 Domain and store code raise these and never import HTTP types.
 
-An error about one input field says which with ``field``: the domain (wire) name of the
-field, e.g. ``"externalId"``, ``"functionPath"``, ``"fileId"``, ``"cronExpression"``,
-``"data"``, ``"secrets"``. The web page shows the message next to that field; the API
-does not send it (the CDF error envelope has no such key).
+An error about one input field says which with ``field``: the field's domain name, the
+attribute of the typed value the service takes (``services.functions.FunctionSpec``), e.g.
+``"external_id"``, ``"function_path"``, ``"file_id"``, ``"cron_expression"``, ``"data"``,
+``"secrets"``. Validation errors of the API's request models carry it too (``api/wire.py``
+``parse``). The message names the field in the API's word (``externalId``). The web page
+shows the message next to that field (``ui/fields.py``); the API does not send it (the CDF
+error envelope has no such key).
 """
 
 from __future__ import annotations

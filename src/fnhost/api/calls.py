@@ -5,26 +5,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fnhost.api.deps import (
     PrincipalDep,
     SystemDep,
-    body_items,
     check_limit,
-    ignore_unknown,
     int_cursor,
     json_body,
     json_response,
     principal_of,
     quickly,
 )
+from fnhost.api.models.calls import CallBody, CallsList
+from fnhost.api.models.common import ByIdsOnly, limit_of
 from fnhost.api.services import Services
-from fnhost.api.wire import drop_none, items
+from fnhost.api.wire import drop_none, items, parse
 from fnhost.auth.capabilities import Principal
 from fnhost.errors import InvalidRequest
-from fnhost.services.calls import CallLike, CallRequest, Waiting
+from fnhost.services.calls import CallFilter, CallLike, Waiting
 
 router = APIRouter(tags=["calls"])
 
@@ -66,16 +66,6 @@ def usage_out(row: CallLike) -> dict[str, int] | None:
     return out
 
 
-def _call_ids(values: list[dict[str, Any]]) -> list[int]:
-    ids = []
-    for v in values:
-        value = v.get("id")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidRequest("Each item must be {'id': <call id>}.")
-        ids.append(value)
-    return ids
-
-
 @router.post("/functions/{function_id}/call", response_model=None)
 async def call_function(project: str, function_id: int, request: Request) -> Response:
     """Start a call. The reply waits up to ``waitSeconds`` (fnhost extension; default the
@@ -90,7 +80,8 @@ async def call_function(project: str, function_id: int, request: Request) -> Res
 
     def start() -> tuple[CallLike, Waiting]:
         principal = principal_of(request)  # who asks, before what they ask is looked at
-        return system.calls.start(project, principal, function_id, call_request(body))
+        request_ = parse(CallBody, {} if body is None else body).request()
+        return system.calls.start(project, principal, function_id, request_)
 
     call, waiting = await quickly(request, start)
     try:
@@ -115,27 +106,20 @@ def wait_seconds(request: Request, *, default: float) -> float:
     return value
 
 
-def call_request(body: Any) -> CallRequest:
-    """``{"data": {...}, "nonce": "..."}`` as the domain's request (either may be missing)."""
-    body = {} if body is None else body
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be an object with 'data' and 'nonce'.")
-    data, nonce = body.get("data"), body.get("nonce")
-    if data is not None and not isinstance(data, dict):
-        raise InvalidRequest("data must be a JSON object.", field="data")
-    return CallRequest(data=data, nonce=nonce if isinstance(nonce, str) else None)
-
-
 def _list(
-    project: str, function_id: int, system: Services, principal: Principal, filt: Any, limit: Any, cursor: Any
+    project: str,
+    function_id: int,
+    system: Services,
+    principal: Principal,
+    filt: CallFilter | None,
+    limit: int | None,
+    cursor: str | None,
 ) -> dict[str, Any]:
-    if not isinstance(filt, dict):
-        raise InvalidRequest("filter must be an object.")
     rows, next_cursor = system.calls.list(
         project,
         principal,
         function_id,
-        limit=check_limit(limit, default=100, maximum=10_000),
+        limit=limit_of(limit, default=100, maximum=10_000),
         cursor=int_cursor(cursor),
         filt=filt,
     )
@@ -147,14 +131,11 @@ def _list(
 
 @router.post("/functions/{function_id}/calls/list")
 def list_calls(
-    project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: CallsList | None = None
 ) -> dict[str, Any]:
-    body = body or {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be an object.")
-    return _list(
-        project, function_id, system, principal, body.get("filter") or {}, body.get("limit"), body.get("cursor")
-    )
+    body = body or CallsList()
+    filt = body.filter.filter() if body.filter else None
+    return _list(project, function_id, system, principal, filt, body.limit, body.cursor)
 
 
 @router.get("/functions/{function_id}/calls")
@@ -169,16 +150,15 @@ def list_calls_get(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """The GET form of calls/list, as the CDF API has it (filters as query parameters)."""
-    filt = drop_none({"status": status, "scheduleId": scheduleId})
-    return _list(project, function_id, system, principal, filt, limit, cursor)
+    filt = CallFilter(status=status, schedule_id=scheduleId)
+    return _list(project, function_id, system, principal, filt, check_limit(limit, default=100, maximum=10_000), cursor)
 
 
 @router.post("/functions/{function_id}/calls/byids")
 def calls_by_ids(
-    project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: ByIdsOnly
 ) -> dict[str, Any]:
-    values = body_items(body)
-    rows = system.calls.by_ids(project, principal, function_id, _call_ids(values), ignore_unknown(body))
+    rows = system.calls.by_ids(project, principal, function_id, body.ids(), body.ignore_unknown_ids)
     return items([call_out(r) for r in rows])
 
 

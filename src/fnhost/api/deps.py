@@ -65,26 +65,6 @@ def check_limit(limit: Any, *, default: int, maximum: int) -> int:
     return min(limit, maximum)
 
 
-def body_items(body: Any, *, maximum: int = 1000, allow_empty: bool = False) -> list[dict[str, Any]]:
-    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-        raise InvalidRequest("The body must be an object with an 'items' list.")
-    values = body["items"]
-    if not values and not allow_empty:
-        raise InvalidRequest("items must not be empty.")
-    if len(values) > maximum:
-        raise InvalidRequest(f"At most {maximum} items per request.")
-    if not all(isinstance(v, dict) for v in values):
-        raise InvalidRequest("Each item must be an object.")
-    return values
-
-
-def ignore_unknown(body: dict[str, Any]) -> bool:
-    value = body.get("ignoreUnknownIds", False)
-    if not isinstance(value, bool):
-        raise InvalidRequest("ignoreUnknownIds must be a boolean.")
-    return value
-
-
 # -- for the endpoints on the call path, written async: each sends its blocking work (the
 # token, the database) to a worker thread in one hop, where FastAPI's sync endpoints and
 # dependencies take one hop each (see docs/architecture.md, "The call path")

@@ -6,22 +6,18 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from fnhost.api.deps import (
-    PrincipalDep,
-    SystemDep,
-    body_items,
-    check_limit,
-    get_principal,
-    ignore_unknown,
-    int_cursor,
-)
+from fnhost.api.deps import PrincipalDep, SystemDep, check_limit, get_principal, int_cursor
+from fnhost.api.models.common import ByIds, limit_of
+from fnhost.api.models.files import FilesList, FileWrite
+from fnhost.api.services import Services
 from fnhost.api.wire import drop_none, items
+from fnhost.auth.capabilities import Principal
 from fnhost.errors import InvalidRequest, PayloadTooLarge
-from fnhost.services.files import identifier_of
+from fnhost.services.files import FileFilter
 from fnhost.store.files import FileRow
 
 router = APIRouter(tags=["files"])
@@ -59,12 +55,10 @@ def create_file(
     project: str,
     system: SystemDep,
     principal: PrincipalDep,
+    body: FileWrite,
     overwrite: str | None = None,
-    body: Any = Body(None),
 ) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a file object.")
-    row = system.files.create(project, principal, body, overwrite=_bool_query(overwrite, "overwrite"))
+    row = system.files.create(project, principal, body.spec(), overwrite=_bool_query(overwrite, "overwrite"))
     out = file_out(row)
     out["uploadUrl"] = f"/api/v1/projects/{project}/files/upload/{row.id}?uploadToken={row.upload_token}"
     return out
@@ -100,14 +94,20 @@ async def upload_file(project: str, file_id: int, request: Request, uploadToken:
 
 
 @router.post("/files/byids")
-def files_by_ids(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body)
-    rows = system.files.by_ids(project, principal, values, ignore_unknown(body))
+def files_by_ids(project: str, system: SystemDep, principal: PrincipalDep, body: ByIds) -> dict[str, Any]:
+    rows = system.files.by_ids(project, principal, body.identifiers(), body.ignore_unknown_ids)
     return items([file_out(r) for r in rows])
 
 
-def _list(system: Any, project: str, principal: Any, limit: Any, cursor: Any, filt: dict[str, Any]) -> dict[str, Any]:
-    limit = check_limit(limit, default=100, maximum=1000)
+def _list(
+    system: Services,
+    project: str,
+    principal: Principal,
+    limit: int | None,
+    cursor: str | None,
+    filt: FileFilter | None,
+) -> dict[str, Any]:
+    limit = limit_of(limit, default=100, maximum=1000)
     rows = system.files.list(project, principal, limit=limit, cursor=int_cursor(cursor), filt=filt)
     out: dict[str, Any] = items([file_out(r) for r in rows])
     if len(rows) == limit:
@@ -116,34 +116,30 @@ def _list(system: Any, project: str, principal: Any, limit: Any, cursor: Any, fi
 
 
 @router.post("/files/list")
-def list_files(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    body = body or {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be an object.")
-    filt = body.get("filter") or {}
-    if not isinstance(filt, dict):
-        raise InvalidRequest("filter must be an object.")
-    return _list(system, project, principal, body.get("limit"), body.get("cursor"), filt)
+def list_files(
+    project: str, system: SystemDep, principal: PrincipalDep, body: FilesList | None = None
+) -> dict[str, Any]:
+    body = body or FilesList()
+    filt = body.filter.filter() if body.filter else None
+    return _list(system, project, principal, body.limit, body.cursor, filt)
 
 
 @router.get("/files")
 def list_files_get(
     project: str, system: SystemDep, principal: PrincipalDep, limit: int = 100, cursor: str | None = None
 ) -> dict[str, Any]:
-    return _list(system, project, principal, limit, cursor, {})
+    return _list(system, project, principal, check_limit(limit, default=100, maximum=1000), cursor, None)
 
 
 @router.post("/files/delete")
-def delete_files(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body)
-    system.files.delete(project, principal, values, ignore_unknown(body))
+def delete_files(project: str, system: SystemDep, principal: PrincipalDep, body: ByIds) -> dict[str, Any]:
+    system.files.delete(project, principal, body.identifiers(), body.ignore_unknown_ids)
     return {}
 
 
 @router.post("/files/downloadlink")
-def download_links(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body)
-    rows = system.files.by_ids(project, principal, [identifier_of(v) for v in values], False)
+def download_links(project: str, system: SystemDep, principal: PrincipalDep, body: ByIds) -> dict[str, Any]:
+    rows = system.files.by_ids(project, principal, body.identifiers(), False)
     return items(
         [
             drop_none(

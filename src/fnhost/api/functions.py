@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
 
-from fnhost.api.deps import PrincipalDep, SystemDep, body_items, check_limit, ignore_unknown
+from fnhost.api.deps import PrincipalDep, SystemDep, check_limit
+from fnhost.api.models.common import ByIds, limit_of
+from fnhost.api.models.functions import FunctionsCreate, FunctionsList
 from fnhost.api.wire import drop_none, items
-from fnhost.errors import InvalidRequest
 from fnhost.store.functions import FunctionRow
 
 router = APIRouter(tags=["functions"])
@@ -41,21 +42,20 @@ def function_out(row: FunctionRow) -> dict[str, Any]:
 
 
 @router.post("/functions")
-def create_functions(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body, maximum=1)
-    row = system.functions.create(project, principal, values[0])
+def create_functions(
+    project: str, system: SystemDep, principal: PrincipalDep, body: FunctionsCreate
+) -> dict[str, Any]:
+    row = system.functions.create(project, principal, body.items[0].spec())
     return items([function_out(row)])
 
 
 @router.post("/functions/list")
-def list_functions(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    body = body or {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be an object.")
-    filt = body.get("filter") or {}
-    if not isinstance(filt, dict):
-        raise InvalidRequest("filter must be an object.")
-    limit = check_limit(body.get("limit"), default=100, maximum=10_000)
+def list_functions(
+    project: str, system: SystemDep, principal: PrincipalDep, body: FunctionsList | None = None
+) -> dict[str, Any]:
+    body = body or FunctionsList()
+    limit = limit_of(body.limit, default=100, maximum=10_000)
+    filt = body.filter.filter() if body.filter else None
     rows = system.functions.list(project, principal, limit=limit, filt=filt)
     return items([function_out(r) for r in rows])
 
@@ -63,20 +63,18 @@ def list_functions(project: str, system: SystemDep, principal: PrincipalDep, bod
 @router.get("/functions")
 def list_functions_get(project: str, system: SystemDep, principal: PrincipalDep, limit: int = 100) -> dict[str, Any]:
     limit = check_limit(limit, default=100, maximum=10_000)
-    return items([function_out(r) for r in system.functions.list(project, principal, limit=limit, filt={})])
+    return items([function_out(r) for r in system.functions.list(project, principal, limit=limit)])
 
 
 @router.post("/functions/byids")
-def functions_by_ids(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body)
-    rows = system.functions.by_ids(project, principal, values, ignore_unknown(body))
+def functions_by_ids(project: str, system: SystemDep, principal: PrincipalDep, body: ByIds) -> dict[str, Any]:
+    rows = system.functions.by_ids(project, principal, body.identifiers(), body.ignore_unknown_ids)
     return items([function_out(r) for r in rows])
 
 
 @router.post("/functions/delete")
-def delete_functions(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body)
-    system.functions.delete(project, principal, values, ignore_unknown(body))
+def delete_functions(project: str, system: SystemDep, principal: PrincipalDep, body: ByIds) -> dict[str, Any]:
+    system.functions.delete(project, principal, body.identifiers(), body.ignore_unknown_ids)
     return {}
 
 

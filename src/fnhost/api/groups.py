@@ -4,22 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
 
-from fnhost.api.deps import PrincipalDep, SystemDep, body_items
+from fnhost.api.deps import PrincipalDep, SystemDep
+from fnhost.api.models.groups import GroupsCreate, GroupsDelete
 from fnhost.api.wire import items
 from fnhost.errors import InvalidRequest
-from fnhost.services.groups import group_out
+from fnhost.store.groups import GroupRow
 
 router = APIRouter(tags=["groups"])
 
 
+def group_out(row: GroupRow) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": row.id,
+        "name": row.name,
+        "capabilities": row.capabilities,
+        "isDeleted": False,
+    }
+    if row.source_id is not None:
+        out["sourceId"] = row.source_id
+    if row.members is not None:
+        out["members"] = row.members
+    if row.metadata_:
+        out["metadata"] = row.metadata_
+    return out
+
+
 @router.post("/groups")
 def create_groups(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: GroupsCreate
 ) -> dict[str, Any]:
-    values = body_items(body)
-    rows = system.groups.create(project, principal, values)
+    rows = system.groups.create(project, principal, [g.spec() for g in body.items])
     return items([group_out(r) for r in rows])
 
 
@@ -36,17 +52,8 @@ def list_groups(
 
 @router.post("/groups/delete")
 def delete_groups(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: GroupsDelete
 ) -> dict[str, Any]:
-    values = body.get("items") if isinstance(body, dict) else None
-    if not isinstance(values, list) or not values:
-        raise InvalidRequest("The body must be an object with a non-empty 'items' list of ids.")
     # the SDK sends bare ids ({"items": [1, 2]}); {"id": n} objects are accepted too
-    ids: list[int] = []
-    for v in values:
-        value = v.get("id") if isinstance(v, dict) else v
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidRequest("Each item must be a group id (an integer).")
-        ids.append(value)
-    system.groups.delete(project, principal, ids)
+    system.groups.delete(project, principal, body.ids())
     return {}

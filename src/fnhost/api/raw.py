@@ -12,10 +12,10 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Body, Request
 
-from fnhost.api.deps import PrincipalDep, SystemDep, body_items, check_limit
-from fnhost.api.wire import items
+from fnhost.api.deps import PrincipalDep, SystemDep, check_limit
+from fnhost.api.models.raw import DatabasesDelete, Keys, Names, Rows
+from fnhost.api.wire import items, parse
 from fnhost.errors import InvalidRequest, NotFound
-from fnhost.services.raw import MAX_INSERT, MAX_NAMES_PER_REQUEST
 from fnhost.store.raw import RawRow
 
 router = APIRouter(tags=["raw"])
@@ -98,23 +98,17 @@ def list_databases(
 
 @router.post("/raw/dbs")
 def create_databases(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: Names
 ) -> dict[str, Any]:
-    rows = system.raw.create_databases(
-        project, principal, body_items(body, maximum=MAX_NAMES_PER_REQUEST)
-    )
+    rows = system.raw.create_databases(project, principal, body.names())
     return items([{"name": r.name, "createdTime": r.created_time} for r in rows])
 
 
 @router.post("/raw/dbs/delete")
 def delete_databases(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: DatabasesDelete
 ) -> dict[str, Any]:
-    values = body_items(body, maximum=MAX_NAMES_PER_REQUEST)
-    recursive = body.get("recursive", False)
-    if not isinstance(recursive, bool):
-        raise InvalidRequest("recursive must be a boolean.")
-    system.raw.delete_databases(project, principal, values, recursive=recursive)
+    system.raw.delete_databases(project, principal, body.names(), recursive=body.recursive)
     return {}
 
 
@@ -169,7 +163,7 @@ def raw_post(
     request: Request,
     system: SystemDep,
     principal: PrincipalDep,
-    body: Any = Body(None),
+    body: Any = Body(None),  # one path for four bodies: each branch parses its own model
 ) -> dict[str, Any]:
     seg = _segments(request, rest)
     raw = system.raw
@@ -178,27 +172,24 @@ def raw_post(
             project,
             principal,
             seg[0],
-            body_items(body, maximum=MAX_NAMES_PER_REQUEST),
+            parse(Names, body).names(),
             ensure_parent=_query_bool(request, "ensureParent"),
         )
         return items([{"name": r.name, "createdTime": r.created_time} for r in rows])
     if len(seg) == 3 and seg[1] == "tables" and seg[2] == "delete":
-        raw.delete_tables(
-            project, principal, seg[0], body_items(body, maximum=MAX_NAMES_PER_REQUEST)
-        )
+        raw.delete_tables(project, principal, seg[0], parse(Names, body).names())
         return {}
     if len(seg) == 4 and seg[1] == "tables" and seg[3] == "rows":
-        values = body_items(body, maximum=MAX_INSERT)
         raw.insert_rows(
             project,
             principal,
             seg[0],
             seg[2],
-            values,
+            parse(Rows, body).rows(),
             ensure_parent=_query_bool(request, "ensureParent"),
         )
         return {}
     if len(seg) == 5 and seg[1] == "tables" and seg[3] == "rows" and seg[4] == "delete":
-        raw.delete_rows(project, principal, seg[0], seg[2], body_items(body, maximum=MAX_INSERT))
+        raw.delete_rows(project, principal, seg[0], seg[2], parse(Keys, body).keys())
         return {}
     raise _not_found()

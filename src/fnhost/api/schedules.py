@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter
 
-from fnhost.api.deps import PrincipalDep, SystemDep, body_items, check_limit, ignore_unknown
+from fnhost.api.deps import PrincipalDep, SystemDep, check_limit
+from fnhost.api.models.common import ByIdsOnly, limit_of
+from fnhost.api.models.schedules import SchedulesCreate, SchedulesList, SchedulesUpdate
 from fnhost.api.wire import drop_none, items
-from fnhost.errors import InvalidRequest
 from fnhost.services.schedules import Schedules
 from fnhost.store.schedules import ScheduleFireRow, ScheduleRow
 
@@ -59,59 +60,38 @@ def fire_out(row: ScheduleFireRow) -> dict[str, Any]:
     )
 
 
-def _body(body: Any) -> dict[str, Any]:
-    body = body or {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be an object.")
-    return body
-
-
-def _ids(body: Any) -> list[int]:
-    ids = []
-    for item in body_items(body):
-        value = item.get("id")
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise InvalidRequest("Schedules are identified by 'id' (an integer).")
-        ids.append(value)
-    return ids
-
-
 @router.post("/functions/schedules")
 def create_schedules(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: SchedulesCreate
 ) -> dict[str, Any]:
-    values = body_items(body, maximum=1)
-    row = system.schedules.create(project, principal, values[0])
+    row = system.schedules.create(project, principal, body.items[0].spec())
     return items([schedule_out(row, system.schedules)])
 
 
 @router.post("/functions/schedules/list")
 def list_schedules(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: SchedulesList | None = None
 ) -> dict[str, Any]:
-    body = _body(body)
-    filt = body.get("filter") or {}
-    if not isinstance(filt, dict):
-        raise InvalidRequest("filter must be an object.")
-    limit = check_limit(body.get("limit"), default=100, maximum=10_000)
+    body = body or SchedulesList()
+    limit = limit_of(body.limit, default=100, maximum=10_000)
+    filt = body.filter.filter() if body.filter else None
     rows = system.schedules.list(project, principal, limit=limit, filt=filt)
     return items([schedule_out(r, system.schedules) for r in rows])
 
 
 @router.post("/functions/schedules/byids")
 def schedules_by_ids(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: ByIdsOnly
 ) -> dict[str, Any]:
-    values = body_items(body)
-    rows = system.schedules.by_ids(project, principal, values, ignore_unknown(body))
+    rows = system.schedules.by_ids(project, principal, body.ids(), body.ignore_unknown_ids)
     return items([schedule_out(r, system.schedules) for r in rows])
 
 
 @router.post("/functions/schedules/delete")
 def delete_schedules(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: ByIdsOnly
 ) -> dict[str, Any]:
-    system.schedules.delete(project, principal, _ids(body), ignore_unknown(_body(body)))
+    system.schedules.delete(project, principal, body.ids(), body.ignore_unknown_ids)
     return {}
 
 
@@ -135,25 +115,25 @@ def get_schedule(
 
 @router.post("/functions/schedules/update")
 def update_schedules(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: SchedulesUpdate
 ) -> dict[str, Any]:
-    rows = system.schedules.update(project, principal, body_items(body))
+    rows = system.schedules.update(project, principal, [i.change() for i in body.items])
     return items([schedule_out(r, system.schedules) for r in rows])
 
 
 @router.post("/functions/schedules/pause")
 def pause_schedules(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: ByIdsOnly
 ) -> dict[str, Any]:
-    rows = system.schedules.set_paused(project, principal, _ids(body), True)
+    rows = system.schedules.set_paused(project, principal, body.ids(), True)
     return items([schedule_out(r, system.schedules) for r in rows])
 
 
 @router.post("/functions/schedules/resume")
 def resume_schedules(
-    project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
+    project: str, system: SystemDep, principal: PrincipalDep, body: ByIdsOnly
 ) -> dict[str, Any]:
-    rows = system.schedules.set_paused(project, principal, _ids(body), False)
+    rows = system.schedules.set_paused(project, principal, body.ids(), False)
     return items([schedule_out(r, system.schedules) for r in rows])
 
 

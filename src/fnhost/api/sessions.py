@@ -4,24 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from fnhost.api.deps import (
     PrincipalDep,
     SystemDep,
-    body_items,
     check_limit,
-    ignore_unknown,
     int_cursor,
     json_body,
     json_response,
     principal_of,
     quickly,
 )
+from fnhost.api.models.common import ByIdsOnly
+from fnhost.api.models.sessions import SessionsCreate
 from fnhost.api.services import Services
-from fnhost.api.wire import drop_none, items
-from fnhost.errors import InvalidRequest
+from fnhost.api.wire import drop_none, items, parse
 from fnhost.services.sessions import CreatedSession
 from fnhost.store.sessions import SessionRow
 
@@ -50,7 +49,7 @@ async def create_sessions(project: str, request: Request) -> Response:
 
     def create() -> CreatedSession:
         principal = principal_of(request)  # who asks, before what they ask is looked at
-        return system.sessions.create(project, principal, body_items(body, maximum=1)[0])
+        return system.sessions.create(project, principal, parse(SessionsCreate, body).items[0].request())
 
     created = await quickly(request, create)
     return json_response(
@@ -87,22 +86,13 @@ def list_sessions(
     return out
 
 
-def _ids(values: list[dict[str, Any]]) -> list[int]:
-    ids = [v.get("id") for v in values]
-    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InvalidRequest("Each item needs an integer id.")
-    return ids  # type: ignore[return-value]
-
-
 @router.post("/sessions/byids")
-def sessions_by_ids(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body)
-    rows = system.sessions.by_ids(project, principal, _ids(values), ignore_unknown(body))
+def sessions_by_ids(project: str, system: SystemDep, principal: PrincipalDep, body: ByIdsOnly) -> dict[str, Any]:
+    rows = system.sessions.by_ids(project, principal, body.ids(), body.ignore_unknown_ids)
     return items([session_out(r) for r in rows])
 
 
 @router.post("/sessions/revoke")
-def revoke_sessions(project: str, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)) -> dict[str, Any]:
-    values = body_items(body)
-    rows = system.sessions.revoke(project, principal, _ids(values))
+def revoke_sessions(project: str, system: SystemDep, principal: PrincipalDep, body: ByIdsOnly) -> dict[str, Any]:
+    rows = system.sessions.revoke(project, principal, body.ids())
     return items([session_out(r) for r in rows])

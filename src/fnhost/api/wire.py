@@ -12,25 +12,133 @@ import math
 import re
 import secrets
 import zlib
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel, to_snake
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fnhost import errors
+from fnhost.errors import InvalidRequest
 
 log = logging.getLogger("fnhost.api")
 
 
 class WireModel(BaseModel):
-    """Request bodies: camelCase on the wire, unknown keys ignored (as CDF does)."""
+    """A request body, or a part of one: camelCase on the wire (``externalId``), snake_case in
+    Python (``external_id``); keys it does not know are ignored, as CDF does (the SDK sends
+    some fnhost does not use). Strict: an id given as ``"12"`` or a flag as ``1`` is refused
+    rather than coerced, as a type error the user can fix (see ``describe_validation``).
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+    Subclasses live in ``api/models/<noun>.py`` and turn themselves into the domain's typed
+    values (``spec()``, ``filter()``, …), so the services never see a wire dict."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", strict=True
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], value: Any) -> M:
+    """``value`` (decoded JSON) as ``model``, or ``InvalidRequest`` naming what is wrong: for the
+    endpoints that read their own body (the call path) and for parts read on their own."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        message, field = describe_validation(exc.errors())
+        raise InvalidRequest(message, field=field) from None
+
+
+# the keys that hold other fields: an error's field is the first name below them
+_CONTAINERS = frozenset({"body", "query", "path", "items", "filter", "update", "set"})
+_TYPES = {
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "dict_type": "a JSON object",
+    "model_type": "a JSON object",
+    "model_attributes_type": "a JSON object",
+    "list_type": "a list",
+}
+
+
+def _where(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _phrase(where: str, err: Mapping[str, Any]) -> str:
+    kind, ctx = str(err.get("type")), err.get("ctx") or {}
+    subject = where or "The request body"
+    if kind == "missing":
+        return f"{subject} is required."
+    if kind in _TYPES:
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) else f", got {_show(got)}"
+        return f"{subject} must be {_TYPES[kind]}{shown}."
+    if kind in ("too_short", "string_too_short"):
+        low = ctx.get("min_length")
+        if low == 1:
+            return f"{subject} must not be empty."
+        return f"{subject} must have at least {low} {'characters' if 'string' in kind else 'entries'}."
+    if kind in ("too_long", "string_too_long"):
+        unit = "characters" if "string" in kind or ctx.get("field_type") == "String" else "entries"
+        return f"{subject} may have at most {ctx.get('max_length')} {unit}."
+    if kind == "greater_than_equal":
+        return f"{subject} must be at least {ctx.get('ge')}, got {_show(err.get('input'))}."
+    if kind == "less_than_equal":
+        return f"{subject} must be at most {ctx.get('le')}, got {_show(err.get('input'))}."
+    if kind == "greater_than":
+        return f"{subject} must be more than {ctx.get('gt')}, got {_show(err.get('input'))}."
+    if kind == "literal_error":
+        return f"{subject} must be one of {ctx.get('expected')}, got {_show(err.get('input'))}."
+    if kind == "extra_forbidden":
+        return f"{subject} is not a known property."
+    if kind == "value_error":
+        text = str(err.get("msg", "")).removeprefix("Value error, ")
+        return f"{where}: {text}" if where else text
+    if kind == "json_invalid":
+        return f"The body is not valid JSON: {ctx.get('error', err.get('msg'))}."
+    return f"{subject}: {err.get('msg')}."
+
+
+def describe_validation(errs: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
+    """Pydantic's errors as one message in the API's words (``items[0].fileId must be an
+    integer, got '12'.``) and the domain name of the field the first is about (``file_id``),
+    for ``FnhostError.field``. (The models avoid unions: pydantic names each member of one
+    in ``loc``, which no user could act on.)"""
+    parts: list[str] = []
+    field: str | None = None
+    for err in errs:
+        loc = [p for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        phrase = _phrase(_where(loc), err)
+        if phrase not in parts:
+            parts.append(phrase)
+        if field is None:
+            names = [p for p in loc if isinstance(p, str) and p not in _CONTAINERS]
+            field = to_snake(names[0]) if names else None
+    if len(parts) > 3:
+        parts = [*parts[:3], f"and {len(parts) - 3} more."]
+    return " ".join(parts) or "Invalid request.", field
 
 
 def error_body(status: int, message: str, **extra: Any) -> dict[str, Any]:
@@ -70,15 +178,6 @@ def json_too_deep(body: bytes, limit: int) -> bool:
     return True
 
 
-def _format_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
-        where = ".".join(loc)
-        parts.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return "Invalid request: " + "; ".join(parts)
-
-
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.FnhostError)
     async def _domain(_req: Request, exc: errors.FnhostError) -> JSONResponse:
@@ -93,7 +192,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(400, _format_validation(exc))
+        return error_response(400, describe_validation(exc.errors())[0])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,20 +6,20 @@ is written. Limits follow the CDF assets API.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic.alias_generators import to_camel
 from sqlalchemy.orm import Session
 
 from fnhost.auth.capabilities import Principal
 from fnhost.clock import now_ms
 from fnhost.errors import Duplicated, InvalidRequest, NotFound
 from fnhost.services.access import Access
-from fnhost.services.files import identifier_of
+from fnhost.services.identifiers import Identifier, resolve_all
 from fnhost.store import assets as store
 from fnhost.store.assets import AssetQuery, AssetRow
 from fnhost.store.db import Database
@@ -38,56 +38,92 @@ MAX_PARTITIONS = 10
 MAX_SUBTREE = 100_000
 MAX_SUBTREE_ROOTS = 100
 MAX_PARENT_IDS = 100
-AGGREGATED_PROPERTIES = ("childCount", "path", "depth")
+AGGREGATED_PROPERTIES = ("child_count", "path", "depth")
+# labels are stored, and served, as the API's label objects
+_WIRE_LABEL_KEY = "externalId"
 PARTITION = re.compile(r"^(\d+)/(\d+)$")
 
-FILTER_KEYS = {
-    "name",
-    "parentIds",
-    "parentExternalIds",
-    "assetSubtreeIds",
-    "dataSetIds",
-    "metadata",
-    "source",
-    "createdTime",
-    "lastUpdatedTime",
-    "root",
-    "externalIdPrefix",
-}
-CREATE_KEYS = {
-    "externalId",
-    "name",
-    "parentId",
-    "parentExternalId",
-    "description",
-    "dataSetId",
-    "metadata",
-    "source",
-    "labels",
-    "geoLocation",
-}
-# update property -> the operations it accepts
+# property (the domain's name) -> the operations an update may do to it
 UPDATE_OPS: dict[str, tuple[str, ...]] = {
-    "externalId": ("set", "setNull"),
+    "external_id": ("set", "set_null"),
     "name": ("set",),
-    "description": ("set", "setNull"),
-    "dataSetId": ("set", "setNull"),
+    "description": ("set", "set_null"),
+    "data_set_id": ("set", "set_null"),
     "metadata": ("set", "add", "remove"),
-    "source": ("set", "setNull"),
-    "parentId": ("set",),
-    "parentExternalId": ("set",),
+    "source": ("set", "set_null"),
+    "parent_id": ("set",),
+    "parent_external_id": ("set",),
     "labels": ("set", "add", "remove"),
-    "geoLocation": ("set", "setNull"),
+    "geo_location": ("set", "set_null"),
 }
+# the row's attribute for a property, where the two differ
+_COLUMN = {"metadata": "metadata_"}
+
+
+@dataclass(frozen=True)
+class AssetSpec:
+    """An asset to create. ``labels`` are label external ids; ``geo_location`` a GeoJSON
+    Feature; ``parent_id`` or ``parent_external_id`` (which may name an asset of the same
+    request) places it in a hierarchy."""
+
+    name: str
+    external_id: str | None = None
+    parent_id: int | None = None
+    parent_external_id: str | None = None
+    description: str | None = None
+    data_set_id: int | None = None
+    metadata: dict[str, str] | None = None
+    source: str | None = None
+    labels: list[str] | None = None
+    geo_location: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AssetOp:
+    """One property's change: ``set`` a value, ``set_null``, or (metadata, labels) ``add``
+    and ``remove``. ``given`` names the operations the request used."""
+
+    given: frozenset[str]
+    set: Any = None
+    add: Any = None
+    remove: Any = None
+
+
+@dataclass(frozen=True)
+class AssetChange:
+    ident: Identifier
+    ops: dict[str, AssetOp]  # property (domain name) -> its change
+
+
+@dataclass(frozen=True)
+class AssetFilter:
+    name: str | None = None
+    source: str | None = None
+    external_id_prefix: str | None = None
+    metadata: dict[str, str] | None = None
+    root: bool | None = None
+    created: tuple[int | None, int | None] | None = None
+    last_updated: tuple[int | None, int | None] | None = None
+    parent_ids: list[int] | None = None
+    parent_external_ids: list[str] | None = None
+    data_set_ids: list[Identifier] | None = None
+    asset_subtree_ids: list[Identifier] | None = None
+    unsupported: str | None = None  # a filter this server cannot apply (labels, geoLocation)
 
 
 @dataclass
 class AssetOut:
-    """An asset as served: the row plus what is derived from its neighbours."""
+    """An asset as served: the row plus what is derived from its neighbours, and the
+    aggregates asked for (``aggregated``, of ``AGGREGATED_PROPERTIES``)."""
 
     row: AssetRow
     parent_external_id: str | None = None
-    aggregates: dict[str, Any] | None = None
+    aggregated: Sequence[str] = ()
+    child_count: int | None = None
+
+    @property
+    def path_ids(self) -> list[int]:
+        return [int(p) for p in self.row.path.strip("/").split("/")]
 
 
 @dataclass
@@ -162,19 +198,20 @@ def _metadata(value: Any) -> dict[str, str]:
     return value
 
 
-def _labels(value: Any) -> list[dict[str, str]]:
-    if not isinstance(value, list):
-        raise InvalidRequest('labels must be a list of {"externalId": ...} objects.')
+def _labels(value: list[str]) -> list[dict[str, str]]:
+    """Label external ids as the stored (and served) label objects, each once."""
     out: list[dict[str, str]] = []
     for label in value:
-        if not isinstance(label, dict) or not isinstance(label.get("externalId"), str):
-            raise InvalidRequest('Each label must be an object {"externalId": "<string>"}.')
-        xid = _str(label["externalId"], "label externalId", MAX_EXTERNAL_ID, allow_empty=False)
-        if {"externalId": xid} not in out:
-            out.append({"externalId": xid})
+        xid = _str(label, "label externalId", MAX_EXTERNAL_ID, allow_empty=False)
+        if {_WIRE_LABEL_KEY: xid} not in out:
+            out.append({_WIRE_LABEL_KEY: xid})
     if len(out) > MAX_LABELS:
         raise InvalidRequest(f"An asset may have at most {MAX_LABELS} labels, got {len(out)}.")
     return out
+
+
+def _label_ids(labels: list[dict[str, str]] | None) -> list[str]:
+    return [lb[_WIRE_LABEL_KEY] for lb in labels or []]
 
 
 def _geo(value: Any) -> dict[str, Any]:
@@ -191,67 +228,66 @@ def _geo(value: Any) -> dict[str, Any]:
 
 
 def _field(key: str, value: Any) -> Any:
-    """Validate the value of one settable property."""
-    if key == "externalId":
-        return _str(value, "externalId", MAX_EXTERNAL_ID, allow_empty=False)
+    """Validate the value of one settable property (``key``: its domain name); the message
+    names it in the API's word."""
+    word = to_camel(key)
+    if key in ("external_id", "parent_external_id"):
+        return _str(value, word, MAX_EXTERNAL_ID, allow_empty=False)
     if key == "name":
         return _name(value)
     if key == "description":
-        return _str(value, "description", MAX_DESCRIPTION)
+        return _str(value, word, MAX_DESCRIPTION)
     if key == "source":
-        return _str(value, "source", MAX_SOURCE)
-    if key == "dataSetId":
-        return _int_id(value, "dataSetId")
+        return _str(value, word, MAX_SOURCE)
+    if key in ("data_set_id", "parent_id"):
+        return _int_id(value, word)
     if key == "metadata":
         return _metadata(value)
     if key == "labels":
+        if not isinstance(value, list):
+            raise InvalidRequest('labels must be a list of {"externalId": ...} objects.')
         return _labels(value)
-    if key == "geoLocation":
+    if key == "geo_location":
         return _geo(value)
-    if key == "parentId":
-        return _int_id(value, "parentId")
-    if key == "parentExternalId":
-        return _str(value, "parentExternalId", MAX_EXTERNAL_ID, allow_empty=False)
-    raise InvalidRequest(f"Unknown asset property {key!r}.")
+    raise InvalidRequest(f"Unknown asset property {word!r}.")
 
 
-def _validate_create(item: dict[str, Any], index: int) -> _NewAsset:
-    unknown = sorted(set(item) - CREATE_KEYS - {"id"})
-    if unknown:
-        raise InvalidRequest(
-            f"items[{index}]: unknown propert{'y' if len(unknown) == 1 else 'ies'} {unknown}."
-        )
-    if item.get("id") is not None:
-        raise InvalidRequest(f"items[{index}]: id is assigned by the server and must not be given.")
-    if "name" not in item or item["name"] is None:
+def _validate_create(spec: AssetSpec, index: int) -> _NewAsset:
+    if spec.name is None:
         raise InvalidRequest(f"items[{index}]: name is required.")
+    given = {
+        "name": spec.name,
+        "external_id": spec.external_id,
+        "description": spec.description,
+        "data_set_id": spec.data_set_id,
+        "metadata": spec.metadata,
+        "source": spec.source,
+        "labels": spec.labels,
+        "geo_location": spec.geo_location,
+        "parent_id": spec.parent_id,
+        "parent_external_id": spec.parent_external_id,
+    }
     fields: dict[str, Any] = {}
-    for key, value in item.items():
-        if key == "id" or value is None:
+    for key, value in given.items():
+        if value is None:
             continue
         try:
             fields[key] = _field(key, value)
         except InvalidRequest as exc:
             raise InvalidRequest(f"items[{index}]: {exc.message}") from None
-    if "parentId" in fields and "parentExternalId" in fields:
+    if "parent_id" in fields and "parent_external_id" in fields:
         raise InvalidRequest(f"items[{index}]: give parentId or parentExternalId, not both.")
     return _NewAsset(
         index=index,
         fields=fields,
-        parent_id=fields.pop("parentId", None),
-        parent_external_id=fields.pop("parentExternalId", None),
+        parent_id=fields.pop("parent_id", None),
+        parent_external_id=fields.pop("parent_external_id", None),
     )
 
 
 def _apply_fields(row: AssetRow, fields: dict[str, Any]) -> None:
     for key, value in fields.items():
-        attr = {
-            "externalId": "external_id",
-            "dataSetId": "data_set_id",
-            "metadata": "metadata_",
-            "geoLocation": "geo_location",
-        }.get(key, key)
-        setattr(row, attr, value)
+        setattr(row, _COLUMN.get(key, key), value)
 
 
 def _place(row: AssetRow, parent: AssetRow | None) -> None:
@@ -284,94 +320,53 @@ def parse_partition(value: Any) -> tuple[int, int] | None:
     return index - 1, count
 
 
-def _range(value: Any, key: str) -> tuple[int | None, int | None]:
-    if not isinstance(value, dict) or set(value) - {"min", "max"}:
-        raise InvalidRequest(f'{key} must be an object {{"min": ms, "max": ms}}.')
-    lo, hi = value.get("min"), value.get("max")
-    for bound in (lo, hi):
-        if bound is not None and (
-            not isinstance(bound, int) or isinstance(bound, bool) or bound < 0
-        ):
-            raise InvalidRequest(
-                f"{key}.min and {key}.max must be non-negative integers (ms since epoch)."
-            )
-    return lo, hi
-
-
-def _id_list(value: Any, key: str, maximum: int) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not value:
-        raise InvalidRequest(f"{key} must be a non-empty list.")
-    if len(value) > maximum:
-        raise InvalidRequest(f"{key} may have at most {maximum} entries, got {len(value)}.")
-    return [identifier_of(v) if isinstance(v, dict) else identifier_of({}) for v in value]
-
-
 class Assets:
     def __init__(self, db: Database, access: Access) -> None:
         self.db = db
         self.access = access
 
     # -- reading -----------------------------------------------------------------------------
-    def _query(self, project: str, filt: Any, *, session: Session) -> AssetQuery:
-        if filt is None:
-            filt = {}
-        if not isinstance(filt, dict):
-            raise InvalidRequest("filter must be an object.")
-        unknown = sorted(set(filt) - FILTER_KEYS - {"labels", "geoLocation"})
-        if unknown:
+    def _query(self, project: str, filt: AssetFilter | None, *, session: Session) -> AssetQuery:
+        filt = filt or AssetFilter()
+        if filt.unsupported is not None:
             raise InvalidRequest(
-                f"Unknown asset filter propert{'y' if len(unknown) == 1 else 'ies'} {unknown}."
+                f"Filtering assets by {filt.unsupported} is not supported by this server."
             )
-        for key in ("labels", "geoLocation"):
-            if filt.get(key) is not None:
-                raise InvalidRequest(f"Filtering assets by {key} is not supported by this server.")
         q = AssetQuery()
-        if filt.get("name") is not None:
-            q.name = _str(filt["name"], "filter.name", MAX_NAME)
-        if filt.get("source") is not None:
-            q.source = _str(filt["source"], "filter.source", MAX_SOURCE)
-        if filt.get("externalIdPrefix") is not None:
+        if filt.name is not None:
+            q.name = _str(filt.name, "filter.name", MAX_NAME)
+        if filt.source is not None:
+            q.source = _str(filt.source, "filter.source", MAX_SOURCE)
+        if filt.external_id_prefix is not None:
             q.external_id_prefix = _str(
-                filt["externalIdPrefix"], "filter.externalIdPrefix", MAX_EXTERNAL_ID
+                filt.external_id_prefix, "filter.externalIdPrefix", MAX_EXTERNAL_ID
             )
-        if filt.get("metadata") is not None:
-            q.metadata = _metadata(filt["metadata"])
-        if filt.get("root") is not None:
-            if not isinstance(filt["root"], bool):
-                raise InvalidRequest("filter.root must be true or false.")
-            q.root = filt["root"]
-        if filt.get("createdTime") is not None:
-            q.created_min, q.created_max = _range(filt["createdTime"], "filter.createdTime")
-        if filt.get("lastUpdatedTime") is not None:
-            q.updated_min, q.updated_max = _range(filt["lastUpdatedTime"], "filter.lastUpdatedTime")
+        if filt.metadata is not None:
+            q.metadata = _metadata(filt.metadata)
+        q.root = filt.root
+        if filt.created is not None:
+            q.created_min, q.created_max = filt.created
+        if filt.last_updated is not None:
+            q.updated_min, q.updated_max = filt.last_updated
         parent_ids: list[int] | None = None
-        if filt.get("parentIds") is not None:
-            values = filt["parentIds"]
-            if not isinstance(values, list) or len(values) > MAX_PARENT_IDS:
-                raise InvalidRequest(
-                    f"filter.parentIds must be a list of at most {MAX_PARENT_IDS} ids."
-                )
-            parent_ids = [_int_id(v, "filter.parentIds[]") for v in values]
-        if filt.get("parentExternalIds") is not None:
-            values = filt["parentExternalIds"]
-            if not isinstance(values, list) or len(values) > MAX_PARENT_IDS:
-                raise InvalidRequest(
-                    f"filter.parentExternalIds must be a list of at most {MAX_PARENT_IDS} strings."
-                )
-            xids = [_str(v, "filter.parentExternalIds[]", MAX_EXTERNAL_ID) for v in values]
+        if filt.parent_ids is not None:
+            parent_ids = list(filt.parent_ids)
+        if filt.parent_external_ids is not None:
+            xids = [
+                _str(v, "filter.parentExternalIds[]", MAX_EXTERNAL_ID)
+                for v in filt.parent_external_ids
+            ]
             found = store.by_external_ids(project, xids, session=session)
             parent_ids = [*(parent_ids or []), *(r.id for r in found.values())]
         q.parent_ids = parent_ids
-        if filt.get("dataSetIds") is not None:
-            idents = _id_list(filt["dataSetIds"], "filter.dataSetIds", MAX_PARENT_IDS)
-            if any("externalId" in i for i in idents):
+        if filt.data_set_ids is not None:
+            if any(i.id is None for i in filt.data_set_ids):
                 raise InvalidRequest(
                     "filter.dataSetIds: data set external ids are not supported; use ids."
                 )
-            q.data_set_ids = [i["id"] for i in idents]
-        if filt.get("assetSubtreeIds") is not None:
-            idents = _id_list(filt["assetSubtreeIds"], "filter.assetSubtreeIds", MAX_SUBTREE_ROOTS)
-            rows = self._resolve(project, idents, session=session, ignore_unknown=False)
+            q.data_set_ids = [i.id for i in filt.data_set_ids if i.id is not None]
+        if filt.asset_subtree_ids is not None:
+            rows = self._resolve(project, filt.asset_subtree_ids, session=session, ignore_unknown=False)
             q.subtree_paths = [r.path for r in rows]
             size = store.count(project, AssetQuery(subtree_paths=q.subtree_paths), session=session)
             if size > MAX_SUBTREE:
@@ -381,27 +376,19 @@ class Assets:
         return q
 
     def _resolve(
-        self, project: str, idents: list[dict[str, Any]], *, session: Session, ignore_unknown: bool
+        self, project: str, idents: Sequence[Identifier], *, session: Session, ignore_unknown: bool
     ) -> list[AssetRow]:
         """Rows for identifiers, in order, each once; NotFound lists the unknown ones."""
-        by_id = store.by_ids(project, [i["id"] for i in idents if "id" in i], session=session)
+        by_id = store.by_ids(project, [i.id for i in idents if i.id is not None], session=session)
         by_xid = store.by_external_ids(
-            project, [i["externalId"] for i in idents if "externalId" in i], session=session
+            project, [i.external_id for i in idents if i.id is None and i.external_id], session=session
         )
-        rows: list[AssetRow] = []
-        seen: set[int] = set()
-        missing: list[dict[str, Any]] = []
-        for ident in idents:
-            row = by_id.get(ident["id"]) if "id" in ident else by_xid.get(ident["externalId"])
-            if row is None:
-                if ident not in missing:
-                    missing.append(ident)
-            elif row.id not in seen:
-                seen.add(row.id)
-                rows.append(row)
-        if missing and not ignore_unknown:
-            raise NotFound("Assets not found.", missing=missing)
-        return rows
+        rows = [
+            by_id.get(i.id) if i.id is not None else by_xid.get(i.external_id or "") for i in idents
+        ]
+        return resolve_all(
+            idents, rows, what="Assets", ignore_unknown=ignore_unknown, entry=Identifier.entry
+        )
 
     def _out(
         self,
@@ -411,49 +398,33 @@ class Assets:
         session: Session,
         aggregated: Sequence[str] = (),
     ) -> list[AssetOut]:
+        unknown = [a for a in aggregated if a not in AGGREGATED_PROPERTIES]
+        if unknown:
+            raise InvalidRequest(f"Unknown aggregated properties {unknown}.")
         parent_ids = [r.parent_id for r in rows if r.parent_id is not None]
         parent_xids = store.external_ids_of(project, parent_ids, session=session)
         counts = (
             store.child_counts(project, [r.id for r in rows], session=session)
-            if "childCount" in aggregated
+            if "child_count" in aggregated
             else {}
         )
         out = []
         for r in rows:
-            aggregates: dict[str, Any] | None = None
-            if aggregated:
-                aggregates = {}
-                if "childCount" in aggregated:
-                    aggregates["childCount"] = counts.get(r.id, 0)
-                if "depth" in aggregated:
-                    aggregates["depth"] = r.depth
-                if "path" in aggregated:
-                    aggregates["path"] = [{"id": int(p)} for p in r.path.strip("/").split("/")]
             parent_xid = parent_xids.get(r.parent_id) if r.parent_id is not None else None
-            out.append(AssetOut(r, parent_xid, aggregates))
+            count = counts.get(r.id, 0) if "child_count" in aggregated else None
+            out.append(AssetOut(r, parent_xid, tuple(aggregated), count))
         return out
-
-    @staticmethod
-    def aggregated_properties(value: Any) -> list[str]:
-        if value is None:
-            return []
-        if not isinstance(value, list) or any(v not in AGGREGATED_PROPERTIES for v in value):
-            raise InvalidRequest(
-                f"aggregatedProperties must be a list of {', '.join(AGGREGATED_PROPERTIES)}."
-            )
-        return list(value)
 
     def by_ids(
         self,
         project: str,
         caller: Principal,
-        idents: list[dict[str, Any]],
+        idents: list[Identifier],
         *,
         ignore_unknown: bool,
         aggregated: Sequence[str] = (),
     ) -> list[AssetOut]:
         self.access.require(caller, project, "assetsAcl", "READ")
-        idents = [identifier_of(i) for i in idents]
         with self.db.read() as s:
             rows = self._resolve(project, idents, session=s, ignore_unknown=ignore_unknown)
             return self._out(project, rows, session=s, aggregated=aggregated)
@@ -463,7 +434,7 @@ class Assets:
         project: str,
         caller: Principal,
         *,
-        filt: Any,
+        filt: AssetFilter | None,
         limit: int,
         after_id: int,
         partition: tuple[int, int] | None = None,
@@ -479,59 +450,44 @@ class Assets:
         return Page(items, next_cursor)
 
     def search(
-        self, project: str, caller: Principal, *, search: Any, filt: Any, limit: int
+        self, project: str, caller: Principal, *, terms: Sequence[str], filt: AssetFilter | None, limit: int
     ) -> list[AssetOut]:
+        """Assets whose name or description hold every word of ``terms`` (each the text of
+        one search field, at most 1000 characters)."""
         self.access.require(caller, project, "assetsAcl", "READ")
-        if search is None:
-            search = {}
-        if not isinstance(search, dict) or set(search) - {"name", "description", "query"}:
-            raise InvalidRequest("search must be an object with name, description and/or query.")
-        terms: list[str] = []
-        for key in ("name", "description", "query"):
-            value = search.get(key)
-            if value is not None:
-                terms.extend(_str(value, f"search.{key}", 1000).split())
+        words: list[str] = []
+        for text in terms:
+            words.extend(_str(text, "search", 1000).split())
         with self.db.read() as s:
             q = self._query(project, filt, session=s)
-            rows = store.search(project, q, terms, session=s, limit=limit)
+            rows = store.search(project, q, words, session=s, limit=limit)
             return self._out(project, rows, session=s)
 
-    def aggregate(self, project: str, caller: Principal, body: dict[str, Any]) -> int:
+    def count(
+        self, project: str, caller: Principal, *, filt: AssetFilter | None, not_null: Sequence[str] = ()
+    ) -> int:
+        """How many assets match ``filt`` and have a value in each column of ``not_null``."""
         self.access.require(caller, project, "assetsAcl", "READ")
-        kind = body.get("aggregate", "count")
-        if kind != "count":
+        bad = [c for c in not_null if c not in store.NULLABLE_COLUMNS]
+        if bad:
             raise InvalidRequest(
-                f"Asset aggregate {kind!r} is not supported by this server; use 'count'."
+                f"Counting by property {bad} is not supported; use one of "
+                f"{', '.join(store.NULLABLE_COLUMNS)}."
             )
-        if body.get("advancedFilter") is not None:
-            raise InvalidRequest("advancedFilter is not supported by this server; use filter.")
-        not_null: list[str] = []
-        for prop in body.get("properties") or []:
-            path = prop.get("property") if isinstance(prop, dict) else None
-            if not (
-                isinstance(path, list) and len(path) == 1 and path[0] in store.NULLABLE_COLUMNS
-            ):
-                raise InvalidRequest(
-                    f"Counting by property {_show(path)} is not supported; use one of "
-                    f"{', '.join(store.NULLABLE_COLUMNS)}."
-                )
-            not_null.append(path[0])
         with self.db.read() as s:
-            q = self._query(project, body.get("filter"), session=s)
-            q.not_null = not_null
+            q = self._query(project, filt, session=s)
+            q.not_null = list(not_null)
             return store.count(project, q, session=s)
 
     # -- writing -----------------------------------------------------------------------------
-    def create(
-        self, project: str, caller: Principal, items: list[dict[str, Any]]
-    ) -> list[AssetOut]:
+    def create(self, project: str, caller: Principal, specs: list[AssetSpec]) -> list[AssetOut]:
         self.access.require(caller, project, "assetsAcl", "WRITE")
-        if len(items) > MAX_BATCH:
-            raise InvalidRequest(f"At most {MAX_BATCH} assets per request, got {len(items)}.")
-        news = [_validate_create(item, i) for i, item in enumerate(items)]
-        xids = [n.fields["externalId"] for n in news if "externalId" in n.fields]
+        if len(specs) > MAX_BATCH:
+            raise InvalidRequest(f"At most {MAX_BATCH} assets per request, got {len(specs)}.")
+        news = [_validate_create(spec, i) for i, spec in enumerate(specs)]
+        xids = [n.fields["external_id"] for n in news if "external_id" in n.fields]
         dup_in_batch = sorted(x for x, c in Counter(xids).items() if c > 1)
-        by_xid = {n.fields["externalId"]: n for n in news if "externalId" in n.fields}
+        by_xid = {n.fields["external_id"]: n for n in news if "external_id" in n.fields}
         now = now_ms()
         with self.db.write() as s:
             taken = store.by_external_ids(project, xids, session=s)
@@ -539,7 +495,7 @@ class Assets:
             if duplicated:
                 raise Duplicated(
                     f"Asset externalId(s) already in use{' or repeated in the request' if dup_in_batch else ''}.",
-                    duplicated=[{"externalId": x} for x in duplicated],
+                    duplicated=[Identifier(external_id=x).entry() for x in duplicated],
                 )
             parents_by_id = store.by_ids(
                 project, [n.parent_id for n in news if n.parent_id], session=s
@@ -553,13 +509,13 @@ class Assets:
             missing: list[dict[str, Any]] = []
             for n in news:
                 if n.parent_id is not None and n.parent_id not in parents_by_id:
-                    ident: dict[str, Any] = {"id": n.parent_id}
+                    ident = Identifier(id=n.parent_id).entry()
                 elif (
                     n.parent_external_id is not None
                     and n.parent_external_id not in by_xid
                     and (n.parent_external_id not in parents_by_xid)
                 ):
-                    ident = {"externalId": n.parent_external_id}
+                    ident = Identifier(external_id=n.parent_external_id).entry()
                 else:
                     continue
                 if ident not in missing:
@@ -607,27 +563,25 @@ class Assets:
             stack.extend(reversed(children[n.index]))
         if len(order) < len(news):
             placed = {n.index for n in order}
-            cyclic = [n.fields.get("externalId") for n in news if n.index not in placed]
+            cyclic = [n.fields.get("external_id") for n in news if n.index not in placed]
             raise InvalidRequest(
                 f"The assets form a cycle through their parentExternalId: {cyclic}."
             )
         return order
 
-    def update(
-        self, project: str, caller: Principal, items: list[dict[str, Any]]
-    ) -> list[AssetOut]:
+    def update(self, project: str, caller: Principal, changes: list[AssetChange]) -> list[AssetOut]:
         self.access.require(caller, project, "assetsAcl", "WRITE")
-        if len(items) > MAX_BATCH:
+        if len(changes) > MAX_BATCH:
             raise InvalidRequest(
-                f"At most {MAX_BATCH} asset updates per request, got {len(items)}."
+                f"At most {MAX_BATCH} asset updates per request, got {len(changes)}."
             )
-        changes = [self._validate_update(item, i) for i, item in enumerate(items)]
-        idents = [c[0] for c in changes]
-        keys = Counter(json.dumps(i, sort_keys=True) for i in idents)
-        repeated = [json.loads(k) for k, c in keys.items() if c > 1]
+        checked = [self._validate_update(c, i) for i, c in enumerate(changes)]
+        idents = [c.ident for c in changes]
+        repeated = [i for i, n in Counter(idents).items() if n > 1]
         if repeated:
             raise Duplicated(
-                "An asset may appear only once per update request.", duplicated=repeated
+                "An asset may appear only once per update request.",
+                duplicated=[i.entry() for i in repeated],
             )
         now = now_ms()
         with self.db.write() as s:
@@ -636,57 +590,57 @@ class Assets:
                 raise InvalidRequest(
                     "An asset may appear only once per update request (by id or externalId)."
                 )
-            self._check_external_ids(project, rows, [c[1] for c in changes], session=s)
-            self._check_parents(project, [c[1] for c in changes], session=s)
-            for row, (_ident, update) in zip(rows, changes, strict=True):
+            self._check_external_ids(project, rows, checked, session=s)
+            self._check_parents(project, checked, session=s)
+            for row, update in zip(rows, checked, strict=True):
                 self._apply_update(project, row, update, session=s)
                 row.last_updated_time = now
             s.flush()
             return self._out(project, rows, session=s)
 
     @staticmethod
-    def _validate_update(
-        item: dict[str, Any], index: int
-    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    def _validate_update(change: AssetChange, index: int) -> dict[str, dict[str, Any]]:
+        """The change as ``{property: {"set"|"set_null"|"add"|"remove": value}}``, checked."""
         where = f"items[{index}]"
-        ident = identifier_of(item)
-        update = item.get("update")
-        if not isinstance(update, dict):
-            raise InvalidRequest(f"{where}: update must be an object of property changes.")
         out: dict[str, dict[str, Any]] = {}
-        for key, change in update.items():
+        for key, op in change.ops.items():
+            word = to_camel(key)
             if key not in UPDATE_OPS:
                 raise InvalidRequest(
-                    f"{where}: {key!r} cannot be updated. Updatable: {', '.join(UPDATE_OPS)}."
+                    f"{where}: {word!r} cannot be updated. "
+                    f"Updatable: {', '.join(to_camel(k) for k in UPDATE_OPS)}."
                 )
-            if not isinstance(change, dict) or not change or set(change) - set(UPDATE_OPS[key]):
-                raise InvalidRequest(f"{where}: update.{key} accepts {', '.join(UPDATE_OPS[key])}.")
+            allowed = UPDATE_OPS[key]
+            if not op.given or op.given - set(allowed):
+                raise InvalidRequest(
+                    f"{where}: update.{word} accepts {', '.join(to_camel(a) for a in allowed)}."
+                )
             try:
-                if "setNull" in change:
-                    if change["setNull"] is not True or len(change) > 1:
+                if "set_null" in op.given:
+                    if len(op.given) > 1:
                         raise InvalidRequest("setNull must be true and alone.")
-                    out[key] = {"setNull": True}
-                elif "set" in change:
-                    if len(change) > 1:
+                    out[key] = {"set_null": True}
+                elif "set" in op.given:
+                    if len(op.given) > 1:
                         raise InvalidRequest("set cannot be combined with add or remove.")
-                    out[key] = {"set": _field(key, change["set"])}
+                    out[key] = {"set": _field(key, op.set)}
                 elif key == "metadata":
-                    add = _metadata(change.get("add", {}))
-                    remove = change.get("remove", [])
+                    remove = op.remove if op.remove is not None else []
                     if not isinstance(remove, list) or not all(isinstance(k, str) for k in remove):
                         raise InvalidRequest("metadata.remove must be a list of keys.")
+                    add = _metadata(op.add if op.add is not None else {})
                     out[key] = {"add": add, "remove": remove}
                 else:  # labels
                     out[key] = {
-                        "add": _labels(change.get("add", [])),
-                        "remove": _labels(change.get("remove", [])),
+                        "add": _field(key, op.add if op.add is not None else []),
+                        "remove": _field(key, op.remove if op.remove is not None else []),
                     }
             except InvalidRequest as exc:
-                raise InvalidRequest(f"{where}: update.{key}: {exc.message}") from None
-        if "parentId" in out and "parentExternalId" in out:
+                raise InvalidRequest(f"{where}: update.{word}: {exc.message}") from None
+        if "parent_id" in out and "parent_external_id" in out:
             # the SDK sends both when updating from a full Asset; they must agree (checked later)
-            out["parentId"]["alsoExternalId"] = out.pop("parentExternalId")["set"]
-        return ident, out
+            out["parent_id"]["also_external_id"] = out.pop("parent_external_id")["set"]
+        return out
 
     def _check_external_ids(
         self,
@@ -697,9 +651,9 @@ class Assets:
         session: Session,
     ) -> None:
         wanted = [
-            (row, u["externalId"]["set"])
+            (row, u["external_id"]["set"])
             for row, u in zip(rows, updates, strict=True)
-            if "set" in u.get("externalId", {})
+            if "set" in u.get("external_id", {})
         ]
         values = [x for _row, x in wanted]
         duplicated = {x for x, c in Counter(values).items() if c > 1}
@@ -711,45 +665,42 @@ class Assets:
         if duplicated:
             raise Duplicated(
                 "Asset externalId(s) already in use.",
-                duplicated=[{"externalId": x} for x in sorted(duplicated)],
+                duplicated=[Identifier(external_id=x).entry() for x in sorted(duplicated)],
             )
 
     def _check_parents(
         self, project: str, updates: list[dict[str, dict[str, Any]]], *, session: Session
     ) -> None:
-        ids = [u["parentId"]["set"] for u in updates if "parentId" in u]
-        xids = [u["parentExternalId"]["set"] for u in updates if "parentExternalId" in u]
+        ids = [u["parent_id"]["set"] for u in updates if "parent_id" in u]
+        xids = [u["parent_external_id"]["set"] for u in updates if "parent_external_id" in u]
         xids += [
-            u["parentId"]["alsoExternalId"]
+            u["parent_id"]["also_external_id"]
             for u in updates
-            if "alsoExternalId" in u.get("parentId", {})
+            if "also_external_id" in u.get("parent_id", {})
         ]
         found_ids = store.by_ids(project, ids, session=session)
         found_xids = store.by_external_ids(project, xids, session=session)
-        missing = [{"id": i} for i in dict.fromkeys(ids) if i not in found_ids]
-        missing += [{"externalId": x} for x in dict.fromkeys(xids) if x not in found_xids]
+        missing = [Identifier(id=i).entry() for i in dict.fromkeys(ids) if i not in found_ids]
+        missing += [
+            Identifier(external_id=x).entry() for x in dict.fromkeys(xids) if x not in found_xids
+        ]
         if missing:
             raise NotFound("Parent asset(s) not found.", missing=missing)
         for u in updates:
-            also = u.get("parentId", {}).get("alsoExternalId")
-            if also is not None and found_xids[also].id != u["parentId"]["set"]:
+            also = u.get("parent_id", {}).get("also_external_id")
+            if also is not None and found_xids[also].id != u["parent_id"]["set"]:
                 raise InvalidRequest(
-                    f"parentId {u['parentId']['set']} and parentExternalId {also!r} name different assets."
+                    f"parentId {u['parent_id']['set']} and parentExternalId {also!r} name different assets."
                 )
 
     def _apply_update(
         self, project: str, row: AssetRow, update: dict[str, dict[str, Any]], *, session: Session
     ) -> None:
         for key, change in update.items():
-            if key in ("parentId", "parentExternalId"):
+            if key in ("parent_id", "parent_external_id"):
                 continue
-            attr = {
-                "externalId": "external_id",
-                "dataSetId": "data_set_id",
-                "metadata": "metadata_",
-                "geoLocation": "geo_location",
-            }.get(key, key)
-            if "setNull" in change:
+            attr = _COLUMN.get(key, key)
+            if "set_null" in change:
                 setattr(row, attr, None)
             elif "set" in change:
                 value = change["set"]
@@ -763,14 +714,14 @@ class Assets:
             else:
                 labels = [lb for lb in (row.labels or []) if lb not in change["remove"]]
                 labels += [lb for lb in change["add"] if lb not in labels]
-                row.labels = _labels(labels) or None
-        if "parentId" in update:
-            parent = store.by_ids(project, [update["parentId"]["set"]], session=session)[
-                update["parentId"]["set"]
+                row.labels = _labels(_label_ids(labels)) or None
+        if "parent_id" in update:
+            parent = store.by_ids(project, [update["parent_id"]["set"]], session=session)[
+                update["parent_id"]["set"]
             ]
             self._move(project, row, parent, session=session)
-        elif "parentExternalId" in update:
-            xid = update["parentExternalId"]["set"]
+        elif "parent_external_id" in update:
+            xid = update["parent_external_id"]["set"]
             parent = store.by_external_ids(project, [xid], session=session)[xid]
             self._move(project, row, parent, session=session)
 
@@ -796,7 +747,7 @@ class Assets:
         self,
         project: str,
         caller: Principal,
-        idents: list[dict[str, Any]],
+        idents: list[Identifier],
         *,
         recursive: bool,
         ignore_unknown: bool,
@@ -806,7 +757,6 @@ class Assets:
             raise InvalidRequest(
                 f"At most {MAX_BATCH} assets per delete request, got {len(idents)}."
             )
-        idents = [identifier_of(i) for i in idents]
         with self.db.write() as s:
             rows = self._resolve(project, idents, session=s, ignore_unknown=ignore_unknown)
             ids = {r.id for r in rows}

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
+from pydantic.alias_generators import to_camel
+
 from fnhost.auth.capabilities import Principal
 from fnhost.auth.crypto import SecretBox
 from fnhost.build.runtimes import KNOWN as KNOWN_RUNTIMES
@@ -20,7 +22,7 @@ from fnhost.build.runtimes import Runtime
 from fnhost.clock import now_ms
 from fnhost.errors import Duplicated, InvalidRequest, LimitExceeded, NotFound
 from fnhost.services.access import Access
-from fnhost.services.files import identifier_of
+from fnhost.services.identifiers import Identifier, id_entry, resolve_all
 from fnhost.settings import Settings
 from fnhost.store import files as file_store
 from fnhost.store import functions as store
@@ -41,6 +43,40 @@ MAX_METADATA_VALUE = 512
 
 
 @dataclass(frozen=True)
+class FunctionSpec:
+    """What a user asks to deploy (the API's FunctionWrite), checked by ``validate``."""
+
+    name: str
+    file_id: int
+    external_id: str | None = None
+    description: str | None = None
+    owner: str | None = None
+    function_path: str | None = None  # handler.py when not given
+    secrets: dict[str, str] | None = None
+    env_vars: dict[str, str] | None = None
+    metadata: dict[str, str] | None = None
+    cpu: float | None = None  # the settings' defaults when not given
+    memory: float | None = None
+    runtime: str | None = None
+    index_url: str | None = None
+    extra_index_urls: builtins.list[str] | None = None
+
+
+@dataclass(frozen=True)
+class FunctionFilter:
+    """``functions/list``: every given condition must hold."""
+
+    name: str | None = None
+    owner: str | None = None
+    file_id: int | None = None
+    status: str | None = None
+    external_id_prefix: str | None = None
+    created_min: int | None = None
+    created_max: int | None = None
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class FunctionLimits:
     timeout_minutes: int
     cpu: tuple[float, float, float]  # min, max, default
@@ -49,34 +85,25 @@ class FunctionLimits:
     response_size_mb: float
 
 
-def _string(item: dict[str, Any], key: str, maximum: int, *, required: bool = False) -> str | None:
-    value = item.get(key)
-    if value is None:
-        if required:
-            raise InvalidRequest(f"{key} is required.", field=key)
+def _string(value: str | None, field: str, maximum: int, *, required: bool = False) -> str | None:
+    """``field`` is the domain's name; the message says the API's (``external_id`` →
+    ``externalId``), as every message does."""
+    if value is None and not required:
         return None
-    if not isinstance(value, str) or (required and not value) or len(value) > maximum:
+    if value is None or (required and not value) or len(value) > maximum:
         raise InvalidRequest(
-            f"{key} must be a string of {'1' if required else '0'} to {maximum} characters.",
-            field=key,
+            f"{to_camel(field)} must be a string of {'1' if required else '0'} to {maximum} characters.",
+            field=field,
         )
     return value
 
 
-def _str_dict(value: Any, key: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise InvalidRequest(f"{key} must be an object whose values are strings.", field=key)
-    return value
-
-
-def _url(value: Any, key: str) -> str:
-    if not isinstance(value, str) or len(value) > 2048:
-        raise InvalidRequest(f"{key} must be a URL string.", field=key)
+def _url(value: str, field: str) -> str:
+    if len(value) > 2048:
+        raise InvalidRequest(f"{to_camel(field)} must be a URL of at most 2048 characters.", field=field)
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise InvalidRequest(f"{key} must be an http(s) URL, got {value!r}.", field=key)
+        raise InvalidRequest(f"{to_camel(field)} must be an http(s) URL, got {value!r}.", field=field)
     return value
 
 
@@ -114,38 +141,35 @@ class Functions:
         )
 
     # -- create ----------------------------------------------------------------------------
-    def validate(self, item: dict[str, Any]) -> dict[str, Any]:
-        """Check a FunctionWrite; return the cleaned values. Raises with a precise message."""
+    def validate(self, spec: FunctionSpec) -> dict[str, Any]:
+        """Check what a user asks to deploy; return the cleaned values (the row's columns).
+        Raises with a precise message naming the field."""
         s = self.settings
         out: dict[str, Any] = {
-            "name": _string(item, "name", 140, required=True),
-            "external_id": _string(item, "externalId", 255),
-            "description": _string(item, "description", 500),
-            "owner": _string(item, "owner", 128),
+            "name": _string(spec.name, "name", 140, required=True),
+            "external_id": _string(spec.external_id, "external_id", 255),
+            "description": _string(spec.description, "description", 500),
+            "owner": _string(spec.owner, "owner", 128),
+            "file_id": spec.file_id,
         }
-        file_id = item.get("fileId")
-        if not isinstance(file_id, int) or isinstance(file_id, bool):
-            raise InvalidRequest("fileId is required: the id of an uploaded zip file.", field="fileId")
-        out["file_id"] = file_id
 
-        path = item.get("functionPath") or "handler.py"
-        if not isinstance(path, str) or len(path) > 500:
+        path = spec.function_path or "handler.py"
+        if len(path) > 500:
             raise InvalidRequest(
                 "The function path must be a string of at most 500 characters.",
-                field="functionPath",
+                field="function_path",
             )
         path = path.replace("\\", "/")
         parts = path.split("/")
         if not path.endswith(".py") or path.startswith("/") or ".." in parts or "" in parts:
             raise InvalidRequest(
                 f"The function path must be a relative path to a .py file inside the zip, got {path!r}.",
-                field="functionPath",
+                field="function_path",
             )
         out["function_path"] = path
 
-        secrets = item.get("secrets")
+        secrets = spec.secrets
         if secrets is not None:
-            secrets = _str_dict(secrets, "secrets")
             if len(secrets) > MAX_SECRETS:
                 raise InvalidRequest(f"At most {MAX_SECRETS} secrets; got {len(secrets)}.", field="secrets")
             bad = [k for k in secrets if not SECRET_KEY.match(k)]
@@ -161,38 +185,36 @@ class Functions:
                 )
         out["secrets"] = secrets or None
 
-        env_vars = item.get("envVars")
+        env_vars = spec.env_vars
         if env_vars is not None:
-            env_vars = _str_dict(env_vars, "envVars")
             if len(env_vars) > MAX_ENV_VARS:
                 raise InvalidRequest(
                     f"At most {MAX_ENV_VARS} environment variables; got {len(env_vars)}.",
-                    field="envVars",
+                    field="env_vars",
                 )
             bad = [k for k in env_vars if not ENV_KEY.match(k)]
             if bad:
                 raise InvalidRequest(
                     f"Invalid environment variable name(s) {bad}: use letters, digits and "
                     "underscores, not starting with a digit.",
-                    field="envVars",
+                    field="env_vars",
                 )
             reserved = [k for k in env_vars if k.upper().startswith(RESERVED_ENV_PREFIXES)]
             if reserved:
                 raise InvalidRequest(
                     f"Environment variable(s) {reserved} use a reserved prefix "
                     f"{RESERVED_ENV_PREFIXES}.",
-                    field="envVars",
+                    field="env_vars",
                 )
             if sum(len(k) + len(v) for k, v in env_vars.items()) > MAX_ENV_BYTES:
                 raise InvalidRequest(
                     f"Environment variables may hold at most {MAX_ENV_BYTES} bytes in total.",
-                    field="envVars",
+                    field="env_vars",
                 )
         out["env_vars"] = env_vars or None
 
-        metadata = item.get("metadata")
+        metadata = spec.metadata
         if metadata is not None:
-            metadata = _str_dict(metadata, "metadata")
             if len(metadata) > MAX_METADATA:
                 raise InvalidRequest(f"metadata may have at most {MAX_METADATA} keys.", field="metadata")
             for k, v in metadata.items():
@@ -204,12 +226,12 @@ class Functions:
                     )
         out["metadata"] = metadata or None
 
-        out["cpu"] = self._bounded(item.get("cpu"), "cpu", s.call_cpu_min, s.call_cpu_max, s.call_cpu_default)
+        out["cpu"] = self._bounded(spec.cpu, "cpu", s.call_cpu_min, s.call_cpu_max, s.call_cpu_default)
         out["memory"] = self._bounded(
-            item.get("memory"), "memory", s.call_memory_min_gb, s.call_memory_max_gb, s.call_memory_default_gb
+            spec.memory, "memory", s.call_memory_min_gb, s.call_memory_max_gb, s.call_memory_default_gb
         )
 
-        runtime = item.get("runtime") or s.default_runtime
+        runtime = spec.runtime or s.default_runtime
         if runtime not in self.runtimes:
             known = "known but not installed on this server" if runtime in KNOWN_RUNTIMES else "unknown"
             raise InvalidRequest(
@@ -218,31 +240,29 @@ class Functions:
             )
         out["runtime"] = runtime
 
-        index_url = item.get("indexUrl")
-        out["index_url"] = _url(index_url, "indexUrl") if index_url is not None else None
-        extra = item.get("extraIndexUrls")
+        index_url = spec.index_url
+        out["index_url"] = _url(index_url, "index_url") if index_url is not None else None
+        extra = spec.extra_index_urls
         if extra is not None:
-            if not isinstance(extra, list) or len(extra) > 10:
+            if len(extra) > 10:
                 raise InvalidRequest(
-                    "extraIndexUrls must be a list of at most 10 URLs.", field="extraIndexUrls"
+                    "extraIndexUrls must be a list of at most 10 URLs.", field="extra_index_urls"
                 )
-            extra = [_url(u, "extraIndexUrls") for u in extra]
+            extra = [_url(u, "extra_index_urls") for u in extra]
         out["extra_index_urls"] = extra or None
         return out
 
     @staticmethod
-    def _bounded(value: Any, key: str, lo: float, hi: float, default: float) -> float:
+    def _bounded(value: float | None, key: str, lo: float, hi: float, default: float) -> float:
         if value is None:
             return default
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise InvalidRequest(f"{key} must be a number.", field=key)
         if not lo <= value <= hi:
             raise InvalidRequest(f"{key} must be between {lo} and {hi}; got {value}.", field=key)
         return float(value)
 
-    def create(self, project: str, caller: Principal, item: dict[str, Any]) -> FunctionRow:
+    def create(self, project: str, caller: Principal, spec: FunctionSpec) -> FunctionRow:
         self.access.require(caller, project, "functionsAcl", "WRITE")
-        values = self.validate(item)
+        values = self.validate(spec)
         runtime = self.runtimes[values["runtime"]]
         secrets = values.pop("secrets")
         self._check_code(project, values["file_id"], values["function_path"])
@@ -256,19 +276,19 @@ class Functions:
             if xid is not None and store.by_external_id(project, xid, session=s) is not None:
                 raise Duplicated(
                     f"A function with the external id {xid!r} already exists.",
-                    duplicated=[{"externalId": xid}],
-                    field="externalId",
+                    duplicated=[Identifier(external_id=xid).entry()],
+                    field="external_id",
                 )
             file = file_store.get(project, values["file_id"], session=s)
             if file is None:
                 raise NotFound(
                     f"File {values['file_id']} does not exist in this project.",
-                    missing=[{"id": values["file_id"]}],
-                    field="fileId",
+                    missing=[id_entry(values["file_id"])],
+                    field="file_id",
                 )
             if not file.uploaded:
                 raise InvalidRequest(
-                    f"File {file.name!r} (id {file.id}) has not been uploaded yet.", field="fileId"
+                    f"File {file.name!r} (id {file.id}) has not been uploaded yet.", field="file_id"
                 )
             row = store.add(
                 FunctionRow(
@@ -306,36 +326,32 @@ class Functions:
             )
         except zips.CodeError as exc:
             # the file's name, which the person chose, rather than its id
-            raise InvalidRequest(f"In {file.name!r}: {exc.message}", field="fileId") from None
+            raise InvalidRequest(f"In {file.name!r}: {exc.message}", field="file_id") from None
 
     # -- read ------------------------------------------------------------------------------
-    def resolve(self, project: str, ident: dict[str, Any], *, session: Any) -> FunctionRow | None:
-        if "id" in ident:
-            return store.get(project, ident["id"], session=session)
-        return store.by_external_id(project, ident["externalId"], session=session)
+    def resolve(self, project: str, ident: Identifier, *, session: Any) -> FunctionRow | None:
+        if ident.id is not None:
+            return store.get(project, ident.id, session=session)
+        return store.by_external_id(project, ident.external_id or "", session=session)
 
-    @staticmethod
-    def missing_entry(ident: dict[str, Any]) -> dict[str, Any]:
-        # the live API reports unknown external ids in snake_case (wire gotcha 4)
-        return {"id": ident["id"]} if "id" in ident else {"external_id": ident["externalId"]}
+    def _resolve_all(
+        self, project: str, idents: builtins.list[Identifier], ignore_unknown: bool, *, session: Any
+    ) -> builtins.list[FunctionRow]:
+        rows = [self.resolve(project, i, session=session) for i in idents]
+        return resolve_all(
+            idents,
+            rows,
+            what="Functions",
+            ignore_unknown=ignore_unknown,
+            entry=lambda i: i.entry(snake_case=True),  # as the live API (wire gotcha 4)
+        )
 
     def by_ids(
-        self, project: str, caller: Principal, idents: builtins.list[dict[str, Any]], ignore_unknown: bool
+        self, project: str, caller: Principal, idents: builtins.list[Identifier], ignore_unknown: bool
     ) -> builtins.list[FunctionRow]:
         self.access.require(caller, project, "functionsAcl", "READ")
-        idents = [identifier_of(i) for i in idents]
         with self.db.read() as s:
-            rows = [self.resolve(project, i, session=s) for i in idents]
-        missing = [self.missing_entry(i) for i, r in zip(idents, rows, strict=True) if r is None]
-        if missing and not ignore_unknown:
-            raise NotFound("Functions not found.", missing=missing)
-        seen: set[int] = set()
-        out = []
-        for r in rows:
-            if r is not None and r.id not in seen:
-                seen.add(r.id)
-                out.append(r)
-        return out
+            return self._resolve_all(project, idents, ignore_unknown, session=s)
 
     def get(self, project: str, caller: Principal, function_id: int, *, acl_action: str = "READ") -> FunctionRow:
         self.access.require(caller, project, "functionsAcl", acl_action)
@@ -345,46 +361,43 @@ class Functions:
             raise NotFound(f"Function {function_id} does not exist.", missing=[{"id": function_id}])
         return row
 
-    def list(self, project: str, caller: Principal, *, limit: int, filt: dict[str, Any]) -> builtins.list[FunctionRow]:
+    def list(
+        self, project: str, caller: Principal, *, limit: int, filt: FunctionFilter | None = None
+    ) -> builtins.list[FunctionRow]:
         self.access.require(caller, project, "functionsAcl", "READ")
-        status = filt.get("status")
-        if status is not None and status not in STATUSES:
-            raise InvalidRequest(f"Unknown status {status!r}; one of {', '.join(STATUSES)}.")
-        created = filt.get("createdTime") or {}
-        if not isinstance(created, dict):
-            raise InvalidRequest("createdTime must be an object with min and/or max.")
-        metadata = filt.get("metadata")
-        if metadata is not None:
-            _str_dict(metadata, "filter.metadata")
+        filt = filt or FunctionFilter()
+        if filt.status is not None and filt.status not in STATUSES:
+            raise InvalidRequest(
+                f"Unknown status {filt.status!r}; one of {', '.join(STATUSES)}.", field="status"
+            )
+        metadata = filt.metadata
         with self.db.read() as s:
             rows = store.list_filtered(
                 project,
                 session=s,
                 limit=10_000 if metadata else limit,
-                name=filt.get("name"),
-                owner=filt.get("owner"),
-                file_id=filt.get("fileId"),
-                status=status,
-                external_id_prefix=filt.get("externalIdPrefix"),
-                created_min=created.get("min"),
-                created_max=created.get("max"),
+                name=filt.name,
+                owner=filt.owner,
+                file_id=filt.file_id,
+                status=filt.status,
+                external_id_prefix=filt.external_id_prefix,
+                created_min=filt.created_min,
+                created_max=filt.created_max,
             )
         if metadata:
             rows = [r for r in rows if all((r.metadata_ or {}).get(k) == v for k, v in metadata.items())]
         return rows[:limit]
 
     # -- delete ----------------------------------------------------------------------------
-    def delete(self, project: str, caller: Principal, idents: builtins.list[dict[str, Any]], ignore_unknown: bool) -> builtins.list[int]:
+    def delete(
+        self, project: str, caller: Principal, idents: builtins.list[Identifier], ignore_unknown: bool
+    ) -> builtins.list[int]:
         from fnhost.store import calls as call_store
 
         self.access.require(caller, project, "functionsAcl", "WRITE")
-        idents = [identifier_of(i) for i in idents]
         with self.db.write() as s:
-            rows = [self.resolve(project, i, session=s) for i in idents]
-            missing = [self.missing_entry(i) for i, r in zip(idents, rows, strict=True) if r is None]
-            if missing and not ignore_unknown:
-                raise NotFound("Functions not found.", missing=missing)
-            ids = sorted({r.id for r in rows if r is not None})
+            rows = self._resolve_all(project, idents, ignore_unknown, session=s)
+            ids = sorted(r.id for r in rows)
             for fid in ids:
                 call_store.delete_for_function(fid, session=s)
                 row = store.get(project, fid, session=s)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from fnhost.auth import capabilities as caps
@@ -23,6 +24,7 @@ from fnhost.auth.capabilities import Principal
 from fnhost.clock import now_ms
 from fnhost.errors import InvalidRequest, NotFound
 from fnhost.services.access import Access
+from fnhost.services.identifiers import id_entry, resolve_all
 from fnhost.store import groups as store
 from fnhost.store import projects as project_store
 from fnhost.store.db import Database
@@ -49,42 +51,52 @@ def parse_capability(spec: str) -> dict[str, Any]:
     return capability
 
 
-def _check_item(item: dict[str, Any]) -> dict[str, Any]:
-    name = item.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
-        raise InvalidRequest(f"name is required: a string of 1 to {MAX_NAME} characters.")
-    capabilities = item.get("capabilities") or []
-    caps.validate(capabilities)
+@dataclass(frozen=True)
+class GroupSpec:
+    """A group: what its members may do (CDF capability objects, validated by
+    ``auth.capabilities``), and who they are: principals by id in ``members`` (or
+    ``ALL_USER_ACCOUNTS``), or the members of an external group ``source_id``."""
+
+    name: str
+    capabilities: list[dict[str, Any]] = field(default_factory=list)
+    source_id: str | None = None
+    members: list[str] | str | None = None
+    metadata: dict[str, str] | None = None
+
+
+def _check(spec: GroupSpec) -> dict[str, Any]:
+    """The row's columns for ``spec``, checked."""
+    name = spec.name
+    if not name.strip() or len(name) > MAX_NAME:
+        raise InvalidRequest(f"name is required: a string of 1 to {MAX_NAME} characters.", field="name")
+    caps.validate(spec.capabilities)
     capabilities = [
         {acl: {"actions": list(body["actions"]), "scope": {"all": {}}}}
-        for cap in capabilities
+        for cap in spec.capabilities
         for acl, body in cap.items()
     ]
-    source_id = item.get("sourceId")
-    if source_id == "":
-        source_id = None
-    if source_id is not None and (not isinstance(source_id, str) or len(source_id) > 255):
-        raise InvalidRequest("sourceId must be a string of at most 255 characters.")
-    members = item.get("members")
+    source_id = spec.source_id or None
+    if source_id is not None and len(source_id) > 255:
+        raise InvalidRequest("sourceId must be a string of at most 255 characters.", field="source_id")
+    members = spec.members
     if members is not None and members != ALL_USER_ACCOUNTS:
-        if not isinstance(members, list) or not all(isinstance(m, str) and m for m in members):
-            raise InvalidRequest(f"members must be a list of ids or {ALL_USER_ACCOUNTS!r}.")
+        if not isinstance(members, list) or not all(members):
+            raise InvalidRequest(
+                f"members must be a list of ids or {ALL_USER_ACCOUNTS!r}.", field="members"
+            )
         if len(members) > MAX_MEMBERS:
-            raise InvalidRequest(f"A group has at most {MAX_MEMBERS} members.")
+            raise InvalidRequest(f"A group has at most {MAX_MEMBERS} members.", field="members")
     if source_id is not None and members is not None:
-        raise InvalidRequest("A group has either sourceId or members, not both.")
-    metadata = item.get("metadata")
+        raise InvalidRequest("A group has either sourceId or members, not both.", field="source_id")
+    metadata = spec.metadata
     if metadata is not None and (
-        not isinstance(metadata, dict)
-        or len(metadata) > MAX_METADATA
-        or not all(
-            isinstance(k, str) and isinstance(v, str) and len(k) <= 32 and len(v) <= 512
-            for k, v in metadata.items()
-        )
+        len(metadata) > MAX_METADATA
+        or not all(len(k) <= 32 and len(v) <= 512 for k, v in metadata.items())
     ):
         raise InvalidRequest(
             f"metadata must be an object of at most {MAX_METADATA} string values, keys of "
-            "at most 32 and values of at most 512 characters."
+            "at most 32 and values of at most 512 characters.",
+            field="metadata",
         )
     return {
         "name": name,
@@ -119,7 +131,7 @@ def join(
 ) -> GroupRow:
     """Make ``client_id`` a member of the project's group ``name`` that holds exactly
     ``capabilities``; make the group if there is none. In the caller's transaction."""
-    checked = _check_item({"name": name, "capabilities": capabilities})
+    checked = _check(GroupSpec(name=name, capabilities=capabilities))
     for row in store.by_name(project, name, session=session):
         if isinstance(row.members, list) and _same_capabilities(row.capabilities, checked["capabilities"]):
             if client_id not in row.members:
@@ -138,10 +150,10 @@ class Groups:
 
     # -- API (capability checked) -----------------------------------------------------
     def create(
-        self, project: str, caller: Principal, values: builtins.list[dict[str, Any]]
+        self, project: str, caller: Principal, specs: builtins.list[GroupSpec]
     ) -> builtins.list[GroupRow]:
         self.access.require(caller, project, "groupsAcl", "CREATE")
-        return self.add(project, values)
+        return self.add(project, specs)
 
     def list(self, project: str, caller: Principal, *, all_groups: bool) -> builtins.list[GroupRow]:
         if all_groups:
@@ -159,8 +171,8 @@ class Groups:
         self.remove(project, ids)
 
     # -- operator (no principal) --------------------------------------------------------
-    def add(self, project: str, values: builtins.list[dict[str, Any]]) -> builtins.list[GroupRow]:
-        checked = [_check_item(v) for v in values]
+    def add(self, project: str, specs: builtins.list[GroupSpec]) -> builtins.list[GroupRow]:
+        checked = [_check(v) for v in specs]
         now = now_ms()
         with self.db.write() as s:
             if project_store.get(project, session=s) is None:
@@ -179,24 +191,5 @@ class Groups:
     def remove(self, project: str, ids: builtins.list[int]) -> None:
         with self.db.write() as s:
             rows = [store.get(project, i, session=s) for i in ids]
-            missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
-            if missing:
-                raise NotFound("Groups not found.", missing=missing)
-            for r in rows:
+            for r in resolve_all(ids, rows, what="Groups", ignore_unknown=False, entry=id_entry):
                 s.delete(r)
-
-
-def group_out(row: GroupRow) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": row.id,
-        "name": row.name,
-        "capabilities": row.capabilities,
-        "isDeleted": False,
-    }
-    if row.source_id is not None:
-        out["sourceId"] = row.source_id
-    if row.members is not None:
-        out["members"] = row.members
-    if row.metadata_:
-        out["metadata"] = row.metadata_
-    return out

@@ -32,26 +32,34 @@ MAX_CURSORS = 10_000
 MAX_NAMES_PER_REQUEST = 1000
 
 
+@dataclass(frozen=True)
+class RowWrite:
+    """A row to insert or replace: its key, and its columns (the user's own JSON)."""
+
+    key: str
+    columns: dict[str, Any]
+
+
 @dataclass
 class RowPage:
     rows: list[RawRow]
     next_cursor: str | None
 
 
-def _name(value: Any, what: str, maximum: int) -> str:
-    if not isinstance(value, str) or not 1 <= len(value) <= maximum:
+def _name(value: str, what: str, maximum: int) -> str:
+    if not 1 <= len(value) <= maximum:
         raise InvalidRequest(
             f"{what} name must be a string of 1 to {maximum} characters, got {value!r:.60}."
         )
     return value
 
 
-def _names(items: list[dict[str, Any]], what: str, maximum: int) -> list[str]:
-    if len(items) > MAX_NAMES_PER_REQUEST:
+def _names(given: list[str], what: str, maximum: int) -> list[str]:
+    if len(given) > MAX_NAMES_PER_REQUEST:
         raise InvalidRequest(
-            f"At most {MAX_NAMES_PER_REQUEST} {what}s per request, got {len(items)}."
+            f"At most {MAX_NAMES_PER_REQUEST} {what}s per request, got {len(given)}."
         )
-    names = [_name(i.get("name"), what, maximum) for i in items]
+    names = [_name(n, what, maximum) for n in given]
     repeated = sorted(n for n, c in Counter(names).items() if c > 1)
     if repeated:
         raise Duplicated(
@@ -121,10 +129,10 @@ class Raw:
 
     # -- databases ------------------------------------------------------------------------------
     def create_databases(
-        self, project: str, caller: Principal, items: list[dict[str, Any]]
+        self, project: str, caller: Principal, names: list[str]
     ) -> list[RawDatabaseRow]:
         self.access.require(caller, project, "rawAcl", "WRITE")
-        names = _names(items, "Database", MAX_DB_NAME)
+        names = _names(names, "Database", MAX_DB_NAME)
         now = now_ms()
         with self.db.write() as s:
             taken = store.databases(project, names, session=s)
@@ -148,10 +156,10 @@ class Raw:
         return rows, (encode_cursor({"a": rows[-1].name}) if len(rows) == limit else None)
 
     def delete_databases(
-        self, project: str, caller: Principal, items: list[dict[str, Any]], *, recursive: bool
+        self, project: str, caller: Principal, names: list[str], *, recursive: bool
     ) -> None:
         self.access.require(caller, project, "rawAcl", "WRITE")
-        names = _names(items, "Database", MAX_DB_NAME)
+        names = _names(names, "Database", MAX_DB_NAME)
         with self.db.write() as s:
             found = store.databases(project, names, session=s)
             missing = [{"name": n} for n in names if n not in found]
@@ -172,13 +180,13 @@ class Raw:
         project: str,
         caller: Principal,
         db_name: str,
-        items: list[dict[str, Any]],
+        names: list[str],
         *,
         ensure_parent: bool,
     ) -> list[RawTableRow]:
         self.access.require(caller, project, "rawAcl", "WRITE")
         _name(db_name, "Database", MAX_DB_NAME)
-        names = _names(items, "Table", MAX_TABLE_NAME)
+        names = _names(names, "Table", MAX_TABLE_NAME)
         now = now_ms()
         with self.db.write() as s:
             database = store.database(project, db_name, session=s)
@@ -212,10 +220,10 @@ class Raw:
         return rows, (encode_cursor({"a": rows[-1].name}) if len(rows) == limit else None)
 
     def delete_tables(
-        self, project: str, caller: Principal, db_name: str, items: list[dict[str, Any]]
+        self, project: str, caller: Principal, db_name: str, names: list[str]
     ) -> None:
         self.access.require(caller, project, "rawAcl", "WRITE")
-        names = _names(items, "Table", MAX_TABLE_NAME)
+        names = _names(names, "Table", MAX_TABLE_NAME)
         with self.db.write() as s:
             database = self._database(project, db_name, session=s)
             found = store.tables(database.id, names, session=s)
@@ -232,22 +240,20 @@ class Raw:
         caller: Principal,
         db_name: str,
         table_name: str,
-        items: list[dict[str, Any]],
+        given: list[RowWrite],
         *,
         ensure_parent: bool,
     ) -> None:
         self.access.require(caller, project, "rawAcl", "WRITE")
-        if len(items) > MAX_INSERT:
-            raise InvalidRequest(f"At most {MAX_INSERT} rows per insert request, got {len(items)}.")
+        if len(given) > MAX_INSERT:
+            raise InvalidRequest(f"At most {MAX_INSERT} rows per insert request, got {len(given)}.")
         rows: list[tuple[str, dict[str, Any]]] = []
-        for i, item in enumerate(items):
-            key, columns = item.get("key"), item.get("columns")
-            if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY:
+        for i, row in enumerate(given):
+            key, columns = row.key, row.columns
+            if not 1 <= len(key) <= MAX_KEY:
                 raise InvalidRequest(
                     f"items[{i}]: key must be a string of 1 to {MAX_KEY} characters."
                 )
-            if not isinstance(columns, dict):
-                raise InvalidRequest(f"items[{i}] (key {key!r}): columns must be an object.")
             size = len(json.dumps(columns, separators=(",", ":")))
             if size > MAX_ROW_BYTES:
                 raise InvalidRequest(
@@ -353,18 +359,12 @@ class Raw:
         caller: Principal,
         db_name: str,
         table_name: str,
-        items: list[dict[str, Any]],
+        keys: list[str],
     ) -> None:
         """Delete rows by key; keys that do not exist are ignored, as in CDF."""
         self.access.require(caller, project, "rawAcl", "WRITE")
-        if len(items) > MAX_INSERT:
-            raise InvalidRequest(f"At most {MAX_INSERT} keys per delete request, got {len(items)}.")
-        keys = []
-        for i, item in enumerate(items):
-            key = item.get("key")
-            if not isinstance(key, str) or not key:
-                raise InvalidRequest(f"items[{i}]: key must be a non-empty string.")
-            keys.append(key)
+        if len(keys) > MAX_INSERT:
+            raise InvalidRequest(f"At most {MAX_INSERT} keys per delete request, got {len(keys)}.")
         with self.db.write() as s:
             table = self._table(project, db_name, table_name, session=s)
             store.delete_rows(table.id, keys, session=s)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from fnhost.clock import now_ms
 from fnhost.errors import InvalidRequest, LimitExceeded, NotFound, Unauthenticated
 from fnhost.schedule import cron
 from fnhost.services.access import Access
+from fnhost.services.identifiers import Identifier, id_entry, resolve_all
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
 from fnhost.store import functions as function_store
@@ -31,7 +33,48 @@ from fnhost.store import sessions as session_store
 from fnhost.store.db import Database
 from fnhost.store.schedules import ScheduleFireRow, ScheduleRow
 
-UPDATABLE = ("name", "description", "cronExpression", "data", "paused", "timeZone")
+UPDATABLE = ("name", "description", "cron_expression", "data", "paused", "time_zone")
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """A schedule to create: ``function_id`` or ``function_external_id`` names its function,
+    ``nonce`` (of ``POST /sessions``) the session it runs as."""
+
+    name: str
+    cron_expression: str
+    nonce: str | None = None
+    function_id: int | None = None
+    function_external_id: str | None = None
+    description: str | None = None
+    data: dict[str, Any] | None = None
+    time_zone: str | None = None
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """A change of schedule ``id``: the fields named in ``fields`` (of ``UPDATABLE``) take
+    the values given here (None clears one)."""
+
+    id: int
+    fields: frozenset[str]
+    name: str | None = None
+    description: str | None = None
+    cron_expression: str | None = None
+    data: dict[str, Any] | None = None
+    paused: bool | None = None
+    time_zone: str | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleFilter:
+    name: str | None = None
+    function_id: int | None = None
+    function_external_id: str | None = None
+    cron_expression: str | None = None
+    created_min: int | None = None
+    created_max: int | None = None
 
 
 def to_dt(ms: int) -> datetime:
@@ -40,12 +83,6 @@ def to_dt(ms: int) -> datetime:
 
 def to_ms(dt: datetime) -> int:
     return int(dt.timestamp() * 1000)
-
-
-def _id(value: Any, key: str = "id") -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise InvalidRequest(f"{key} must be a positive integer.", field=key)
-    return value
 
 
 class Schedules:
@@ -86,14 +123,12 @@ class Schedules:
         try:
             self.parse(expression)
         except InvalidRequest as exc:
-            raise InvalidRequest(exc.message, field="cronExpression") from None
+            raise InvalidRequest(exc.message, field="cron_expression") from None
 
     # -- validation --------------------------------------------------------------------------
-    def _data(self, value: Any) -> Any:
+    def _data(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
-        if not isinstance(value, dict):
-            raise InvalidRequest("data must be a JSON object.", field="data")
         size = len(json.dumps(value))
         if size > self.settings.call_data_max_bytes:
             raise InvalidRequest(
@@ -103,10 +138,10 @@ class Schedules:
         return value
 
     @staticmethod
-    def _text(value: Any, key: str, maximum: int, *, required: bool = False) -> str | None:
+    def _text(value: str | None, key: str, maximum: int, *, required: bool = False) -> str | None:
         if value is None and not required:
             return None
-        if not isinstance(value, str) or (required and not value.strip()) or len(value) > maximum:
+        if value is None or (required and not value.strip()) or len(value) > maximum:
             raise InvalidRequest(
                 f"{key} must be a string of {'1' if required else '0'} to {maximum} characters.",
                 field=key,
@@ -114,47 +149,43 @@ class Schedules:
         return value
 
     @staticmethod
-    def _time_zone(value: Any) -> str | None:
+    def _time_zone(value: str | None) -> str | None:
         if value is None:
             return None
         try:
             cron.zone(value)  # raises for unknown zones
         except InvalidRequest as exc:
-            raise InvalidRequest(exc.message, field="timeZone") from None
-        return str(value)
+            raise InvalidRequest(exc.message, field="time_zone") from None
+        return value
 
-    def _function(self, project: str, item: dict[str, Any], *, session: Any) -> Any:
-        fid, xid = item.get("functionId"), item.get("functionExternalId")
-        if fid is None and xid is None:
-            raise InvalidRequest("functionId is required.", field="functionId")
+    def _function(self, project: str, spec: ScheduleSpec, *, session: Any) -> Any:
+        fid, xid = spec.function_id, spec.function_external_id
         if fid is not None:
-            row = function_store.get(project, _id(fid, "functionId"), session=session)
+            row = function_store.get(project, fid, session=session)
             if row is None:
                 raise NotFound(
-                    f"Function {fid} does not exist.", missing=[{"id": fid}], field="functionId"
+                    f"Function {fid} does not exist.", missing=[id_entry(fid)], field="function_id"
                 )
             if xid is not None and row.external_id != xid:
                 raise InvalidRequest(
                     f"Function {row.name!r} (id {fid}) does not have the external id {xid!r}.",
-                    field="functionExternalId",
+                    field="function_external_id",
                 )
-        else:
-            if not isinstance(xid, str):
-                raise InvalidRequest(
-                    "functionExternalId must be a string.", field="functionExternalId"
-                )
+        elif xid is not None:
             row = function_store.by_external_id(project, xid, session=session)
             if row is None:
                 raise NotFound(
                     f"No function has the external id {xid!r}.",
-                    missing=[{"external_id": xid}],
-                    field="functionExternalId",
+                    missing=[Identifier(external_id=xid).entry(snake_case=True)],
+                    field="function_external_id",
                 )
+        else:
+            raise InvalidRequest("functionId is required.", field="function_id")
         if row.status == "Failed":
             raise InvalidRequest(
                 f"Function {row.id} is Failed (its deployment did not succeed), so it cannot be "
                 "scheduled. Deploy it again and schedule the new function.",
-                field="functionId",
+                field="function_id",
             )
         return row
 
@@ -172,26 +203,24 @@ class Schedules:
             )
 
     # -- create ------------------------------------------------------------------------------
-    def create(self, project: str, caller: Principal, item: dict[str, Any]) -> ScheduleRow:
+    def create(self, project: str, caller: Principal, spec: ScheduleSpec) -> ScheduleRow:
         self.access.require(caller, project, "functionsAcl", "WRITE")
-        name = self._text(item.get("name"), "name", 140, required=True)
-        description = self._text(item.get("description"), "description", 500)
-        expression = item.get("cronExpression")
+        name = self._text(spec.name, "name", 140, required=True)
+        description = self._text(spec.description, "description", 500)
+        expression = spec.cron_expression
         self.validate_cron(expression)
-        time_zone = self._time_zone(item.get("timeZone"))
-        data = self._data(item.get("data"))
-        paused = item.get("paused", False)
-        if not isinstance(paused, bool):
-            raise InvalidRequest("paused must be a boolean.", field="paused")
-        nonce = item.get("nonce")
-        if not isinstance(nonce, str) or not nonce:
+        time_zone = self._time_zone(spec.time_zone)
+        data = self._data(spec.data)
+        paused = spec.paused
+        nonce = spec.nonce
+        if not nonce:
             raise InvalidRequest(
                 "nonce is required: create a session (POST /sessions) and pass its nonce; the "
                 "schedule runs on behalf of that session.",
                 field="nonce",
             )
         with self.db.read() as s:
-            function = self._function(project, item, session=s)
+            function = self._function(project, spec, session=s)
             self._check_limits(project, function.id, session=s)
         # everything checked: only now spend the nonce
         try:
@@ -208,7 +237,7 @@ class Schedules:
                 row = ScheduleRow(
                     project=project,
                     function_id=function.id,
-                    function_external_id=item.get("functionExternalId"),
+                    function_external_id=spec.function_external_id,
                     name=name,
                     description=description,
                     cron_expression=expression,
@@ -238,37 +267,23 @@ class Schedules:
         return row
 
     def by_ids(
-        self, project: str, caller: Principal, idents: builtins.list[dict[str, Any]], ignore_unknown: bool
+        self, project: str, caller: Principal, ids: builtins.list[int], ignore_unknown: bool
     ) -> builtins.list[ScheduleRow]:
         self.access.require(caller, project, "functionsAcl", "READ")
-        ids = [_id(i.get("id")) for i in idents]
         with self.db.read() as s:
             rows = [store.get(project, i, session=s) for i in ids]
-        missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
-        if missing and not ignore_unknown:
-            raise NotFound("Schedules not found.", missing=missing)
-        seen: set[int] = set()
-        out = []
-        for r in rows:
-            if r is not None and r.id not in seen:
-                seen.add(r.id)
-                out.append(r)
-        return out
+        return resolve_all(ids, rows, what="Schedules", ignore_unknown=ignore_unknown, entry=id_entry)
 
     def list(
-        self, project: str, caller: Principal, *, limit: int, filt: dict[str, Any]
+        self, project: str, caller: Principal, *, limit: int, filt: ScheduleFilter | None = None
     ) -> builtins.list[ScheduleRow]:
         self.access.require(caller, project, "functionsAcl", "READ")
-        created = filt.get("createdTime") or {}
-        if not isinstance(created, dict):
-            raise InvalidRequest("createdTime must be an object with min and/or max.")
-        function_id = filt.get("functionId")
-        if function_id is not None:
-            function_id = _id(function_id, "functionId")
+        filt = filt or ScheduleFilter()
+        function_id = filt.function_id
         with self.db.read() as s:
-            xid = filt.get("functionExternalId")
+            xid = filt.function_external_id
             if xid is not None:
-                fn = function_store.by_external_id(project, str(xid), session=s)
+                fn = function_store.by_external_id(project, xid, session=s)
                 if fn is None or (function_id is not None and fn.id != function_id):
                     return []
                 function_id = fn.id
@@ -276,11 +291,11 @@ class Schedules:
                 project,
                 session=s,
                 limit=limit,
-                name=filt.get("name"),
+                name=filt.name,
                 function_id=function_id,
-                cron_expression=filt.get("cronExpression"),
-                created_min=created.get("min"),
-                created_max=created.get("max"),
+                cron_expression=filt.cron_expression,
+                created_min=filt.created_min,
+                created_max=filt.created_max,
             )
 
     def input_data(self, project: str, caller: Principal, schedule_id: int) -> Any:
@@ -294,66 +309,64 @@ class Schedules:
             return store.fires(schedule_id, session=s, limit=limit)
 
     # -- change ------------------------------------------------------------------------------
-    def update(self, project: str, caller: Principal, items: builtins.list[dict[str, Any]]) -> builtins.list[ScheduleRow]:
-        """Change schedules in place: ``{"id", "update": {field: {"set": value}}}``.
+    def update(
+        self, project: str, caller: Principal, changes: builtins.list[ScheduleChange]
+    ) -> builtins.list[ScheduleRow]:
+        """Change schedules in place (the fields each change names).
 
-        A new cronExpression or timeZone, and resuming, start counting due times from now:
+        A new cron expression or time zone, and resuming, start counting due times from now:
         due times that passed while paused are not run.
         """
         self.access.require(caller, project, "functionsAcl", "WRITE")
-        changes: builtins.list[tuple[int, dict[str, Any]]] = []
-        for item in items:
-            sid = _id(item.get("id"))
-            update = item.get("update")
-            if not isinstance(update, dict) or not update:
+        checked: builtins.list[ScheduleChange] = []
+        for change in changes:
+            unknown = sorted(change.fields - set(UPDATABLE))
+            if unknown:
+                raise InvalidRequest(
+                    f"Schedule field(s) {unknown} cannot be updated. Updatable: {', '.join(UPDATABLE)}."
+                )
+            if not change.fields:
                 raise InvalidRequest("Each item needs an 'update' object.")
-            values: dict[str, Any] = {}
-            for key, op in update.items():
-                if key not in UPDATABLE:
-                    raise InvalidRequest(
-                        f"Schedule field {key!r} cannot be updated. Updatable: {', '.join(UPDATABLE)}."
-                    )
-                if not isinstance(op, dict) or ("set" not in op and "setNull" not in op):
-                    raise InvalidRequest(f"update.{key} must be {{'set': value}} or {{'setNull': true}}.")
-                value = None if op.get("setNull") is True else op.get("set")
-                values[key] = value
-            if "name" in values:
-                values["name"] = self._text(values["name"], "name", 140, required=True)
-            if "description" in values:
-                values["description"] = self._text(values["description"], "description", 500)
-            if "cronExpression" in values:
-                self.validate_cron(values["cronExpression"])
-            if "timeZone" in values:
-                values["timeZone"] = self._time_zone(values["timeZone"])
-            if "data" in values:
-                values["data"] = self._data(values["data"])
-            if "paused" in values and not isinstance(values["paused"], bool):
-                raise InvalidRequest("paused must be a boolean.", field="paused")
-            changes.append((sid, values))
+            f = change.fields
+            if "name" in f:
+                self._text(change.name, "name", 140, required=True)
+            if "description" in f:
+                self._text(change.description, "description", 500)
+            if "cron_expression" in f:
+                self.validate_cron(change.cron_expression)
+            if "time_zone" in f:
+                self._time_zone(change.time_zone)
+            if "data" in f:
+                self._data(change.data)
+            if "paused" in f and change.paused is None:
+                raise InvalidRequest("paused must be true or false.", field="paused")
+            checked.append(change)
         now = now_ms()
         out = []
         with self.db.write() as s:
-            rows = [store.get(project, sid, session=s) for sid, _ in changes]
-            missing = [{"id": sid} for (sid, _), r in zip(changes, rows, strict=True) if r is None]
-            if missing:
-                raise NotFound("Schedules not found.", missing=missing)
-            for (_, values), row in zip(changes, rows, strict=True):
+            rows = [store.get(project, c.id, session=s) for c in checked]
+            resolve_all(
+                [c.id for c in checked], rows, what="Schedules", ignore_unknown=False,
+                entry=id_entry, dedupe=False,
+            )
+            for change, row in zip(checked, rows, strict=True):
                 assert row is not None
+                f = change.fields
                 retime = False
-                if "name" in values:
-                    row.name = values["name"]
-                if "description" in values:
-                    row.description = values["description"]
-                if "data" in values:
-                    row.data = values["data"]
-                if "cronExpression" in values and values["cronExpression"] != row.cron_expression:
-                    row.cron_expression = values["cronExpression"]
+                if "name" in f:
+                    row.name = change.name or row.name
+                if "description" in f:
+                    row.description = change.description
+                if "data" in f:
+                    row.data = change.data
+                if "cron_expression" in f and change.cron_expression != row.cron_expression:
+                    row.cron_expression = change.cron_expression or row.cron_expression
                     retime = True
-                if "timeZone" in values and values["timeZone"] != row.time_zone:
-                    row.time_zone = values["timeZone"]
+                if "time_zone" in f and change.time_zone != row.time_zone:
+                    row.time_zone = change.time_zone
                     retime = True
-                if "paused" in values and values["paused"] != row.paused:
-                    row.paused = values["paused"]
+                if "paused" in f and change.paused != row.paused:
+                    row.paused = bool(change.paused)
                     retime = retime or not row.paused
                 if retime:
                     row.next_fire_time = self.next_fire_time(row, now)
@@ -366,25 +379,24 @@ class Schedules:
         self, project: str, caller: Principal, ids: int | builtins.list[int], paused: bool
     ) -> builtins.list[ScheduleRow]:
         ids = [ids] if isinstance(ids, int) else ids
-        return self.update(project, caller, [{"id": i, "update": {"paused": {"set": paused}}} for i in ids])
+        return self.update(
+            project,
+            caller,
+            [ScheduleChange(id=i, fields=frozenset({"paused"}), paused=paused) for i in ids],
+        )
 
     # -- delete ------------------------------------------------------------------------------
     def delete(
-        self,
-        project: str,
-        caller: Principal,
-        ids: builtins.list[int] | builtins.list[dict[str, Any]],
-        ignore_unknown: bool = False,
+        self, project: str, caller: Principal, ids: builtins.list[int], ignore_unknown: bool = False
     ) -> None:
-        """Delete schedules (by id, or ``{"id"}`` items) and revoke their sessions."""
+        """Delete schedules and revoke their sessions."""
         self.access.require(caller, project, "functionsAcl", "WRITE")
-        ids = [_id(i.get("id")) if isinstance(i, dict) else _id(i) for i in ids]
         with self.db.write() as s:
             rows = [store.get(project, i, session=s) for i in ids]
-            missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
-            if missing and not ignore_unknown:
-                raise NotFound("Schedules not found.", missing=missing)
-            present = [r for r in rows if r is not None]
+            present = resolve_all(
+                ids, rows, what="Schedules", ignore_unknown=ignore_unknown, entry=id_entry,
+                dedupe=False,
+            )
             store.delete_rows([r.id for r in present], session=s)
             self._revoke_in(s, [r.session_id for r in present])
 

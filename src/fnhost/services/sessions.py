@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from fnhost.auth.capabilities import Principal
 from fnhost.auth.passwords import sha256_hex
 from fnhost.clock import now_ms
-from fnhost.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from fnhost.errors import Forbidden, InvalidRequest, Unauthenticated
 from fnhost.services.access import Access
+from fnhost.services.identifiers import id_entry, resolve_all
 from fnhost.store import sessions as store
 from fnhost.store.db import Database
 from fnhost.store.direct import Direct
@@ -29,6 +30,20 @@ SESSION_STATUSES = ("READY", "ACTIVE", "CANCELLED", "EXPIRED", "REVOKED", "ACCES
 # Sessions of calls live as long as a call may; schedule sessions are extended on binding.
 DEFAULT_SESSION_LIFETIME_MS = 24 * 3600 * 1000
 FOREVER_MS = 100 * 365 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """How to make a session: from a client's credentials, or by token exchange (as the
+    caller; ``oneshot``: one token only)."""
+
+    client_id: str | None = None
+    client_secret: str | None = None
+    token_exchange: bool = False
+    oneshot_token_exchange: bool = False
+
+
+TOKEN_EXCHANGE = SessionRequest(token_exchange=True)
 
 
 @dataclass(frozen=True)
@@ -50,11 +65,11 @@ class Sessions:
         self.max_chain_depth = max_chain_depth
         self._direct = Direct(db)  # one session per call: its insert is on the call path
 
-    def create(self, project: str, caller: Principal, item: dict[str, Any]) -> CreatedSession:
+    def create(self, project: str, caller: Principal, request: SessionRequest) -> CreatedSession:
         self.access.require(caller, project, "sessionsAcl", "CREATE")
-        if item.get("clientId") is not None or item.get("clientSecret") is not None:
-            cid, secret = item.get("clientId"), item.get("clientSecret")
-            if not isinstance(cid, str) or not isinstance(secret, str):
+        if request.client_id is not None or request.client_secret is not None:
+            cid, secret = request.client_id, request.client_secret
+            if cid is None or secret is None:
                 raise InvalidRequest("clientId and clientSecret must both be strings.")
             client = self.access.verify_client(cid, secret)
             principal = Principal(
@@ -66,8 +81,8 @@ class Sessions:
             if not self.access.granted(principal, project):
                 raise Forbidden(f"Client {cid!r} has no access to project {project!r}.")
             kind, depth, parent = "CLIENT_CREDENTIALS", 0, None
-        elif item.get("tokenExchange") is True or item.get("oneshotTokenExchange") is True:
-            kind = "TOKEN_EXCHANGE" if item.get("tokenExchange") else "ONESHOT_TOKEN_EXCHANGE"
+        elif request.token_exchange or request.oneshot_token_exchange:
+            kind = "TOKEN_EXCHANGE" if request.token_exchange else "ONESHOT_TOKEN_EXCHANGE"
             principal = caller
             parent = caller.session_id
             depth = caller.session_depth + 1 if caller.session_id is not None else 0
@@ -158,19 +173,17 @@ class Sessions:
         self.access.require(caller, project, "sessionsAcl", "LIST")
         with self.db.read() as s:
             rows = [store.get(project, i, session=s) for i in ids]
-        missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
-        if missing and not ignore_unknown:
-            raise NotFound("Sessions not found.", missing=missing)
-        return [r for r in rows if r is not None]
+        return resolve_all(
+            ids, rows, what="Sessions", ignore_unknown=ignore_unknown, entry=id_entry, dedupe=False
+        )
 
     def revoke(self, project: str, caller: Principal, ids: builtins.list[int]) -> builtins.list[SessionRow]:
         self.access.require(caller, project, "sessionsAcl", "DELETE")
         with self.db.write() as s:
             rows = [store.get(project, i, session=s) for i in ids]
-            missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
-            if missing:
-                raise NotFound("Sessions not found.", missing=missing)
-            for r in rows:
-                assert r is not None
+            found = resolve_all(
+                ids, rows, what="Sessions", ignore_unknown=False, entry=id_entry, dedupe=False
+            )
+            for r in found:
                 r.status = "REVOKED"
-            return [r for r in rows if r is not None]
+            return found

@@ -12,6 +12,9 @@ from typing import Any
 from fnhost.api.services import Services
 from fnhost.errors import FnhostError, InvalidRequest
 from fnhost.services.calls import CallRequest
+from fnhost.services.files import FileSpec
+from fnhost.services.schedules import ScheduleFilter, ScheduleSpec
+from fnhost.services.sessions import TOKEN_EXCHANGE, SessionRequest
 from fnhost.ui.fields import form_field
 from fnhost.ui.session import UiSession
 
@@ -31,32 +34,23 @@ def _pairs(text: str, label: str) -> dict[str, str]:
 
 
 def function_item(values: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """A FunctionWrite (wire keys) from the upload form, and errors per form field."""
+    """What the upload form asks for, as ``FunctionSpec`` arguments (all but ``file_id``),
+    and errors per form field."""
     item: dict[str, Any] = {"name": values.get("name") or None}
     errors: dict[str, str] = {}
     if not item["name"]:
         errors["name"] = "Give the function a name."
-    for form_key, wire_key in (
-        ("external_id", "externalId"),
-        ("description", "description"),
-        ("owner", "owner"),
-        ("function_path", "functionPath"),
-        ("runtime", "runtime"),
-        ("index_url", "indexUrl"),
-    ):
-        if values.get(form_key):
-            item[wire_key] = values[form_key]
-    for form_key, wire_key, label in (
-        ("env_vars", "envVars", "Environment variables"),
-        ("secrets", "secrets", "Secrets"),
-    ):
+    for key in ("external_id", "description", "owner", "function_path", "runtime", "index_url"):
+        if values.get(key):
+            item[key] = values[key]
+    for key, label in (("env_vars", "Environment variables"), ("secrets", "Secrets")):
         try:
-            pairs = _pairs(values.get(form_key, ""), label)
+            pairs = _pairs(values.get(key, ""), label)
         except InvalidRequest as exc:
-            errors[form_key] = exc.message
+            errors[key] = exc.message
             continue
         if pairs:
-            item[wire_key] = pairs
+            item[key] = pairs
     for key in ("cpu", "memory"):
         if values.get(key):
             try:
@@ -70,7 +64,7 @@ def upload_zip(system: Services, sess: UiSession, filename: str, content: bytes)
     """Store a zip as a file (create the row, then upload the bytes); return its id."""
     name = filename.rsplit("/", 1)[-1] or "function.zip"
     row = system.files.create(
-        sess.project, sess.principal, {"name": name, "mimeType": "application/zip"}, overwrite=False
+        sess.project, sess.principal, FileSpec(name=name, mime_type="application/zip"), overwrite=False
     )
     assert row.upload_token is not None
     system.files.upload(sess.project, sess.principal, row.id, row.upload_token, iter([content]))
@@ -80,14 +74,14 @@ def upload_zip(system: Services, sess: UiSession, filename: str, content: bytes)
 # -- calls ----------------------------------------------------------------------------------------
 def start_call(system: Services, sess: UiSession, function_id: int, data: dict[str, Any]) -> int:
     """Call a function as the signed-in principal (a token-exchange session, as the SDK makes)."""
-    created = system.sessions.create(sess.project, sess.principal, {"tokenExchange": True})
+    created = system.sessions.create(sess.project, sess.principal, TOKEN_EXCHANGE)
     call = system.calls.call(sess.project, sess.principal, function_id, CallRequest(data, created.nonce))
     return call.id
 
 
 # -- schedules ------------------------------------------------------------------------------------
 def schedule_counts(system: Services, sess: UiSession) -> dict[int, int]:
-    rows = system.schedules.list(sess.project, sess.principal, limit=10_000, filt={})
+    rows = system.schedules.list(sess.project, sess.principal, limit=10_000)
     counts: dict[int, int] = {}
     for r in rows:
         counts[r.function_id] = counts.get(r.function_id, 0) + 1
@@ -96,7 +90,9 @@ def schedule_counts(system: Services, sess: UiSession) -> dict[int, int]:
 
 def schedules_of(system: Services, sess: UiSession, function_id: int) -> list[dict[str, Any]]:
     svc = system.schedules
-    rows = svc.list(sess.project, sess.principal, limit=10_000, filt={"functionId": function_id})
+    rows = svc.list(
+        sess.project, sess.principal, limit=10_000, filt=ScheduleFilter(function_id=function_id)
+    )
     return [
         {
             "id": r.id,
@@ -113,7 +109,7 @@ def schedules_of(system: Services, sess: UiSession, function_id: int) -> list[di
 
 def schedule_names(system: Services, sess: UiSession) -> dict[int, str]:
     """Schedule id -> name in the project, so call lists say which schedule fired a call."""
-    rows = system.schedules.list(sess.project, sess.principal, limit=10_000, filt={})
+    rows = system.schedules.list(sess.project, sess.principal, limit=10_000)
     return {r.id: r.name for r in rows}
 
 
@@ -143,28 +139,26 @@ def create_schedule(
             errors[form_field("schedule", exc)] = exc.message
     if errors:
         return errors
-    session_item: dict[str, Any] = (
-        {"clientId": values["client_id"], "clientSecret": values["client_secret"]}
+    session_request = (
+        SessionRequest(client_id=values["client_id"], client_secret=values["client_secret"])
         if values["client_id"]
-        else {"tokenExchange": True}
+        else TOKEN_EXCHANGE
     )
-    item: dict[str, Any] = {
-        "name": values["name"],
-        "functionId": function_id,
-        "cronExpression": values["cron"],
-    }
-    if values["description"]:
-        item["description"] = values["description"]
-    if data:
-        item["data"] = data
     try:
-        created = system.sessions.create(sess.project, sess.principal, session_item)
+        created = system.sessions.create(sess.project, sess.principal, session_request)
     except FnhostError as exc:
         # the session is made from the client id and secret of the form (or as you)
         return {"client_id" if values["client_id"] else "_": exc.message}
-    item["nonce"] = created.nonce
+    spec = ScheduleSpec(
+        name=values["name"],
+        function_id=function_id,
+        cron_expression=values["cron"],
+        description=values["description"] or None,
+        data=data or None,
+        nonce=created.nonce,
+    )
     try:
-        system.schedules.create(sess.project, sess.principal, item)
+        system.schedules.create(sess.project, sess.principal, spec)
     except FnhostError as exc:
         return {form_field("schedule", exc): exc.message}
     return {}
@@ -177,7 +171,7 @@ def schedule_action(system: Services, sess: UiSession, schedule_id: int, action:
         raise InvalidRequest(f"Unknown schedule action {action!r}.")
     name = svc.get(sess.project, sess.principal, schedule_id).name
     if action == "delete":
-        svc.delete(sess.project, sess.principal, [{"id": schedule_id}], False)
+        svc.delete(sess.project, sess.principal, [schedule_id], False)
         return f"Schedule {name!r} was deleted."
     svc.set_paused(sess.project, sess.principal, schedule_id, action == "pause")
     return f"Schedule {name!r} was {'paused' if action == 'pause' else 'resumed'}."

@@ -1,8 +1,8 @@
 """Which form field a domain error is about: one explicit table, read from ``FnhostError.field``.
 
-The services name the field an error is about in the API's words (``externalId``,
-``cronExpression``); each form of the page names its inputs in its own (``external_id``,
-``cron``). Nothing here reads an error's text. An error with no field, or with a field the
+The services name the field an error is about by its domain name, the attribute of the
+typed value they take (``external_id``, ``cron_expression``); each form of the page names
+its inputs in its own (``external_id``, ``cron``). Nothing here reads an error's text. An error with no field, or with a field the
 form does not have, is shown at the top of the form (``GENERAL``).
 """
 
@@ -15,27 +15,27 @@ from fnhost.errors import FnhostError
 Form = Literal["upload", "schedule", "call"]
 GENERAL = "_"
 
-# form -> domain (wire) field -> the form's input
+# form -> domain field -> the form's input
 FIELDS: dict[Form, dict[str, str]] = {
     "upload": {
         "name": "name",
-        "externalId": "external_id",
+        "external_id": "external_id",
         "description": "description",
         "owner": "owner",
-        "functionPath": "function_path",
-        "fileId": "file",  # the zip: its content is what the check refused
-        "envVars": "env_vars",
+        "function_path": "function_path",
+        "file_id": "file",  # the zip: its content is what the check refused
+        "env_vars": "env_vars",
         "secrets": "secrets",
         "cpu": "cpu",
         "memory": "memory",
         "runtime": "runtime",
-        "indexUrl": "index_url",
-        "extraIndexUrls": "index_url",
+        "index_url": "index_url",
+        "extra_index_urls": "index_url",
     },
     "schedule": {
         "name": "name",
-        "cronExpression": "cron",
-        "timeZone": "cron",
+        "cron_expression": "cron",
+        "time_zone": "cron",
         "description": "description",
         "data": "data",
         # the schedule's session: made from the client id and secret given (or as you)

@@ -20,6 +20,7 @@ import builtins
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -38,6 +39,7 @@ from fnhost.services.calls.replicas import Replicas
 from fnhost.services.calls.view import CallLike, CallView
 from fnhost.services.calls.wait import Waiters, Waiting
 from fnhost.services.functions import Functions
+from fnhost.services.identifiers import id_entry, resolve_all
 from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
 from fnhost.statuses import CallStatus
@@ -46,9 +48,21 @@ from fnhost.store import functions as function_store
 from fnhost.store.calls import CallLogRow
 from fnhost.store.db import Database
 
-__all__ = ["CallLike", "CallRequest", "CallView", "Calls", "CallsService", "CodeSource", "Waiting"]
+__all__ = ["CallFilter", "CallLike", "CallRequest", "CallView", "Calls", "CallsService", "CodeSource", "Waiting"]
 
 STATUSES = tuple(CallStatus)
+
+
+@dataclass(frozen=True)
+class CallFilter:
+    """``calls/list``: every given condition must hold (times in ms, inclusive)."""
+
+    status: str | None = None
+    schedule_id: int | None = None
+    start_min: int | None = None
+    start_max: int | None = None
+    end_min: int | None = None
+    end_max: int | None = None
 
 
 class Calls:
@@ -197,39 +211,41 @@ class Calls:
         self.access.require(caller, project, "functionsAcl", "READ")
         with self.db.read() as s:
             rows = [store.get(project, function_id, i, session=s) for i in ids]
-        missing = [{"id": i} for i, r in zip(ids, rows, strict=True) if r is None]
-        if missing and not ignore_unknown:
-            raise NotFound("Calls not found.", missing=missing)
-        return [r for r in rows if r is not None]
+        return resolve_all(
+            ids, rows, what="Calls", ignore_unknown=ignore_unknown, entry=id_entry, dedupe=False
+        )
 
     def list(
-        self, project: str, caller: Principal, function_id: int, *, limit: int, cursor: int, filt: dict[str, Any]
+        self,
+        project: str,
+        caller: Principal,
+        function_id: int,
+        *,
+        limit: int,
+        cursor: int,
+        filt: CallFilter | None = None,
     ) -> tuple[builtins.list[CallLike], int | None]:
         self.access.require(caller, project, "functionsAcl", "READ")
-        status = filt.get("status")
-        if status is not None and status not in STATUSES:
-            raise InvalidRequest(f"Unknown call status {status!r}; one of {', '.join(STATUSES)}.")
-        ranges: dict[str, dict[str, Any]] = {}
-        for key in ("startTime", "endTime"):
-            value = filt.get(key) or {}
-            if not isinstance(value, dict):
-                raise InvalidRequest(f"{key} must be an object with min and/or max.")
-            ranges[key] = value
+        filt = filt or CallFilter()
+        if filt.status is not None and filt.status not in STATUSES:
+            raise InvalidRequest(
+                f"Unknown call status {filt.status!r}; one of {', '.join(STATUSES)}.", field="status"
+            )
         with self.db.read() as s:
             if function_store.get(project, function_id, session=s) is None:
-                raise NotFound(f"Function {function_id} does not exist.", missing=[{"id": function_id}])
+                raise NotFound(f"Function {function_id} does not exist.", missing=[id_entry(function_id)])
             rows = store.list_page(
                 project,
                 function_id,
                 session=s,
                 limit=limit + 1,
                 before_id=cursor or None,
-                status=status,
-                schedule_id=filt.get("scheduleId"),
-                start_min=ranges["startTime"].get("min"),
-                start_max=ranges["startTime"].get("max"),
-                end_min=ranges["endTime"].get("min"),
-                end_max=ranges["endTime"].get("max"),
+                status=filt.status,
+                schedule_id=filt.schedule_id,
+                start_min=filt.start_min,
+                start_max=filt.start_max,
+                end_min=filt.end_min,
+                end_max=filt.end_max,
             )
         next_cursor = rows[limit - 1].id if len(rows) > limit else None
         return list(rows[:limit]), next_cursor

@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from fnhost.api.services import Services
 from fnhost.errors import FnhostError, Unauthenticated
+from fnhost.services.identifiers import Identifier
 from fnhost.store.calls import CallRow
 from fnhost.ui import actions
 from fnhost.ui.session import FailedForm, UiSession
@@ -139,7 +140,7 @@ async def delete_function(signed_in: SignedInForm, system: SystemDep, function_i
             system.functions.get, sess.project, sess.principal, function_id
         )
         await run_in_threadpool(
-            system.functions.delete, sess.project, sess.principal, [{"id": function_id}], False
+            system.functions.delete, sess.project, sess.principal, [Identifier(id=function_id)], False
         )
     except Unauthenticated:
         raise

@@ -13,7 +13,7 @@ router = page_router()
 
 @router.get("/ui/")
 def functions_page(request: Request, sess: SignedIn, system: SystemDep, q: str = "") -> Response:
-    rows = system.functions.list(sess.project, sess.principal, limit=10_000, filt={})
+    rows = system.functions.list(sess.project, sess.principal, limit=10_000)
     stats, last = overview_of(system).call_stats(sess.project, sess.principal)
     schedules = actions.schedule_counts(system, sess)
     rows = sorted(rows, key=lambda r: r.created_time, reverse=True)

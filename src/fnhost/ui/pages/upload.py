@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import zipfile
-from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
@@ -25,6 +24,8 @@ from starlette.datastructures import UploadFile
 
 from fnhost.api.services import Services
 from fnhost.errors import FnhostError, Unauthenticated
+from fnhost.services.functions import FunctionSpec
+from fnhost.services.identifiers import Identifier
 from fnhost.store.functions import FunctionRow
 from fnhost.ui import actions
 from fnhost.ui.fields import form_field
@@ -144,11 +145,11 @@ async def upload(signed_in: SignedInForm, system: SystemDep) -> Response:
             )
             values["file_id"] = str(file_id)
         if not errors:
-            item["fileId"] = int(values["file_id"])
+            spec = FunctionSpec(file_id=int(values["file_id"]), **item)
             if values["replaces"].isdigit() and form.get("replace") == "yes":
-                await run_in_threadpool(_replace, system, sess, int(values["replaces"]), item)
+                await run_in_threadpool(_replace, system, sess, int(values["replaces"]), spec)
             row = await run_in_threadpool(
-                system.functions.create, sess.project, sess.principal, item
+                system.functions.create, sess.project, sess.principal, spec
             )
     except Unauthenticated:
         raise  # signed in, but no longer allowed in the project: sign in again
@@ -161,10 +162,10 @@ async def upload(signed_in: SignedInForm, system: SystemDep) -> Response:
     return see_other(f"/ui/functions/{row.id}")
 
 
-def _replace(system: Services, sess: UiSession, function_id: int, item: dict[str, Any]) -> None:
+def _replace(system: Services, sess: UiSession, function_id: int, spec: FunctionSpec) -> None:
     """Delete the failed function the new one replaces, once the new one's values check out
     (a failed function has no calls, and everything else it had is in the form)."""
-    system.functions.validate(item)  # refuse before anything is deleted
+    system.functions.validate(spec)  # refuse before anything is deleted
     old = _failed_function(system, sess, function_id)
     if old is not None:  # not there, or no longer Failed: nothing is replaced
-        system.functions.delete(sess.project, sess.principal, [{"id": old.id}], False)
+        system.functions.delete(sess.project, sess.principal, [Identifier(id=old.id)], False)
