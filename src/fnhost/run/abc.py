@@ -123,5 +123,9 @@ class Executor(ABC):
     def drop(self, code_dir: Path, message: str = "The function was deleted.") -> None:
         """Forget a function: end its running calls with ``message`` and its warm process."""
 
+    def retire(self, code_dir: Path) -> None:  # noqa: B027 (optional: a backend may keep it warm)
+        """Code no longer current: its warm process may go once its running calls end (a
+        later call of it starts one again). Running calls are not touched."""
+
     def stats(self) -> dict[str, Any]:
         return {}
