@@ -155,6 +155,7 @@ def test_redeploys_and_a_rollback_under_calls_and_a_schedule_lose_and_double_not
     for c in calls:
         response = client.functions.calls.get_response(call_id=c["id"], function_id=fn.id)
         assert response["marker"] == f"v{c['functionVersion']}", (c, response)
+        assert response["info"]["function_version"] == c["functionVersion"]
     # … and the versions, in the order calls were accepted, switch once each: 1, 2, 3, 4, 2
     order = [by_id[i]["functionVersion"] for i in sorted(by_id)]
     runs = [v for i, v in enumerate(order) if i == 0 or v != order[i - 1]]

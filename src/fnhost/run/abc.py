@@ -61,6 +61,8 @@ class CallJob:
     # the call id the function sees (function_call_info) when ``call_id`` is an executor's own
     # key instead, as on a Ray node's host, which serves calls of several servers
     info_call_id: int | None = None
+    # the function's version the call runs (in ``function_call_info``)
+    function_version: int | None = None
 
 
 @dataclass

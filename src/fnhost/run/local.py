@@ -805,6 +805,7 @@ class LocalExecutor(Executor):
             token=token,
             schedule_id=job.schedule_id,
             scheduled_time=job.scheduled_time,
+            function_version=job.function_version,
             limits=protocol.Limits(
                 memory_bytes=limits.memory_bytes,
                 max_file_bytes=limits.max_file_bytes,

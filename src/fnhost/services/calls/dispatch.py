@@ -224,6 +224,7 @@ class Dispatcher:
             scheduled_time=call.call.scheduled_time,
             limits=self.limits_for(row),
             on_log=self.live.publisher(call.id),
+            function_version=row.version,
         )
         call.submitted, call.submitted_ms = time.monotonic(), now_ms()
         future = self.executor.submit(job)
