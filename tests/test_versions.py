@@ -313,3 +313,21 @@ def test_a_call_records_its_version_and_the_function_object_stays_sdk_shaped(cli
     assert raw["functionVersion"] == 1
     again = client.functions.retrieve(id=fn.id)
     assert again.id == fn.id and again.status == "Ready"  # the SDK loads it, ignoring version
+
+
+def test_ids_and_versions_out_of_range_are_a_clear_400(live: LiveServer, client: CogniteClient) -> None:
+    fn = create(client, "ranges", "v1")
+    huge = 2**70
+    for method, path, body in (
+        ("GET", f"/{huge}/versions", None),
+        ("GET", f"/{fn.id}/versions/{huge}", None),
+        ("POST", f"/{fn.id}/versions/rollback", {"version": huge}),
+        ("POST", f"/{fn.id}/versions", {"items": [{"fileId": huge}]}),
+    ):
+        with pytest.raises(CogniteAPIError) as err:
+            client.get(api(client, path)) if method == "GET" else client.post(api(client, path), json=body)
+        assert err.value.code == 400, (path, err.value.message)
+    for body in ({"version": "2"}, {"version": 0}, {"to": 1}, []):
+        with pytest.raises(CogniteAPIError) as err:
+            client.post(api(client, f"/{fn.id}/versions/rollback"), json=body)
+        assert err.value.code == 400, (body, err.value.message)

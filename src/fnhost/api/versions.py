@@ -85,7 +85,7 @@ def deploy_version(
 def rollback(
     project: str, function_id: int, system: SystemDep, principal: PrincipalDep, body: Any = Body(None)
 ) -> dict[str, Any]:
-    body = body or {}
+    body = {} if body is None else body
     if not isinstance(body, dict):
         raise InvalidRequest("The body must be an object.")
     unknown = sorted(set(body) - {"version"})
