@@ -331,3 +331,20 @@ def test_ids_and_versions_out_of_range_are_a_clear_400(live: LiveServer, client:
         with pytest.raises(CogniteAPIError) as err:
             client.post(api(client, f"/{fn.id}/versions/rollback"), json=body)
         assert err.value.code == 400, (body, err.value.message)
+
+
+def test_a_function_whose_first_build_failed_is_fixed_by_a_new_version_keeping_its_id(
+    client: CogniteClient,
+) -> None:
+    broken = client.functions.create(
+        name="fixed-later", external_id="fixed-later", file_id=upload(client, code("v1", extra="import fnhost_nope"))
+    )
+    wait_for(lambda: client.functions.retrieve(id=broken.id).status in ("Ready", "Failed"), timeout=300,
+             what="the first build to end")
+    assert client.functions.retrieve(id=broken.id).status == "Failed"
+    with pytest.raises(CogniteAPIError):
+        client.functions.call(id=broken.id, data={})
+    assert deploy_version(client, broken.id, code("v2")).status_code == 201
+    fixed = wait_current(client, broken.id, 2)
+    assert fixed["status"] == "Ready" and "error" not in fixed and fixed["externalId"] == "fixed-later"
+    assert client.functions.call(id=broken.id, data={}).get_response()["marker"] == "v2"

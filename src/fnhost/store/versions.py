@@ -135,7 +135,11 @@ def function_at(function: FunctionRow, version: FunctionVersionRow) -> FunctionR
 
 
 def make_current(function: FunctionRow, version: FunctionVersionRow) -> None:
-    """``version`` (Ready) becomes the function's current one (in the caller's transaction)."""
+    """``version`` (Ready) becomes the function's current one (in the caller's transaction).
+
+    The function's status is its current version's: this is not a build's move
+    (``statuses.function_moves``), so a function whose first version Failed becomes Ready
+    when a later version is built Ready and switched to."""
     for column in CODE_COLUMNS:
         setattr(function, column, getattr(version, column))
     function.env_hash = version.env_hash
