@@ -15,6 +15,7 @@ from fnhost.commands._common import (
     Connection,
     JsonOpt,
     ProfileOpt,
+    check,
     console,
     emit_json,
     err_console,
@@ -75,12 +76,7 @@ def update(
         item: dict[str, Any] = {"fileId": file.id, "functionPath": source["function_path"]}
         item.update({wire: options[k] for k, wire in VERSION_OPTIONS.items() if options.get(k) is not None})
         with conn.http() as http:
-            r = http.post(f"/functions/{existing.id}/versions", json={"items": [item]})
-            if r.is_error:
-                from fnhost.commands._common import check
-
-                check(r)
-            body = r.json()
+            body = check(http.post(f"/functions/{existing.id}/versions", json={"items": [item]})).json()
             version = body["items"][0]
             if body.get("unchanged"):
                 if as_json:
@@ -130,9 +126,7 @@ def _follow(http: Any, function_id: int, version: dict[str, Any], timeout: float
         if time.monotonic() - started > timeout:
             fail(f"The build did not end within {timeout:.0f}s (status {version['status']}).", FAILED, as_json=as_json)
         time.sleep(0.3)
-        r = http.get(f"/functions/{function_id}/versions/{version['version']}")
-        r.raise_for_status()
-        version = r.json()
+        version = check(http.get(f"/functions/{function_id}/versions/{version['version']}")).json()
 
 
 def versions(
