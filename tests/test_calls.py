@@ -85,7 +85,8 @@ def test_seed_example_uses_client_and_redacts_secrets(client: CogniteClient, fn:
 def test_function_call_info_env_and_cwd(client: CogniteClient, fn: Any) -> None:
     call = fn.call({"case": "info"})
     body = call.get_response()
-    assert body["info"] == {"function_id": fn.id, "call_id": call.id}
+    # CDF's keys, and fnhost's version the call runs (docs/versions.md)
+    assert body["info"] == {"function_id": fn.id, "call_id": call.id, "function_version": 1}
     assert body["env"] == "hello"
     assert body["cwd"] == "/function"  # its code, read-only, in its sandbox (docs/isolation.md)
 

@@ -131,9 +131,9 @@ def test_deploy_follows_the_build_to_ready(cli: Cli, echo_fn: dict[str, Any]) ->
     assert cli.json("functions", "show", str(echo_fn["id"]))["externalId"] == "cli-echo"
     human = cli("functions", "ls").stdout
     assert "cli-echo" in human and "Ready" in human
-    # deploying over an existing external id needs --replace
-    again = cli("deploy", "--external-id", "cli-echo", str(Path(__file__)), ok=False)
-    assert again.returncode == 1 and "--replace" in again.stderr
+    # deploying over an existing external id makes a new version; --new refuses to
+    again = cli("deploy", "--external-id", "cli-echo", "--new", str(Path(__file__)), ok=False)
+    assert again.returncode == 1 and "--new" in again.stderr
 
 
 def test_deploy_of_a_failing_build_exits_non_zero_with_the_error(cli: Cli, tmp_path: Path) -> None:
@@ -168,6 +168,38 @@ def test_deploy_a_single_file_and_a_zip(cli: Cli, tmp_path: Path) -> None:
     assert sorted(cli.json("functions", "rm", "cli-single", "cli-zip", "--yes")["deleted"]) == sorted(
         [fn["id"], fz["id"]]
     )
+
+
+def test_deploy_again_makes_versions_and_rollback_goes_back(cli: Cli, tmp_path: Path) -> None:
+    folder = write_code(tmp_path / "cli-versioned", "def handle():\n    return 'one'\n")
+    first = cli.json("deploy", str(folder))
+    assert first["status"] == "Ready"
+    # the same folder again: identical bytes, no version
+    same = cli("deploy", str(folder))
+    assert same.returncode == 0 and "Unchanged" in same.stdout and "version 1" in same.stdout
+    assert cli.json("deploy", str(folder))["unchanged"] is True
+    write_code(folder, "def handle():\n    return 'two'\n")
+    human = cli("deploy", str(folder))
+    assert "version 2 and is current" in human.stdout, human.stdout + human.stderr
+    assert cli.json("call", "cli-versioned")["response"] == "two"
+    listed = cli.json("functions", "versions", "cli-versioned")
+    assert [(v["version"], v["current"]) for v in listed] == [(2, True), (1, False)]
+    assert "yes" in cli("functions", "versions", "cli-versioned").stdout
+    assert cli.json("functions", "rollback", "cli-versioned")["version"] == 1
+    assert cli.json("call", "cli-versioned")["response"] == "one"
+    back = cli("functions", "rollback", "cli-versioned", "--to", "2")
+    assert "version 2 again" in back.stdout
+    # what a version cannot change, and versions that cannot be rolled back to
+    refused = cli("deploy", str(folder), "--secret", "k=v", ok=False)
+    assert refused.returncode == 2 and "--secret" in refused.stderr
+    missing = cli("functions", "rollback", "cli-versioned", "--to", "7", ok=False)
+    assert missing.returncode != 0 and "no version 7" in missing.stderr
+    # a version that fails to build: exit 1, and the current one stays
+    write_code(folder, "import fnhost_no_such_module\n\ndef handle():\n    return 'three'\n")
+    failed = cli("deploy", str(folder), ok=False)
+    assert failed.returncode == 1 and "current version still serves" in failed.stderr
+    assert cli.json("call", "cli-versioned")["response"] == "two"
+    assert cli.json("functions", "rm", "cli-versioned")["deleted"] == [first["id"]]
 
 
 # -- call, logs, calls ----------------------------------------------------------------------------

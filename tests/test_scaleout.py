@@ -128,7 +128,7 @@ def test_deploy_on_one_replica_call_on_the_other(
 
     call = setup["b"].functions.call(id=fn.id, data={"echo": "hello"}, wait=True)
     assert call.status == "Completed", call.error
-    assert call.get_response() == {"echo": "hello", "info": {"function_id": fn.id, "call_id": call.id}}
+    assert call.get_response() == {"echo": "hello", "info": {"function_id": fn.id, "call_id": call.id, "function_version": 1}}
     # read back through the other replica: the outcome and logs are in the shared database
     again = setup["a"].functions.calls.retrieve(function_id=fn.id, call_id=call.id)
     assert again is not None and again.status == "Completed"

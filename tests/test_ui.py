@@ -255,6 +255,44 @@ def test_upload_deploy_call_and_schedule(page: Page, server: LiveServer, tmp_pat
     expect(fn_row).to_be_visible()
 
 
+def test_new_code_and_a_rollback_from_the_function_page(page: Page, server: LiveServer, tmp_path: Path) -> None:
+    base = server.base_url
+    deployed(page, base, tmp_path, "versioned-ui", "def handle(data):\n    return 'one'\n")
+    expect(page.locator("#status-badge")).to_have_text("Ready", timeout=DEPLOY_TIMEOUT_MS)
+    expect(page.locator("#versions-table tr[data-version='1']")).to_contain_text("Current")
+    two = make_zip(tmp_path / "two.zip", "def handle(data):\n    return 'two'\n")
+    # no file, or a bad path: the message at its field, and nothing deployed
+    page.click("#version-button")
+    expect(page.locator("#error-file")).to_contain_text("Choose a zip")
+    expect(page.locator("#version-file")).to_have_attribute("aria-invalid", "true")
+    page.set_input_files("#version-file", str(two))
+    page.fill("#version-function-path", "../up.py")
+    page.click("#version-button")
+    expect(page.locator("#error-function_path")).to_contain_text("relative path")
+    expect(page.locator("#version-function-path")).to_have_value("../up.py")
+    expect(page.locator("#versions-table tbody tr")).to_have_count(1)
+    # new code: built while version 1 serves; the page follows it to current, without a reload
+    page.set_input_files("#version-file", str(two))
+    page.fill("#version-function-path", "handler.py")
+    page.click("#version-button")
+    expect(page.locator(".flash.ok")).to_contain_text("Version 2 is being built")
+    expect(page.locator("#versions-table tr[data-version='2']")).to_contain_text("Current", timeout=DEPLOY_TIMEOUT_MS)
+    call(page, "{}")
+    expect(page.locator("#call-response")).to_have_text("two", timeout=CALL_TIMEOUT_MS)
+    # the same code again makes no version, and says so
+    page.set_input_files("#version-file", str(two))
+    page.click("#version-button")
+    expect(page.locator(".flash.ok")).to_contain_text("Unchanged")
+    expect(page.locator("#versions-table tbody tr")).to_have_count(2)
+    # roll back, by a button that says what it does
+    page.get_by_role("button", name="Roll back to version 1").click()
+    expect(page.locator(".flash.ok")).to_contain_text("version 1 is current")
+    expect(page.locator("#versions-table tr[data-version='1']")).to_contain_text("Current")
+    expect(page.get_by_role("button", name="Roll back to version 2")).to_be_visible()
+    call(page, "{}")
+    expect(page.locator("#call-response")).to_have_text("one", timeout=CALL_TIMEOUT_MS)
+
+
 def test_a_failed_call_is_on_the_failed_calls_page(page: Page, server: LiveServer, tmp_path: Path) -> None:
     fid = deployed(page, server.base_url, tmp_path, "fails-on-demand")
     expect(page.locator("#status-badge")).to_have_text("Ready", timeout=DEPLOY_TIMEOUT_MS)

@@ -275,6 +275,15 @@ class Settings(BaseSettings):
         ),
     )
     max_functions_per_project: int = Field(default=100, description="Functions one project may hold.")
+    versions_kept: int = Field(
+        default=5,
+        ge=1,
+        description=(
+            "Earlier Ready versions of a function whose code and environment are kept so it can "
+            "be rolled back to them at once (the current version is always kept); older ones are "
+            "retired and can no longer be rolled back to."
+        ),
+    )
     max_request_bytes: int = Field(
         default=16 * 1024 * 1024,
         description="Largest JSON request body (after gzip decompression).",

@@ -49,6 +49,7 @@ from fnhost.services.raw import Raw
 from fnhost.services.scheduler import Scheduler
 from fnhost.services.schedules import Schedules
 from fnhost.services.sessions import Sessions
+from fnhost.services.versions import VersionBuilder, Versions
 from fnhost.settings import Settings
 from fnhost.store import projects as project_store
 from fnhost.store.db import Database
@@ -143,6 +144,17 @@ class System:
             code=self.builder,
             metrics=self.metrics,
         )
+        self.versions = Versions(
+            db=self.db,
+            access=self.access,
+            functions=self.functions,
+            settings=settings,
+            builds=self.builder,
+            executor=self.executor,
+        )
+        self.version_builder = VersionBuilder(
+            db=self.db, versions=self.versions, builds=self.builder, replica_id=self.replica_id
+        )
         self.schedules = Schedules(self.db, self.access, self.sessions, settings)
         self.scheduler = (
             Scheduler(
@@ -160,7 +172,9 @@ class System:
         )
         # background loops, started in this order and stopped in reverse: the executor and
         # calls first, the scheduler last (it fires into both)
-        self.background: list[Service] = [CallsService(self.calls, self.executor), self.builder]
+        self.background: list[Service] = [
+            CallsService(self.calls, self.executor), self.builder, self.version_builder
+        ]
         if self.scheduler is not None:
             self.background.append(self.scheduler)
         self._wire()
@@ -174,6 +188,11 @@ class System:
         self.functions.on_deleted.append(self.schedules.delete_for_function)
         if self.scheduler is not None:
             self.schedules.on_changed.append(self.scheduler.poke)
+        # a new version: built at once; once current, the previous one's warm process goes
+        # after its calls; a retired one's code goes
+        self.versions.on_deployed.append(self.version_builder.deployed)
+        self.versions.on_switched.append(self.calls.version_switched)
+        self.versions.on_retired.append(self.calls.version_retired)
 
     @property
     def api_socket_path(self) -> Path:

@@ -23,7 +23,7 @@ def _ready_function(database: Database, project: str = "p") -> int:
         row = functions.add(
             FunctionRow(
                 project=project, name="f", file_id=7, function_path="handler.py", cpu=1.0, memory=1.5,
-                runtime="py311", status="Ready", env_hash="abc", ready_time=5, created_time=now_ms(),
+                runtime="py311", status="Ready", env_hash="abc", ready_time=5, version=3, created_time=now_ms(),
             ),
             session=s,
         )
@@ -73,12 +73,14 @@ def test_accept_redeems_the_nonce_once_and_inserts_the_call(database: Database) 
     assert accepted is not None and accepted.session_id == sid and accepted.start_time == 100
     assert seen and seen[0] is not None
     assert seen[0].status == "Ready" and seen[0].error is None
-    assert seen[0].stamp == ("Ready", "abc", 5, 7, "handler.py")
+    assert seen[0].stamp == ("Ready", "abc", 5, 7, "handler.py", 3)
+    assert accepted.function_version == 3
     with database.read() as s:
         call = calls.get("p", fid, accepted.call_id, session=s)
         assert call is not None
         assert (call.status, call.session_id, call.owner, call.start_time) == ("Running", sid, "replica-1", 100)
         assert call.data == {"x": [1, "two"], "ok": True}
+        assert call.function_version == 3, "the call is recorded on the version it was accepted on"
         session_row = sessions.get("p", sid, session=s)
         assert session_row is not None
         assert (session_row.status, session_row.nonce_used, session_row.expiration_time) == ("ACTIVE", True, 1100)
@@ -128,8 +130,15 @@ def test_a_check_that_refuses_rolls_everything_back(database: Database) -> None:
         assert calls.list_page("p", fid, limit=10, session=s) == []
         by_nonce = sessions.by_nonce_hash("n1", session=s)
         assert by_nonce is not None and by_nonce.nonce_used is False, "the nonce is still redeemable"
-    # the function of another project is not found
-    _, seen = _accept(direct, fid, "n1", now=100, project="q", check=lambda found: None)
+    # the function of another project is not found: the check sees None (and must refuse)
+    def refuse_missing(found: FunctionStamp | None) -> None:
+        if found is None:
+            raise LookupError("no such function")
+
+    seen: list[FunctionStamp | None] = []
+    with pytest.raises(LookupError):
+        direct.accept(project="q", function_id=fid, nonce_hash="n1", now=100, session_expires=1100, data=None,
+                      owner="replica-1", check=lambda found: (seen.append(found), refuse_missing(found))[1])
     assert seen == [None]
 
 

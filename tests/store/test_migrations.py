@@ -39,3 +39,39 @@ def test_replicas_migrating_at_once_all_succeed(url: str) -> None:
             assert conn.exec_driver_sql("SELECT count(*) FROM alembic_version").scalar() == 1
     finally:
         db.dispose()
+
+
+def test_0005_gives_each_function_a_version_1_of_its_code_and_each_call_its_version(url: str) -> None:
+    db = Database(url)
+    try:
+        db.migrate(target="0004")
+        with db.engine.begin() as conn:
+            # a database made before 0005 (0001 builds today's tables while unreleased)
+            conn.exec_driver_sql("DROP TABLE function_versions")
+            conn.exec_driver_sql("ALTER TABLE functions DROP COLUMN version")
+            conn.exec_driver_sql("ALTER TABLE functions DROP COLUMN version_error")
+            conn.exec_driver_sql("ALTER TABLE calls DROP COLUMN function_version")
+            conn.exec_driver_sql("INSERT INTO projects (name, created_time) VALUES ('p', 1)")
+            conn.exec_driver_sql(
+                "INSERT INTO functions (project, name, file_id, function_path, cpu, memory, runtime, status,"
+                " env_hash, created_time, ready_time, env_vars)"
+                " VALUES ('p', 'old', 7, 'handler.py', 0.25, 1.5, 'py311', 'Ready', 'abc', 10, 20, '{\"A\": \"1\"}')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO calls (project, function_id, status, start_time) VALUES ('p', 1, 'Completed', 30)"
+            )
+        db.migrate()
+        assert db.revision() == "0005"
+        with db.engine.connect() as conn:
+            version = conn.exec_driver_sql(
+                "SELECT function_id, number, file_id, function_path, cpu, memory, runtime, status, env_hash,"
+                " ready_time, retired_time FROM function_versions"
+            ).all()
+            assert [tuple(v) for v in version] == [(1, 1, 7, "handler.py", 0.25, 1.5, "py311", "Ready", "abc", 20, None)]
+            assert conn.exec_driver_sql("SELECT version, version_error FROM functions").one() == (1, None)
+            assert conn.exec_driver_sql("SELECT function_version FROM calls").scalar() == 1
+        db.migrate()  # again: nothing more to do
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM function_versions").scalar() == 1
+    finally:
+        db.dispose()

@@ -25,6 +25,7 @@ from fnhost.api import (
     schedules,
     sessions,
     token,
+    versions,
 )
 from fnhost.api.services import Lifecycle
 from fnhost.api.wire import WireMiddleware, install_error_handlers
@@ -42,6 +43,7 @@ PROJECT_ROUTERS: list[APIRouter] = [
     files.router,
     sessions.router,
     functions.router,
+    versions.router,
     calls.router,
     schedules.router,
     assets.router,

@@ -41,6 +41,7 @@ def call_out(row: CallLike) -> dict[str, Any]:
             "scheduleId": row.schedule_id,
             "error": row.error,
             "usage": usage_out(row),
+            "functionVersion": row.function_version,  # fnhost extension: the version it ran
         }
     )
 

@@ -37,6 +37,10 @@ def function_out(row: FunctionRow) -> dict[str, Any]:
             "error": row.error,
             "lastCalled": row.last_called,
             "functionType": "classic",
+            # fnhost extensions (the SDK ignores keys it does not know): the current version,
+            # and why a newer one failed to build (docs/versions.md)
+            "version": row.version,
+            "versionError": row.version_error,
         }
     )
 

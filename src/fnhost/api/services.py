@@ -22,6 +22,7 @@ from fnhost.services.overview import Overview
 from fnhost.services.raw import Raw
 from fnhost.services.schedules import Schedules
 from fnhost.services.sessions import Sessions
+from fnhost.services.versions import Versions
 from fnhost.settings import Settings
 from fnhost.store.db import Database
 
@@ -36,6 +37,7 @@ class Services(Protocol):
     sessions: Sessions
     files: Files
     functions: Functions
+    versions: Versions
     calls: Calls
     schedules: Schedules
     groups: Groups

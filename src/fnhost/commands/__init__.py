@@ -16,13 +16,15 @@ import typer
 
 
 def register_user_commands(app: typer.Typer) -> None:
-    from fnhost.commands import calls, functions, login, run, schedules
+    from fnhost.commands import calls, functions, login, run, schedules, versions
 
     app.command("login")(login.login)
     app.command("deploy")(functions.deploy)
     app.command("call")(functions.call)
     app.command("logs")(calls.logs)
     app.command("run")(run.run)
+    functions.app.command("versions")(versions.versions)
+    functions.app.command("rollback")(versions.rollback)
     app.add_typer(functions.app, name="functions")
     app.add_typer(calls.app, name="calls")
     app.add_typer(schedules.app, name="schedules")

@@ -74,32 +74,51 @@ def deploy(
     replace: Annotated[
         bool, typer.Option(help="Delete an existing function with the same external id first.")
     ] = False,
+    new: Annotated[
+        bool, typer.Option("--new", help="Only create: refuse if the function exists (instead of a new version).")
+    ] = False,
     wait: Annotated[bool, typer.Option(help="Wait for the build to end (Ready or Failed).")] = True,
     timeout: Annotated[float, typer.Option(help="Most seconds to wait for the build.")] = 1800,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Zip and upload code, create the function, and follow its build to Ready or Failed."""
+    """Zip and upload code, create the function (or, if it exists, deploy the code as its new
+    version), and follow its build to Ready or Failed."""
+    from fnhost.commands import versions
+
     if not path.exists():
         fail(f"{path} does not exist.", USAGE, as_json=as_json)
     source, tmp = _source(path, function_path)
     name = name or (path.stem if path.is_file() else path.resolve().name)
     external_id = external_id or name
     conn = Connection.open(profile, as_json=as_json)
+    options = dict(
+        description=description,
+        owner=owner,
+        runtime=runtime,
+        cpu=cpu,
+        memory=memory,
+        secrets=parse_pairs(secret, "--secret"),
+        env_vars=parse_pairs(env, "--env"),
+        metadata=parse_pairs(metadata, "--metadata"),
+        index_url=index_url,
+        extra_index_urls=extra_index_url or None,
+    )
     try:
         with guard(as_json):
-            fn = _create(conn, source, name, external_id, replace, as_json, dict(
-                description=description,
-                owner=owner,
-                runtime=runtime,
-                cpu=cpu,
-                memory=memory,
-                secrets=parse_pairs(secret, "--secret"),
-                env_vars=parse_pairs(env, "--env"),
-                metadata=parse_pairs(metadata, "--metadata"),
-                index_url=index_url,
-                extra_index_urls=extra_index_url or None,
-            ))
+            existing = None if replace else versions.find_existing(conn, name, external_id, as_json=as_json)
+        if existing is not None:
+            if new:
+                fail(
+                    f"A function {existing.external_id or existing.name!r} exists (id {existing.id}); --new refuses "
+                    "to deploy a new version of it (use --replace to delete and create it again).",
+                    FAILED,
+                    as_json=as_json,
+                )
+            versions.update(conn, existing, source, options, wait=wait, timeout=timeout, as_json=as_json)
+            return
+        with guard(as_json):
+            fn = _create(conn, source, name, external_id, replace, as_json, options)
             if wait:
                 fn = _follow_build(conn, fn, timeout, as_json)
     finally:
@@ -132,22 +151,19 @@ def _create(
                 as_json=as_json,
             )
         client.functions.delete(id=existing.id)
+    from fnhost.commands.versions import zip_folder
+
     options = {k: v for k, v in options.items() if v is not None}
-    if "zip" in source:
-        zip_path: Path = source["zip"]
-        file = client.files.upload_bytes(
-            zip_path.read_bytes(), name=f"{external_id}.zip", external_id=f"fnhost-cli-{external_id}", overwrite=True
-        )
-        return client.functions.create(
-            name=name, external_id=external_id, file_id=file.id, function_path=source["function_path"], **options
-        )
+    # a folder is zipped here, not by the SDK: the same files give the same bytes, so
+    # deploying them again later is recognised as unchanged (the server imports the handler
+    # in its own environment, so there is nothing to validate here)
+    zip_path: Path | None = source.get("zip")
+    content = zip_path.read_bytes() if zip_path is not None else zip_folder(Path(source["folder"]))
+    file = client.files.upload_bytes(
+        content, name=f"{external_id}.zip", external_id=f"fnhost-cli-{external_id}", overwrite=True
+    )
     return client.functions.create(
-        name=name,
-        external_id=external_id,
-        folder=source["folder"],
-        function_path=source["function_path"],
-        skip_folder_validation=True,  # the server imports the handler in its own environment
-        **options,
+        name=name, external_id=external_id, file_id=file.id, function_path=source["function_path"], **options
     )
 
 

@@ -61,6 +61,8 @@ class CallJob:
     # the call id the function sees (function_call_info) when ``call_id`` is an executor's own
     # key instead, as on a Ray node's host, which serves calls of several servers
     info_call_id: int | None = None
+    # the function's version the call runs (in ``function_call_info``)
+    function_version: int | None = None
 
 
 @dataclass
@@ -122,6 +124,10 @@ class Executor(ABC):
     @abstractmethod
     def drop(self, code_dir: Path, message: str = "The function was deleted.") -> None:
         """Forget a function: end its running calls with ``message`` and its warm process."""
+
+    def retire(self, code_dir: Path) -> None:  # noqa: B027 (optional: a backend may keep it warm)
+        """Code no longer current: its warm process may go once its running calls end (a
+        later call of it starts one again). Running calls are not touched."""
 
     def stats(self) -> dict[str, Any]:
         return {}

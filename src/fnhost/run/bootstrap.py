@@ -595,6 +595,8 @@ def _call(job: Any, module: ModuleType | None, result_fd: int) -> None:
             if job.schedule_id is not None:
                 info["schedule_id"] = job.schedule_id
                 info["scheduled_time"] = job.scheduled_time
+            if job.function_version is not None:
+                info["function_version"] = job.function_version
             kwargs["function_call_info"] = info
         result = handle(**kwargs)
     except MemoryError:

@@ -376,6 +376,10 @@ class LocalExecutor(Executor):
         if self.loop is not None:
             self._call_soon(self._drop(str(code_dir), message)).result(30)
 
+    def retire(self, code_dir: Path) -> None:
+        if self.loop is not None:
+            self._call_soon(self._retire(str(code_dir))).result(30)
+
     def stats(self) -> dict[str, Any]:
         if self.loop is None:
             return {}
@@ -679,6 +683,17 @@ class LocalExecutor(Executor):
             if run.code_dir == code_dir:
                 self._cancel(call_id, message)
 
+    async def _retire(self, code_dir: str) -> None:
+        for key, fz in list(self._functions.items()):
+            if key[1] != code_dir:
+                continue
+            del self._functions[key]  # the next call of this code starts a zygote of its own
+            self._specs.pop(key, None)
+            if fz.calls:
+                fz.retired = True  # its running calls finish in it; then it goes (``_run``)
+            else:
+                fz.stop()
+
     async def _evict_loop(self) -> None:
         while True:
             await asyncio.sleep(self.evict_interval_s)
@@ -790,6 +805,7 @@ class LocalExecutor(Executor):
             token=token,
             schedule_id=job.schedule_id,
             scheduled_time=job.scheduled_time,
+            function_version=job.function_version,
             limits=protocol.Limits(
                 memory_bytes=limits.memory_bytes,
                 max_file_bytes=limits.max_file_bytes,

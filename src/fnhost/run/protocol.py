@@ -190,6 +190,7 @@ class JobSpec:
     scheduled_time: int | None = None
     limits: Limits = field(default_factory=Limits)
     private_tmp: bool = False  # mount a tmpfs of its own on /tmp and /dev/shm
+    function_version: int | None = None  # the function's version the call runs
 
     def dumps(self) -> bytes:
         return json.dumps(wire(self)).encode()
@@ -356,6 +357,7 @@ class CallSpec:
     schedule_id: int | None = None
     scheduled_time: int | None = None
     limits: CallLimits = field(default_factory=CallLimits)
+    function_version: int | None = None
 
 
 @_message

@@ -312,6 +312,7 @@ class NodeHost:
             token=(lambda: token) if token else None,
             schedule_id=spec.schedule_id,
             scheduled_time=spec.scheduled_time,
+            function_version=spec.function_version,
             limits=spec.limits,
             on_log=lambda ts, line: events.put(("log", (ts, line))),
             info_call_id=spec.call_id,
@@ -799,6 +800,7 @@ class RayExecutor(Executor):
             schedule_id=job.schedule_id,
             scheduled_time=job.scheduled_time,
             limits=limits,
+            function_version=job.function_version,
         )
         if call.cancel_message is not None:
             return self._failed(call, call.cancel_message)

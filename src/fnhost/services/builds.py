@@ -36,6 +36,7 @@ from fnhost.services.functions import Functions
 from fnhost.settings import Settings
 from fnhost.statuses import FunctionStatus, function_moves
 from fnhost.store import functions as store
+from fnhost.store import versions as version_store
 from fnhost.store.db import Database
 from fnhost.store.functions import FunctionRow
 
@@ -164,10 +165,14 @@ class Builder(Service):
 
     def function_deleted(self, project: str, function_id: int) -> None:
         shutil.rmtree(self.code_dir(function_id), ignore_errors=True)
+        for later in self.code_root.glob(f"{function_id}-v*"):
+            shutil.rmtree(later, ignore_errors=True)
 
     # -- one build ---------------------------------------------------------------------------
-    def code_dir(self, function_id: int) -> Path:
-        return self.code_root / str(function_id)
+    def code_dir(self, function_id: int, version: int = 1) -> Path:
+        """Where a version's code is extracted: ``<id>`` for version 1 (as before versions),
+        ``<id>-v<n>`` after it (the part before the dash names the function's uid)."""
+        return self.code_root / (str(function_id) if version == 1 else f"{function_id}-v{version}")
 
     def _claim(self) -> int | None:
         now = now_ms()
@@ -246,11 +251,14 @@ class Builder(Service):
             row.ready_time = now_ms() if status == FunctionStatus.READY else None
             row.build_owner = None
             row.build_lease_until = None
+            version_store.record_first_build(
+                function_id, row.status, error, env_hash, row.ready_time, session=s
+            )
             if self.metrics is not None:
                 self.metrics.deploy_finished(status, (now_ms() - row.created_time) / 1000)
 
     def _prepare(self, row: FunctionRow, *, fresh: bool) -> PreparedFunction:
-        code_dir = self.code_dir(row.id)
+        code_dir = self.code_dir(row.id, row.version)
         if fresh or not code_dir.is_dir():
             try:
                 data = self.files.content(row.project, row.file_id)
@@ -271,6 +279,13 @@ class Builder(Service):
             function_id=row.id,
         )
         return PreparedFunction(code_dir, env)
+
+    def build_version(self, row: FunctionRow) -> PreparedFunction:
+        """Build a function at one of its versions (``store.versions.function_at``) as a
+        function is built, its handler imported and kept warm. Raises ``CodeError``."""
+        prepared = self._prepare(row, fresh=True)
+        self._import_check(row, prepared)
+        return prepared
 
     def ensure_local(self, row: FunctionRow) -> PreparedFunction:
         """The function's code and environment on this machine, made again if missing.

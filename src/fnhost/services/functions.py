@@ -7,6 +7,7 @@ function along; this module owns the rules and what the API sees.
 from __future__ import annotations
 
 import builtins
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from fnhost.services.identifiers import Identifier, id_entry, resolve_all
 from fnhost.settings import Settings
 from fnhost.store import files as file_store
 from fnhost.store import functions as store
+from fnhost.store import versions as version_store
 from fnhost.store.db import Database
 from fnhost.store.functions import FunctionRow
 
@@ -265,7 +267,7 @@ class Functions:
         values = self.validate(spec)
         runtime = self.runtimes[values["runtime"]]
         secrets = values.pop("secrets")
-        self._check_code(project, values["file_id"], values["function_path"])
+        code_sha256 = self._check_code(project, values["file_id"], values["function_path"])
         with self.db.write() as s:
             if store.count(project, session=s) >= self.settings.max_functions_per_project:
                 raise LimitExceeded(
@@ -303,30 +305,34 @@ class Functions:
                 ),
                 session=s,
             )
+            version_store.add(version_store.first_of(row, code_sha256, caller.subject[:128]), session=s)
         for hook in self.on_created:
             hook(row.id)
         return row
 
-    def _check_code(self, project: str, file_id: int, function_path: str) -> None:
-        """Refuse at create time what the zip alone shows is wrong (not a zip, no handle…)."""
+    def _check_code(self, project: str, file_id: int, function_path: str) -> str | None:
+        """Refuse at create time what the zip alone shows is wrong (not a zip, no handle…);
+        the zip's sha256 (None when it cannot be read here)."""
         from fnhost.build import handler, zips
 
         if self.code_reader is None:
-            return
+            return None
         with self.db.read() as s:
             file = file_store.get(project, file_id, session=s)
         if file is None or not file.uploaded:
-            return  # the checks in create() say so precisely
+            return None  # the checks in create() say so precisely
         cfg = self.settings
+        data = self.code_reader(project, file_id)
         try:
             handler.check_zip(
-                self.code_reader(project, file_id),
+                data,
                 function_path,
                 zips.ZipLimits(cfg.max_zip_entries, cfg.max_code_bytes, cfg.max_zip_ratio),
             )
         except zips.CodeError as exc:
             # the file's name, which the person chose, rather than its id
             raise InvalidRequest(f"In {file.name!r}: {exc.message}", field="file_id") from None
+        return hashlib.sha256(data).hexdigest()
 
     # -- read ------------------------------------------------------------------------------
     def resolve(self, project: str, ident: Identifier, *, session: Any) -> FunctionRow | None:

@@ -36,6 +36,8 @@ class CallRow(Base):
     cpu_user_ms: Mapped[int | None]
     cpu_system_ms: Mapped[int | None]
     peak_memory_bytes: Mapped[int | None]
+    # the function's version the call was accepted on, and runs
+    function_version: Mapped[int | None]
 
 
 class CallLogRow(Base):

@@ -151,9 +151,10 @@ class Database:
         with self._write_turn, storable_values(), self._write_sessions() as session, session.begin():
             yield session
 
-    def migrate(self, *, default_project: str | None = None) -> None:
-        """Bring the schema up to date. Data migrations that need the server's default
-        project (0003: the admin group) are given ``default_project``."""
+    def migrate(self, *, default_project: str | None = None, target: str = "head") -> None:
+        """Bring the schema up to date (or to revision ``target``, for tests of a migration).
+        Data migrations that need the server's default project (0003: the admin group) are
+        given ``default_project``."""
         from alembic import command
         from alembic.config import Config
 
@@ -163,7 +164,7 @@ class Database:
         # the writer engine: on SQLite a migration starts BEGIN IMMEDIATE, so servers starting
         # together wait for each other (busy_timeout) instead of failing "database is locked"
         cfg.attributes["engine"] = self._writer
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, target)
 
     def revision(self) -> str | None:
         """The schema's Alembic revision (None before the first migration)."""

@@ -25,8 +25,9 @@ from fnhost.store.db import BUSY_TIMEOUT_MS, Database, WouldWait, storable_value
 from fnhost.store.identity import ROW_ID
 
 # the columns of a function row that change when what a call of it runs changes (its build,
-# its code): a caller may keep the rest of the row while these read the same
-FUNCTION_STAMP = ("status", "env_hash", "ready_time", "file_id", "function_path")
+# its code, its current version): a caller may keep the rest of the row while these read the
+# same. The version is last: the call is recorded on it.
+FUNCTION_STAMP = ("status", "env_hash", "ready_time", "file_id", "function_path", "version")
 _READ_FUNCTION = (  # constant column names only
     f"SELECT error, {', '.join(FUNCTION_STAMP)} FROM functions WHERE id = ? AND project = ?"  # noqa: S608
 )
@@ -41,12 +42,17 @@ class FunctionStamp:
     error: dict[str, Any] | None
     stamp: tuple[Any, ...]
 
+    @property
+    def version(self) -> int:
+        return int(self.stamp[-1])
+
 
 @dataclass(frozen=True)
 class AcceptedRow:
     session_id: int
     call_id: int
     start_time: int
+    function_version: int
 
 
 class Direct:
@@ -169,7 +175,9 @@ class Direct:
                 (function_id, project),
             )
             found = cur.fetchone()
-            check(None if found is None else _function_stamp(found))
+            stamp = None if found is None else _function_stamp(found)
+            check(stamp)
+            assert stamp is not None  # check refuses a function that is not there
             cur.execute(
                 self._q(
                     "UPDATE sessions SET nonce_used = ?, status = 'ACTIVE', expiration_time = ?"
@@ -183,13 +191,13 @@ class Direct:
                 raise _NotRedeemed
             cur.execute(
                 self._q(
-                    "INSERT INTO calls (project, function_id, status, start_time, session_id, data, owner)"
-                    " VALUES (?, ?, 'Running', ?, ?, ?, ?) RETURNING id"
+                    "INSERT INTO calls (project, function_id, status, start_time, session_id, data, owner,"
+                    " function_version) VALUES (?, ?, 'Running', ?, ?, ?, ?, ?) RETURNING id"
                 ),
-                (project, function_id, now, session[0], _json(data), owner),
+                (project, function_id, now, session[0], _json(data), owner, stamp.version),
             )
             call_id = int(cur.fetchone()[0])
-        return AcceptedRow(int(session[0]), call_id, now)
+        return AcceptedRow(int(session[0]), call_id, now, stamp.version)
 
     # -- a call's end -----------------------------------------------------------------------------
     def record_end(

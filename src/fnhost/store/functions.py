@@ -57,6 +57,11 @@ class FunctionRow(Base):
     build_owner: Mapped[str | None] = mapped_column(String(64))
     build_lease_until: Mapped[int | None]
     ready_time: Mapped[int | None]
+    # the current version (``store/versions.py``): the columns above that a version sets
+    # (code, settings, build) are the current version's
+    version: Mapped[int] = mapped_column(default=1, server_default="1")
+    # why the newest version failed to build while an older one stays current (None else)
+    version_error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 def add(row: FunctionRow, *, session: Session) -> FunctionRow:

@@ -17,6 +17,7 @@ from fnhost.store import (
     replicas,  # noqa: F401
     schedules,  # noqa: F401
     sessions,  # noqa: F401
+    versions,  # noqa: F401
 )
 from fnhost.store.base import Base
 

@@ -15,6 +15,7 @@ from fnhost.services.calls import CallRequest
 from fnhost.services.files import FileSpec
 from fnhost.services.schedules import ScheduleFilter, ScheduleSpec
 from fnhost.services.sessions import TOKEN_EXCHANGE, SessionRequest
+from fnhost.services.versions import VersionSpec
 from fnhost.ui.fields import form_field
 from fnhost.ui.session import UiSession
 
@@ -175,3 +176,41 @@ def schedule_action(system: Services, sess: UiSession, schedule_id: int, action:
         return f"Schedule {name!r} was deleted."
     svc.set_paused(sess.project, sess.principal, schedule_id, action == "pause")
     return f"Schedule {name!r} was {'paused' if action == 'pause' else 'resumed'}."
+
+
+# -- versions -------------------------------------------------------------------------------------
+def versions_of(system: Services, sess: UiSession, function_id: int) -> list[dict[str, Any]]:
+    """A function's versions as the page shows them, newest first."""
+    function, rows = system.versions.list(sess.project, sess.principal, function_id)
+    return [
+        {
+            "number": v.number,
+            "status": v.status,
+            "current": v.number == function.version,
+            "rollbackable": v.number != function.version and v.status == "Ready" and v.retired_time is None,
+            "retired": v.retired_time is not None,
+            "error": (v.error or {}).get("message"),
+            "created": v.created_time,
+            "ready": v.ready_time,
+            "file_id": v.file_id,
+            "function_path": v.function_path,
+        }
+        for v in rows
+    ]
+
+
+def deploy_version(system: Services, sess: UiSession, function_id: int, file_id: int, function_path: str) -> str:
+    """New code for a function; what the page says about it."""
+    spec = VersionSpec(file_id=file_id, function_path=function_path or None)
+    deployed = system.versions.deploy(sess.project, sess.principal, function_id, spec)
+    if not deployed.created:
+        return (
+            f"Unchanged: version {deployed.version.number} already has this code and these settings; "
+            "no version was made."
+        )
+    return f"Version {deployed.version.number} is being built; the current version serves until it is Ready."
+
+
+def rollback(system: Services, sess: UiSession, function_id: int, version: int) -> str:
+    row = system.versions.rollback(sess.project, sess.principal, function_id, version)
+    return f"Rolled back: version {row.number} is current."

@@ -12,7 +12,7 @@ from typing import Literal
 
 from fnhost.errors import FnhostError
 
-Form = Literal["upload", "schedule", "call"]
+Form = Literal["upload", "schedule", "call", "version"]
 GENERAL = "_"
 
 # form -> domain field -> the form's input
@@ -42,6 +42,11 @@ FIELDS: dict[Form, dict[str, str]] = {
         "nonce": "client_id",
     },
     "call": {"data": "data"},
+    # new code for a function (its new version) and rolling back to an earlier one
+    "version": {
+        "fileId": "file",
+        "functionPath": "function_path",
+    },
 }
 
 

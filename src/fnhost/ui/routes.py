@@ -12,8 +12,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from fnhost.ui.pages import calls, entry, failed, function, functions, schedules, signin, upload
+from fnhost.ui.pages import (
+    calls,
+    entry,
+    failed,
+    function,
+    functions,
+    schedules,
+    signin,
+    upload,
+    versions,
+)
 
 router = APIRouter(include_in_schema=False)
-for page in (entry, signin, functions, upload, function, calls, schedules, failed):
+for page in (entry, signin, functions, upload, function, calls, schedules, versions, failed):
     router.include_router(page.router)

@@ -177,6 +177,12 @@ class Calls:
     def function_deleted(self, project: str, function_id: int) -> None:
         self.dispatcher.function_deleted(project, function_id)
 
+    def version_switched(self, function_id: int, previous: int, current: int) -> None:
+        self.dispatcher.version_switched(function_id, previous, current)
+
+    def version_retired(self, function_id: int, version: int) -> None:
+        self.dispatcher.version_retired(function_id, version)
+
     def check_waiting(self) -> None:
         self.dispatcher.check_waiting()
 

@@ -98,6 +98,7 @@ class Acceptor:
                     function_id=function_id,
                     status=CallStatus.RUNNING,
                     start_time=got.start_time,
+                    function_version=got.function_version,
                 )
                 function = self._function_row(project, function_id, read[0].stamp)
                 return Accepted(call, function, got.session_id, request.data)
@@ -203,6 +204,7 @@ class Acceptor:
                 "schedule_id": schedule_id,
                 "scheduled_time": scheduled_time,
                 "owner": self.replica_id,
+                "function_version": function.version,
             },
             session=session,
         )
@@ -214,4 +216,5 @@ class Acceptor:
             start_time=start,
             scheduled_time=scheduled_time,
             schedule_id=schedule_id,
+            function_version=function.version,
         )

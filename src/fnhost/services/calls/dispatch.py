@@ -30,6 +30,7 @@ from fnhost.services.sessions import Sessions
 from fnhost.settings import Settings
 from fnhost.statuses import FunctionStatus
 from fnhost.store import functions as function_store
+from fnhost.store import versions as version_store
 from fnhost.store.db import Database
 from fnhost.store.functions import FunctionRow
 
@@ -41,7 +42,7 @@ class CodeSource(Protocol):
 
     def ensure_local(self, row: FunctionRow) -> Any: ...  # .code_dir, .env
 
-    def code_dir(self, function_id: int) -> Path: ...
+    def code_dir(self, function_id: int, version: int = 1) -> Path: ...
 
 
 @dataclass
@@ -81,6 +82,9 @@ class Dispatcher:
             settings.max_running_calls_per_function, settings.max_running_calls_per_project
         )
         self._states: dict[int, _FunctionState] = {}
+        # (function id, version) -> its code and environment on this machine, for the calls
+        # of a version other than the one its state holds (accepted before or after a switch)
+        self._versions: dict[tuple[int, int], Any] = {}
         self._pool = ThreadPoolExecutor(4, thread_name_prefix="fnhost-calls")
         recorder.on_recorded.append(self._release)
 
@@ -90,7 +94,9 @@ class Dispatcher:
         function = accepted.function
         if self.metrics is not None:
             self.metrics.call_started(function.project, function.id)
-        call = InFlight(accepted.call, accepted.session_id, accepted.data, accepted=time.monotonic())
+        call = InFlight(
+            accepted.call, accepted.session_id, accepted.data, accepted=time.monotonic(), function=function
+        )
         with self._lock:
             state = self._states.get(function.id)
             if state is None or state.status != FunctionStatus.READY:
@@ -116,7 +122,7 @@ class Dispatcher:
             states = {slot.function_id: self._states[slot.function_id] for slot, _ in started}
         for slot, call in started:
             state = states[slot.function_id]
-            if state.prepared is None:  # its code is made local first: not on the caller's thread
+            if self._prepared(call, state) is None:  # its code is made local first: not on the caller's thread
                 self._pool.submit(self._start_or_fail, call, state)
             else:
                 self._start_or_fail(call, state)
@@ -160,13 +166,40 @@ class Dispatcher:
             cpu_time_s=s.call_cpu_seconds,
         )
 
+    def _prepared(self, call: InFlight, state: _FunctionState) -> Any:
+        """The call's code and environment if they are known here already (else None)."""
+        version = call.call.function_version
+        if version is None or version == state.row.version:
+            return state.prepared
+        return self._versions.get((state.row.id, version))
+
+    def _row_of(self, call: InFlight, state: _FunctionState) -> FunctionRow:
+        """The function at the version the call was accepted on."""
+        version = call.call.function_version
+        if version is None or version == state.row.version:
+            return state.row
+        kept = call.function
+        if kept is not None and kept.version == version and kept.status == FunctionStatus.READY:
+            return kept
+        with self.db.read() as s:
+            function = function_store.get_any(state.row.id, session=s)
+            at = None if function is None else version_store.get(function.id, version, session=s)
+        if function is None or at is None:
+            raise RuntimeError(f"version {version} of function {state.row.id} is gone")
+        return version_store.function_at(function, at)
+
     def _start(self, call: InFlight, state: _FunctionState) -> None:
-        row = state.row
-        if state.prepared is None:
+        row = self._row_of(call, state)
+        prepared = self._prepared(call, state)
+        if prepared is None:
             if self.code is None:
                 raise RuntimeError("no builder to prepare the function's code")
-            state.prepared = self.code.ensure_local(row)
-        prepared = state.prepared
+            prepared = self.code.ensure_local(row)
+            if row.version == state.row.version:
+                state.prepared = prepared
+            else:
+                with self._lock:
+                    self._versions[(row.id, row.version)] = prepared
         session_id = call.session_id
         lifetime = int(self.settings.call_timeout_seconds) + 600
 
@@ -191,6 +224,7 @@ class Dispatcher:
             scheduled_time=call.call.scheduled_time,
             limits=self.limits_for(row),
             on_log=self.live.publisher(call.id),
+            function_version=row.version,
         )
         call.submitted, call.submitted_ms = time.monotonic(), now_ms()
         future = self.executor.submit(job)
@@ -241,6 +275,26 @@ class Dispatcher:
             code_dir = Path(self.code.code_dir(function_id))
         if code_dir is not None:
             self.executor.drop(code_dir, "The function was deleted while the call ran.")
+        with self._lock:
+            others = [k for k in self._versions if k[0] == function_id]
+            prepared_versions = [self._versions.pop(k) for k in others]
+        for prepared in prepared_versions:
+            self.executor.drop(Path(prepared.code_dir), "The function was deleted while the call ran.")
+
+    # -- versions ----------------------------------------------------------------------------------
+    def version_switched(self, function_id: int, previous: int, current: int) -> None:
+        """Another version is current: the previous one's warm process goes once its running
+        calls end (calls accepted on it still run on it, starting one again if need be)."""
+        if self.code is None or previous == current:
+            return
+        self.executor.retire(self.code.code_dir(function_id, previous))
+
+    def version_retired(self, function_id: int, version: int) -> None:
+        """A version's code is about to be removed (no call runs on it)."""
+        with self._lock:
+            self._versions.pop((function_id, version), None)
+        if self.code is not None:
+            self.executor.drop(self.code.code_dir(function_id, version), "The function version was retired.")
 
     def prewarm(self) -> None:
         """Start zygotes for the Ready functions this server may run (after a restart)."""

@@ -41,6 +41,9 @@ class CallLike(Protocol):
     def cpu_system_ms(self) -> int | None: ...
     @property
     def peak_memory_bytes(self) -> int | None: ...
+    # the function's version it was accepted on (None for calls from before versions)
+    @property
+    def function_version(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class CallView:
     cpu_user_ms: int | None = None
     cpu_system_ms: int | None = None
     peak_memory_bytes: int | None = None
+    function_version: int | None = None
 
     def ended(
         self, status: CallStatus, end_time: int, error: dict[str, Any] | None, **usage: int | None
@@ -78,6 +82,7 @@ class InFlight:
     data: Any
     accepted: float  # time.monotonic() when accepted
     submitted: float | None = None  # when it left the waiting line for the executor
+    function: Any = None  # the function row it was accepted with (at the version it runs)
     submitted_ms: int | None = None  # the same, as a timestamp (ms) to record
 
     @property

@@ -20,7 +20,7 @@ from fnhost.errors import FnhostError, Unauthenticated
 from fnhost.services.identifiers import Identifier
 from fnhost.store.calls import CallRow
 from fnhost.ui import actions
-from fnhost.ui.session import FailedForm, UiSession
+from fnhost.ui.session import CSRF_FIELD, FailedForm, UiSession
 from fnhost.ui.web import (
     SignedIn,
     SignedInForm,
@@ -55,6 +55,16 @@ def calls_version(calls: list[CallRow]) -> str:
     return hashlib.sha256(seen.encode()).hexdigest()[:16]
 
 
+def _versions_context(system: Services, sess: UiSession, function_id: int) -> dict[str, Any]:
+    versions = actions.versions_of(system, sess, function_id)
+    seen = ";".join(f"{v['number']}:{v['status']}:{v['current']}:{v['retired']}" for v in versions)
+    return {
+        "versions": versions,
+        "versions_key": hashlib.sha256(seen.encode()).hexdigest()[:16],
+        "versions_building": any(v["status"] in POLL_STATUSES for v in versions),
+    }
+
+
 def _calls_context(system: Services, sess: UiSession, function_id: int) -> dict[str, Any]:
     calls = overview_of(system).recent_calls(sess.project, sess.principal, function_id)
     return {
@@ -76,6 +86,8 @@ def function_page(
         sess.flashes.append(("error", exc.message))
         return see_other("/ui/")
     failed = sess.forms.get(form, f"schedule:{function_id}")
+    version_failed = sess.forms.get(form, f"version:{function_id}")
+    versions = _versions_context(system, sess, function_id)
     return render(
         request,
         sess,
@@ -85,18 +97,24 @@ def function_page(
         schedules=actions.schedules_of(system, sess, function_id),
         schedule_values=failed.values if failed else NEW_SCHEDULE,
         schedule_errors=failed.errors if failed else {},
-        poll=row.status in POLL_STATUSES,
+        poll=row.status in POLL_STATUSES or versions["versions_building"],
+        version_values=version_failed.values if version_failed else {"function_path": row.function_path},
+        version_errors=version_failed.errors if version_failed else {},
+        **versions,
         **_calls_context(system, sess, function_id),
     )
 
 
 @router.get("/ui/functions/{function_id}/state")
 def function_state(
-    request: Request, sess: SignedIn, system: SystemDep, function_id: int, calls: str | None = None
+    request: Request, sess: SignedIn, system: SystemDep, function_id: int, calls: str | None = None,
+    versions: str | None = None,
 ) -> Response:
-    """The function's status for the page's script; with ``?calls=<version>``, its calls too.
+    """The function's status for the page's script; with ``?calls=<version>``, its calls too,
+    and with ``?versions=<key>`` its versions.
 
-    The calls table (``callsHtml``) comes along only when it changed since ``version``.
+    The calls table (``callsHtml``) comes along only when it changed since ``version``, the
+    versions table (``versionsHtml``) only when it changed since ``key``.
     """
     try:
         row = system.functions.get(sess.project, sess.principal, function_id)
@@ -106,7 +124,15 @@ def function_state(
             "error": row.error,
             "message": deploy_message(row.status, row.name),
             "lastCalled": fmt_ms(row.last_called),
+            "version": row.version,
         }
+        if versions is not None:
+            vctx = _versions_context(system, sess, function_id)
+            body["versionsBuilding"] = vctx["versions_building"]
+            if vctx["versions_key"] != versions:
+                body["versionsHtml"] = templates.get_template("_versions.html").render(
+                    {**vctx, "fn": row, "sess": sess, "CSRF_FIELD": CSRF_FIELD}
+                )
         if calls is not None:
             ctx = _calls_context(system, sess, function_id)
             body["callsVersion"] = ctx["calls_version"]
@@ -149,6 +175,12 @@ async def delete_function(signed_in: SignedInForm, system: SystemDep, function_i
         return see_other(f"/ui/functions/{function_id}")
     sess.flashes.append(("ok", f"Function {row.name!r} was deleted."))
     return see_other("/ui/")
+
+
+def version_form_failed(sess: UiSession, function_id: int, values: dict[str, str], errors: dict[str, str]) -> Response:
+    """Back to the function page with the new-code form and its errors."""
+    key = sess.forms.put(FailedForm(f"version:{function_id}", values, errors))
+    return see_other(f"/ui/functions/{function_id}?form={key}#new-version")
 
 
 def schedule_form_failed(

@@ -106,7 +106,7 @@ def upload_form(
     return _page(request, sess, system, _retry_values(row), errors)
 
 
-def _is_zip(content: bytes) -> bool:
+def is_zip(content: bytes) -> bool:
     if not content.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return False
     try:
@@ -125,7 +125,7 @@ async def upload(signed_in: SignedInForm, system: SystemDep) -> Response:
     content: bytes | None = None
     if isinstance(upload_file, UploadFile) and upload_file.filename:
         content = await upload_file.read()
-        if not _is_zip(content):
+        if not is_zip(content):
             errors["file"] = (
                 f"{upload_file.filename!r} is not a zip file. Choose a .zip that holds your "
                 "handler.py (the other fields are kept)."

@@ -204,10 +204,15 @@
       try {
         const box = $("#calls-table-box");
         const version = box ? box.dataset.callsVersion : "";
-        r = await getJSON(url + "?calls=" + encodeURIComponent(version || ""));
+        const versions = $("#versions-box");
+        const key = versions ? "&versions=" + encodeURIComponent(versions.dataset.versionsKey || "") : "";
+        r = await getJSON(url + "?calls=" + encodeURIComponent(version || "") + key);
         if (r.ok) {
           paintFunction(r.body);
           if (r.body.callsHtml !== undefined) mergeCalls(r.body.callsHtml);
+          // a version built or switched to: its table again (a focused button inside it
+          // is only replaced when something in the table changed)
+          if (r.body.versionsHtml !== undefined) $("#versions-container").innerHTML = r.body.versionsHtml;
         }
       } catch (e) {
         r = null;  // the server is away for a moment: look again later
@@ -216,7 +221,7 @@
       }
       if (again) { again = false; liveTick(); return; }
       if (r && r.status === 401) return;  // signed out: the next action says so
-      const fast = r && r.ok && DEPLOYING.includes(r.body.status);
+      const fast = r && r.ok && (DEPLOYING.includes(r.body.status) || r.body.versionsBuilding);
       if (!document.hidden) timer = setTimeout(liveTick, fast ? POLL_MS : LIVE_MS);
     };
     // nobody is looking at a hidden tab: look again when it is shown
