@@ -44,8 +44,8 @@ FIELDS: dict[Form, dict[str, str]] = {
     "call": {"data": "data"},
     # new code for a function (its new version) and rolling back to an earlier one
     "version": {
-        "fileId": "file",
-        "functionPath": "function_path",
+        "file_id": "file",
+        "function_path": "function_path",
     },
 }
 
