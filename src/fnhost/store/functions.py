@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fnhost.store.base import Base, IdType
+from fnhost.store.base import Base, IdType, claim_first
 
 
 class FunctionRow(Base):
@@ -139,16 +139,8 @@ def claim_next_build(owner: str, now: int, lease_ms: int, *, session: Session) -
             (FunctionRow.build_lease_until.is_(None)) | (FunctionRow.build_lease_until < now),
         )
         .order_by(FunctionRow.id)
-        .limit(1)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
-    row = session.scalar(q)
-    if row is None:
-        return None
-    row.build_owner = owner
-    row.build_lease_until = now + lease_ms
-    return row
+    return claim_first(q, owner, now, lease_ms, session=session)
 
 
 def builds_in_progress(*, session: Session) -> list[FunctionRow]:

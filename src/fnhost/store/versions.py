@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Float, ForeignKey, Index, String, UniqueConstraint, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from fnhost.store.base import Base, IdType
+from fnhost.store.base import Base, IdType, claim_first
 from fnhost.store.calls import CallRow
 from fnhost.store.functions import FunctionRow
 
@@ -171,16 +171,8 @@ def claim_next_build(owner: str, now: int, lease_ms: int, *, session: Session) -
             (FunctionVersionRow.build_lease_until.is_(None)) | (FunctionVersionRow.build_lease_until < now),
         )
         .order_by(FunctionVersionRow.id)
-        .limit(1)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
-    row = session.scalar(q)
-    if row is None:
-        return None
-    row.build_owner = owner
-    row.build_lease_until = now + lease_ms
-    return row
+    return claim_first(q, owner, now, lease_ms, session=session)
 
 
 def running_calls(function_id: int, number: int, *, session: Session) -> int:
