@@ -6,6 +6,7 @@ Tests talk to the server exactly as a user would: over HTTP, with ``cognite-sdk`
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import signal
@@ -30,7 +31,46 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_ENV_DIR = REPO / ".test-envs"
 
 
+# -- what each pytest-xdist worker has to itself ---------------------------------------------
+# ``./scripts/test`` runs the suite in several worker processes at once (pytest-xdist), each
+# starting servers of its own on this one host. What two servers must not share, each worker
+# gets a range of: ports and the uids sandboxes run as. A serial run (``-n 0``, or pytest
+# without xdist) is worker None and keeps the defaults.
+def _worker_index() -> int | None:
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", …
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else None
+
+
+WORKER = _worker_index()
+
+# The uids functions run as: ``base + function id`` (FNHOST_ISOLATION_UID_BASE). Servers of
+# different workers hand out the same function ids, and tests look for a function's
+# processes by uid, so each worker's servers get a block of a million uids of their own,
+# above the default's (which a focused run elsewhere on the machine may be using).
+DEFAULT_UID_BASE = 200_000
+UID_BASE = DEFAULT_UID_BASE if WORKER is None else DEFAULT_UID_BASE + (WORKER + 1) * 1_000_000
+
+# Ports: ``bind(("127.0.0.1", 0))`` hands out a port that is free now, but the server binds
+# it only later, and meanwhile another worker's bind(0) or an outgoing connection may take it.
+# A worker takes its ports in turn from a range of its own below the kernel's ephemeral
+# range (32768-60999 here), where neither of those can land.
+_PORTS_PER_WORKER = 1000
+_PORT_FLOOR = 20_000
+_port_turn = itertools.count()
+
+
 def free_port() -> int:
+    if WORKER is not None:
+        low = _PORT_FLOOR + (WORKER % 12) * _PORTS_PER_WORKER
+        for _ in range(_PORTS_PER_WORKER):
+            port = low + next(_port_turn) % _PORTS_PER_WORKER
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # in use (or in TIME_WAIT): the next one
+                return port
+        raise RuntimeError(f"no free port in {low}-{low + _PORTS_PER_WORKER - 1}")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -51,6 +91,10 @@ class LiveServer:
             "FNHOST_PORT": str(self.port),
             "FNHOST_HOST": "127.0.0.1",
             "FNHOST_ENV_DIR": str(SHARED_ENV_DIR),
+            "FNHOST_ISOLATION_UID_BASE": str(UID_BASE),
+            # the baselines these servers build (uv passes UV_* on) get their bytecode: a
+            # function's uid cannot write it later, so each zygote would compile cognite-sdk
+            "UV_COMPILE_BYTECODE": "1",
             **(env or {}),
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -34,11 +34,21 @@ from cognite.client import CogniteClient
 from cognite.client.exceptions import CogniteAPIError
 
 from fnhost.run.network import own_addresses
-from tests.live import LiveServer, deploy_folder, upload, wait_deployed, wait_for, zip_of
+from tests.live import (
+    DEFAULT_UID_BASE,
+    UID_BASE,
+    LiveServer,
+    deploy_folder,
+    upload,
+    wait_deployed,
+    wait_for,
+    zip_of,
+)
 from tests.pkgindex import PackageIndex
 from tests.test_isolation import SNOOP, snoop_data
 
-UID_BASE = 200_000
+# UID_BASE: the first uid of this test worker's servers (tests/live.py); a Ray node's host
+# keeps the default (DEFAULT_UID_BASE), as the test below leaves its settings alone
 
 # What an attacker's build step looks for; ``probe(targets)`` returns what it found, as JSON
 # (each value "OK…" only where it succeeded). Shared by setup.py, the PEP 517 backend and
@@ -725,7 +735,7 @@ def test_ray_nodes_isolate_calls_or_refuse_them(ray_cluster: Any, tmp_path: Path
     isolated = call(None)  # the default: the node isolates as a server would
     assert isolated.status == "Completed", isolated.error
     body = json.loads(isolated.response or "{}")
-    assert body == {"uid": UID_BASE + 71, "read": "FileNotFoundError", "postgres": "ConnectionRefusedError"}
+    assert body == {"uid": DEFAULT_UID_BASE + 71, "read": "FileNotFoundError", "postgres": "ConnectionRefusedError"}
 
     refused = call(NodeSettings(isolation="none"))
     assert refused.status == "Failed"

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from cognite.client import CogniteClient
 
-from tests.live import LiveServer, free_port, wait_for
+from fnhost.build.envs import _uv_summary
+from tests.live import UID_BASE, LiveServer, free_port, wait_for
 
 SLEEPER = "import time\n\ndef handle(data):\n    time.sleep(data.get('seconds', 0))\n    return 'done'\n"
 # a module whose import (the last step of a build) takes a while
@@ -64,12 +65,13 @@ def uid_processes(uid: int) -> list[int]:
 
 def test_kill9_while_calls_run_and_wait(start_server: Any) -> None:
     # a uid range of its own: other servers of the test run have functions with the same ids
-    live = start_server(env={"FNHOST_MAX_RUNNING_CALLS_PER_FUNCTION": "2", "FNHOST_ISOLATION_UID_BASE": "310000"})
+    base = UID_BASE + 110_000
+    live = start_server(env={"FNHOST_MAX_RUNNING_CALLS_PER_FUNCTION": "2", "FNHOST_ISOLATION_UID_BASE": str(base)})
     client = live.client(live.create_client("faults"))
     fn = settled(deploy(client, "sleeper", {"handler.py": SLEEPER}))
     assert fn.status == "Ready", fn.error
     calls = [fn.call({"seconds": 60}, wait=False) for _ in range(5)]  # 2 run, 3 wait their turn
-    uid = 310_000 + fn.id
+    uid = base + fn.id
     wait_for(lambda: len(uid_processes(uid)) >= 4, what="two calls running in the sandbox")
 
     kill9(live)
@@ -88,11 +90,12 @@ def test_kill9_while_calls_run_and_wait(start_server: Any) -> None:
 
 
 def test_kill9_while_a_deploy_builds(start_server: Any) -> None:
-    live = start_server(env={"FNHOST_ISOLATION_UID_BASE": "320000"})
+    base = UID_BASE + 120_000
+    live = start_server(env={"FNHOST_ISOLATION_UID_BASE": str(base)})
     client = live.client(live.create_client("builds"))
     fn = deploy(client, "slow-import", {"handler.py": SLOW_IMPORT})
     # the import check runs in the function's sandbox: its processes show the build is under way
-    wait_for(lambda: uid_processes(320_000 + fn.id), timeout=120, what="the build's import check")
+    wait_for(lambda: uid_processes(base + fn.id), timeout=120, what="the build's import check")
     fn.update()
     assert fn.status == "Deploying"
     kill9(live)
@@ -123,6 +126,26 @@ def small_disk(tmp_path: Path) -> Iterator[Any]:
     yield mount
     for target in mounted:
         subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def test_a_build_error_keeps_its_root_cause() -> None:
+    """uv's cause chain varies with where the disk filled up; its last line (the root cause)
+    stays in the message however long the chain (the full-disk tests below rely on it)."""
+    output = (
+        "Resolved 20 packages in 1.2s\n"
+        "error: Failed to install: pip-26.3-py3-none-any.whl (pip==26.3)\n"
+        "  cause: Failed to copy to `/envs/.tmp-base/site-packages/pip/_vendor/distro/LICENSE`\n"
+        "  cause: failed to copy file from /cache/LICENSE to /envs/.tmp-base/pip/_vendor/distro/.tmpoA8wVu:\n"
+        "  No space left on device (os error 28)\n"
+    )
+    assert _uv_summary(output) == (
+        "error: Failed to install: pip-26.3-py3-none-any.whl (pip==26.3) "
+        "cause: Failed to copy to `/envs/.tmp-base/site-packages/pip/_vendor/distro/LICENSE` "
+        "cause: failed to copy file from /cache/LICENSE to /envs/.tmp-base/pip/_vendor/distro/.tmpoA8wVu: "
+        "No space left on device (os error 28)"
+    )
+    longer = "\u00d7 Failed to build `x`\n├─▶ one\n├─▶ two\n├─▶ three\n╰─▶ the root\nhint: try this\n"
+    assert _uv_summary(longer) == "Failed to build `x` one two … the root"
 
 
 def test_full_disk_for_environments_fails_the_deploy_clearly(start_server: Any, small_disk: Any) -> None:

@@ -27,7 +27,7 @@ from cognite.client import CogniteClient
 from fnhost.run.abc import CallJob
 from fnhost.run.local import LocalExecutor
 from fnhost.run.sandbox import IsolationUnavailable, detect
-from tests.live import LiveServer, wait_for
+from tests.live import UID_BASE, LiveServer, wait_for
 
 SNOOP = '''
 import os
@@ -183,7 +183,7 @@ def test_functions_run_as_their_own_unprivileged_uids(isolated: tuple[LiveServer
     b = two.call({"case": "who"}).get_response()
     assert a["uid"] not in (0, os.getuid()) and b["uid"] not in (0, os.getuid())
     assert a["uid"] != b["uid"] and a["groups"] == [] and a["cwd"] == "/function"
-    assert a["uid"] == 200_000 + one.id and a["gid"] == a["uid"]
+    assert a["uid"] == UID_BASE + one.id and a["gid"] == a["uid"]
 
 
 def test_tmp_is_private_to_each_call(isolated: tuple[LiveServer, CogniteClient], tmp_path: Path) -> None:

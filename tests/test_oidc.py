@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tests.live import LiveServer, free_port, token_client
 
 AUDIENCE = "fnhost-ext"
+REFETCH_SECONDS = 4  # the server's minimum JWKS refetch interval (FNHOST_OIDC_JWKS_MIN_REFETCH_SECONDS)
 
 
 def _b64(n: int) -> str:
@@ -120,7 +121,8 @@ def ext_server(idp: Idp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
         tmp_path_factory.mktemp("oidc-home"),
         env={
             "FNHOST_OIDC_ISSUERS": json.dumps(issuers),
-            "FNHOST_OIDC_JWKS_MIN_REFETCH_SECONDS": "1",
+            # long enough for the test's burst of ten requests to fall within it on a busy machine
+            "FNHOST_OIDC_JWKS_MIN_REFETCH_SECONDS": str(REFETCH_SECONDS),
             "FNHOST_OIDC_LEEWAY_SECONDS": "0",
         },
     ).start()
@@ -229,18 +231,20 @@ def test_key_rotation_and_refetch_rate_limit(ext_server: LiveServer, idp: Idp) -
     # rotate: the IdP publishes k2 and signs with it
     new = Key("k2")
     idp.keys = [new, idp.keys[0]]
-    time.sleep(1.1)  # past the minimum refetch interval of the server under test
+    time.sleep(REFETCH_SECONDS + 0.1)  # past the minimum refetch interval of the server under test
     assert _status(ext_server, idp.token(key=new))[0] == 200
     assert idp.jwks_hits == hits_before + 1
     # unknown kids in a burst: at most one more fetch within the refetch interval
+    # (the tokens are made first: ten RSA keys take a while to generate on a busy machine)
+    unknown = [idp.token(key=Key(f"made-up-{i}")) for i in range(10)]
     burst_start = idp.jwks_hits
-    for i in range(10):
-        assert _status(ext_server, idp.token(key=Key(f"made-up-{i}")))[0] == 401
+    for token in unknown:
+        assert _status(ext_server, token)[0] == 401
     assert idp.jwks_hits - burst_start <= 1
     # the old key is retired: tokens signed with it stop working once the JWKS drops it
     old = idp.keys[1]
     idp.keys = [new]
-    time.sleep(1.1)
+    time.sleep(REFETCH_SECONDS + 0.1)
     assert _status(ext_server, idp.token(key=Key("k3")))[0] == 401  # triggers a refetch
     assert _status(ext_server, idp.token(key=old))[0] == 401
     assert _status(ext_server, idp.token(key=new))[0] == 200

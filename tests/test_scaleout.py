@@ -208,6 +208,7 @@ def test_a_replica_that_goes_silent_has_its_calls_failed_by_heartbeat(
     wait_for(lambda: not alive(int(pidfile.read_text())), timeout=60, what="the call's process to end")
 
 
+@pytest.mark.ray  # a cluster of its own, started while the session's runs: one worker runs both
 def test_a_lost_ray_node_fails_its_calls(tmp_path: Path) -> None:
     """A Ray node that vanishes (its raylet and every process on it SIGKILLed, as when a
     machine dies) fails the calls it ran, saying so; nothing stays Running."""

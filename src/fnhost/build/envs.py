@@ -204,14 +204,18 @@ def _tail(text: str) -> str:
 
 
 def _uv_summary(output: str) -> str:
-    """The line of uv's output that says what went wrong."""
+    """The line of uv's output that says what went wrong, with the first two lines of its
+    cause chain and the last (the root cause, such as "No space left on device", which a
+    longer chain would otherwise push out)."""
     cross = "\u00d7"  # uv marks its error lines with a multiplication sign
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
     for i, ln in enumerate(lines):
         if ln.startswith((cross, "error:")):
-            detail = " ".join(x.lstrip("╰─▶ ").strip() for x in lines[i + 1 : i + 3])
+            chain = [x.lstrip("├╰─▶ ").strip() for x in lines[i + 1 :]]
+            chain = chain[: next((n for n, x in enumerate(chain) if x.startswith("hint:")), None)]
+            kept = chain if len(chain) <= 3 else [*chain[:2], "…", chain[-1]]
             head = ln.lstrip(cross + " ").strip()
-            return f"{head} {detail}".strip()
+            return " ".join([head, *kept]).strip()
     return lines[-1] if lines else "no output"
 
 
