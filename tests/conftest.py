@@ -30,11 +30,12 @@ SPLIT_MODULES = {"tests/test_cli.py": 2, "tests/test_identity.py": 2}
 # ones, by its number of tests. Refresh it when a module grows a lot.
 UNIT_SECONDS = {
     "tests/test_cli.py": 1013, "tests/test_identity.py": 1004, RAY_GROUP: 303,
-    "tests/test_schedules.py": 260, "tests/test_ui_pages.py": 234, "tests/test_fuzz.py": 227,
+    "tests/test_schedules.py": 260, "tests/test_ui_pages.py": 234, "tests/test_fuzz.py": 380,
     "tests/test_faults.py": 206, "tests/test_isolation.py": 174, "tests/test_hygiene.py": 152,
     "tests/test_ui.py": 143, "tests/test_assets.py": 136, "tests/test_calls.py": 135,
     "tests/test_escape.py": 133, "tests/test_docs.py": 127, "tests/test_function_data.py": 104,
-    "tests/test_operations.py": 86, "tests/test_oidc.py": 77, "tests/test_deploy.py": 76,
+    "tests/test_operations.py": 86, "tests/test_oidc.py": 77, "tests/test_functions.py": 76,
+    "tests/test_versions.py": 150,
     "tests/test_metrics.py": 72, "tests/test_executor.py": 62, "tests/test_raw.py": 61,
     "tests/store/test_store_contract.py": 57, "tests/store/test_migrations.py": 38,
 }

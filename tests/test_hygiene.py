@@ -228,7 +228,8 @@ def test_ids_out_of_range_are_a_clear_400(live: LiveServer, creds: dict[str, Any
     ):
         res = post(live, creds, path, json.dumps(body).encode())
         assert res.status_code == 400, (path, res.text)
-        assert "out of range" in res.json()["error"]["message"]
+        # a body's id is refused by its model (naming the bound), a path's by the route
+        assert re.search(r"out of range|must be at most 9223372036854775807", res.json()["error"]["message"])
     res = httpx.get(
         f"{live.base_url}/api/v1/projects/{creds['project']}/functions/1/calls/{huge}",
         headers={"Authorization": f"Bearer {token(creds)}"},
