@@ -30,6 +30,17 @@ REPO = Path(__file__).resolve().parents[1]
 # (and test runs) keeps the suite fast without changing what is tested.
 SHARED_ENV_DIR = REPO / ".test-envs"
 
+# A call's /tmp is its own, but an environment or code directory that lives under /tmp is
+# bound into it at its own path (so the call can import from it), and the directory that
+# leads to it shows in the call's /tmp listing. With this checkout under /tmp (a fresh
+# clone there), that is its first folder: what a call may see in /tmp besides its own files.
+TMP_MOUNT_POINTS = frozenset(REPO.relative_to("/tmp").parts[:1]) if REPO.is_relative_to("/tmp") else frozenset()
+
+
+def own_tmp_entries(names: list[str]) -> list[str]:
+    """A call's listing of /tmp (or /dev/shm) without the mount points above."""
+    return [n for n in names if n not in TMP_MOUNT_POINTS]
+
 
 # -- what each pytest-xdist worker has to itself ---------------------------------------------
 # ``./scripts/test`` runs the suite in several worker processes at once (pytest-xdist), each

@@ -27,7 +27,7 @@ from cognite.client import CogniteClient
 from fnhost.run.abc import CallJob
 from fnhost.run.local import LocalExecutor
 from fnhost.run.sandbox import IsolationUnavailable, detect
-from tests.live import UID_BASE, LiveServer, wait_for
+from tests.live import UID_BASE, LiveServer, own_tmp_entries, wait_for
 
 SNOOP = '''
 import os
@@ -192,13 +192,15 @@ def test_tmp_is_private_to_each_call(isolated: tuple[LiveServer, CogniteClient],
     first = fn.call({"case": "tmp-write"})
     assert first.status == "Completed", first.error
     wrote = first.get_response()
-    assert wrote["tmp"] == [f"left-by-{first.id}"] and wrote["shm"] == [f"left-by-{first.id}"]
+    assert own_tmp_entries(wrote["tmp"]) == [f"left-by-{first.id}"] and wrote["shm"] == [f"left-by-{first.id}"]
     # the next call, and calls running side by side, each start with empty ones
     with ThreadPoolExecutor(4) as pool:
         calls = list(pool.map(lambda _: fn.call({"case": "tmp-write"}), range(4)))
     for c in calls:
-        assert c.get_response() == {"tmp": [f"left-by-{c.id}"], "shm": [f"left-by-{c.id}"]}
-    assert fn.call({"case": "tmp-read"}).get_response() == {"tmp": [], "shm": []}
+        seen = c.get_response()
+        assert {**seen, "tmp": own_tmp_entries(seen["tmp"])} == {"tmp": [f"left-by-{c.id}"], "shm": [f"left-by-{c.id}"]}
+    seen = fn.call({"case": "tmp-read"}).get_response()
+    assert {**seen, "tmp": own_tmp_entries(seen["tmp"])} == {"tmp": [], "shm": []}
 
 
 def test_without_isolation_the_same_probe_reads_the_server_files(start_server: Any, tmp_path: Path) -> None:
