@@ -48,9 +48,6 @@ def _camel(name: str) -> str:
     return head + "".join(p.title() for p in rest)
 
 
-_SNAKE: dict[type, dict[str, str]] = {}
-
-
 class Message:
     """A dataclass sent as JSON with camelCase keys and a ``tag`` (its ``op`` or ``event``)."""
 
@@ -73,27 +70,38 @@ class Message:
 def build(cls: type, data: dict[str, Any]) -> Any:
     """``cls`` (a dataclass) from its camelCase JSON form; nested dataclasses are built too,
     unknown keys are ignored."""
-    names = _SNAKE.get(cls)
-    if names is None:
-        names = _SNAKE[cls] = {_camel(f.name): f.name for f in fields(cls)}
-    hints = _hints(cls)
+    shape = _shape(cls)
     values = {}
     for key, value in data.items():
-        name = names.get(key)
-        if name is None:
+        found = shape.by_camel.get(key)
+        if found is None:
             continue
-        nested = _dataclass_in(hints.get(name))
+        name, nested = found
         values[name] = build(nested, value) if nested is not None and isinstance(value, dict) else value
     return cls(**values)
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class _Shape:
+    """A message class's fields as the wire needs them, worked out once per class: every
+    call encodes and decodes several messages, and both ends are on its path."""
+
+    fields: tuple[tuple[str, str], ...]  # (name, camelCase name)
+    by_camel: dict[str, tuple[str, type | None]]  # camelCase name -> (name, nested dataclass)
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+_SHAPES: dict[type, _Shape] = {}
+
+
+def _shape(cls: type) -> _Shape:
+    shape = _SHAPES.get(cls)
+    if shape is None:
+        hints = typing.get_type_hints(cls)
+        names = [(f.name, _camel(f.name)) for f in fields(cls)]
+        shape = _SHAPES[cls] = _Shape(
+            tuple(names), {camel: (name, _dataclass_in(hints.get(name))) for name, camel in names}
+        )
+    return shape
 
 
 def _dataclass_in(hint: Any) -> type | None:
@@ -109,11 +117,11 @@ def _dataclass_in(hint: Any) -> type | None:
 
 def wire(value: Any) -> dict[str, Any]:
     """A dataclass as its camelCase JSON form (nested ones too)."""
-    return {_camel(k): (wire(v) if dataclasses.is_dataclass(v) else v) for k, v in _shallow(value).items()}
-
-
-def _shallow(value: Any) -> dict[str, Any]:
-    return {f.name: getattr(value, f.name) for f in fields(value)}
+    out = {}
+    for name, camel in _shape(type(value)).fields:
+        v = getattr(value, name)
+        out[camel] = wire(v) if hasattr(type(v), "__dataclass_fields__") else v
+    return out
 
 
 _BY_TAG: dict[tuple[str, str], type[Message]] = {}
