@@ -1,6 +1,6 @@
 """The executor interface: run one call of a prepared function, in its own process.
 
-Backends: ``local.py`` (forked zygotes on this machine); a Ray backend later. Every backend
+Backends: ``local.py`` (forked zygotes on this machine) and ``ray.py`` (calls on a Ray cluster). Every backend
 passes the same contract suite (``tests/test_executor.py``).
 
 An executor knows nothing of HTTP or SQL: it gets a ``CallJob`` with everything a call
@@ -10,6 +10,7 @@ the calls service's business.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -94,7 +95,12 @@ class Executor(ABC):
     """Runs calls. Every method is thread-safe and may be called from any thread."""
 
     @abstractmethod
-    def start(self) -> None: ...
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Get ready to run calls. ``loop``: an event loop already running in another thread
+        (the server's), which a backend may run on instead of a thread of its own, so that a
+        call crosses no thread between the request that accepts it and its end. Then the
+        blocking methods (``prepare``, ``drop``, ``retire``, ``stats``) must not be called
+        from that loop: they would wait for the loop they hold."""
 
     @abstractmethod
     def stop(self) -> None:
@@ -107,10 +113,14 @@ class Executor(ABC):
         code_dir: Path,
         function_path: str,
         env_vars: dict[str, str] | None = None,
+        *,
+        limits: CallLimits | None = None,
     ) -> PrepareResult:
         """Import the handler in its environment and keep it warm for calls (blocking).
 
         Any warm process of the same code is replaced. ``env_vars`` are set before the import.
+        ``limits``: those of the function's calls, for a backend that readies a process for
+        the first call ahead of it (which then starts as fast as the next ones).
         """
 
     @abstractmethod

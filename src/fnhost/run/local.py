@@ -289,10 +289,17 @@ class LocalExecutor(Executor):
         self._spare_ids = itertools.count(1)
         self._stopping = False
         self._evictor: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # submitted on the loop's own thread
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is not None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Detect the isolation and limits, then run on ``loop`` (the server's, running in
+        another thread), or on a loop in a thread of its own. On the server's loop a call
+        crosses no thread: the request that accepts it submits it, its processes' messages
+        arrive, and its end is recorded all on that loop (docs/architecture.md, "The call
+        path"). Nothing here blocks that loop for long: process starts and reads of small
+        files only; waits for processes are awaited or run in worker threads."""
+        if self.loop is not None:
             return
         if isinstance(self.isolation_request, Isolation):
             self.isolation = self.isolation_request
@@ -323,17 +330,24 @@ class LocalExecutor(Executor):
         def start_evictor(loop: asyncio.AbstractEventLoop) -> None:
             self._evictor = loop.create_task(self._evict_loop())
 
-        self.loop, self._thread = start_loop_thread("fnhost-executor", start_evictor)
+        if loop is None:
+            self.loop, self._thread = start_loop_thread("fnhost-executor", start_evictor)
+        else:
+            self.loop = loop
+            loop.call_soon_threadsafe(start_evictor, loop)
 
     def stop(self) -> None:
-        if self._thread is None or self.loop is None:
+        """From any thread but the loop's own (it waits for the loop to end every call)."""
+        if self.loop is None:
             return
         self._stopping = True
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self._thread = None
+            self._wait(self._shutdown(), 30)
+        if self._thread is not None:  # a loop of our own
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self._thread = None
+        self.loop = None
         if self.cgroups is not None:
             self.cgroups.close()
         if self._own_egress and self.egress is not None:
@@ -365,9 +379,42 @@ class LocalExecutor(Executor):
         self._shared.clear()
 
     def _call_soon(self, coro: Any) -> Future[Any]:
-        if self.loop is None:
+        """Run ``coro`` on the executor's loop, from any thread, that loop's own included."""
+        loop = self.loop
+        if loop is None:
+            coro.close()
             raise RuntimeError("the executor is not started")
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+        if not self._on_loop():
+            return asyncio.run_coroutine_threadsafe(coro, loop)
+        outcome: Future[Any] = Future()
+
+        def settle(task: asyncio.Task[Any]) -> None:
+            if task.cancelled():
+                outcome.cancel()
+            elif (exc := task.exception()) is not None:
+                outcome.set_exception(exc)
+            else:
+                outcome.set_result(task.result())
+
+        task = loop.create_task(coro)
+        self._tasks.add(task)  # the loop keeps only a weak reference to a task
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(settle)
+        return outcome
+
+    def _wait(self, coro: Any, timeout: float | None = None) -> Any:
+        """``coro``'s result, for the blocking methods: never on the loop itself, which the
+        wait would hold while ``coro`` needs it."""
+        if self._on_loop():
+            coro.close()
+            raise RuntimeError("a blocking executor method was called on the executor's own event loop")
+        return self._call_soon(coro).result(timeout)
+
+    def _on_loop(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self.loop
+        except RuntimeError:
+            return False
 
     # -- public API ----------------------------------------------------------------------------
     def prepare(
@@ -376,9 +423,11 @@ class LocalExecutor(Executor):
         code_dir: Path,
         function_path: str,
         env_vars: dict[str, str] | None = None,
+        *,
+        limits: CallLimits | None = None,
     ) -> PrepareResult:
-        coro = self._prepare(env, str(code_dir), function_path, env_vars or {}, fresh=True)
-        result: PrepareResult = self._call_soon(coro).result()
+        coro = self._prepare(env, str(code_dir), function_path, env_vars or {}, fresh=True, limits=limits)
+        result: PrepareResult = self._wait(coro)
         return result
 
     def submit(self, job: CallJob) -> Future[CallOutcome]:
@@ -390,11 +439,11 @@ class LocalExecutor(Executor):
 
     def drop(self, code_dir: Path, message: str = "The function was deleted.") -> None:
         if self.loop is not None:
-            self._call_soon(self._drop(str(code_dir), message)).result(30)
+            self._wait(self._drop(str(code_dir), message), 30)
 
     def retire(self, code_dir: Path) -> None:
         if self.loop is not None:
-            self._call_soon(self._retire(str(code_dir))).result(30)
+            self._wait(self._retire(str(code_dir)), 30)
 
     def stats(self) -> dict[str, Any]:
         if self.loop is None:
@@ -426,7 +475,7 @@ class LocalExecutor(Executor):
                 "running": len(self._running),
             }
 
-        stats: dict[str, Any] = self._call_soon(collect()).result(10)
+        stats: dict[str, Any] = self._wait(collect(), 10)
         return stats
 
     # -- zygotes --------------------------------------------------------------------------------
@@ -582,7 +631,14 @@ class LocalExecutor(Executor):
                 log.warning("environment zygote pid %s for %s exited", ez.pid, ez.env_hash)
 
     async def _prepare(
-        self, env: EnvironmentLike, code_dir: str, function_path: str, env_vars: dict[str, str], *, fresh: bool
+        self,
+        env: EnvironmentLike,
+        code_dir: str,
+        function_path: str,
+        env_vars: dict[str, str],
+        *,
+        fresh: bool,
+        limits: CallLimits | None = None,
     ) -> PrepareResult:
         key = self._key(env, code_dir, function_path)
         try:
@@ -592,7 +648,12 @@ class LocalExecutor(Executor):
         except (ZygoteDied, TimeoutError, OSError, IsolationUnavailable, subprocess.SubprocessError) as exc:
             self._specs.pop(key, None)
             return PrepareResult(False, f"The function's environment could not start: {exc}")
-        return PrepareResult(True, fork_safe=fz.fork_safe and fz.env.fork_safe, args=fz.args)
+        fork_safe = fz.fork_safe and fz.env.fork_safe
+        if fork_safe and limits is not None:
+            # the first call finds its process forked and in its cgroups, as the next ones do
+            # (a first write to a v1 cgroup.procs waits ~10 ms for an RCU grace period)
+            self._make_spare(fz, limits)
+        return PrepareResult(True, fork_safe=fork_safe, args=fz.args)
 
     async def _function_zygote(
         self,

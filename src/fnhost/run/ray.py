@@ -52,6 +52,7 @@ from fnhost.run import protocol
 from fnhost.run._loop import start_loop_thread
 from fnhost.run.abc import (
     CallJob,
+    CallLimits,
     CallOutcome,
     EnvironmentLike,
     Executor,
@@ -536,7 +537,9 @@ class RayExecutor(Executor):
         self._ray: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``loop`` is not used: this executor keeps a thread of its own, whose loop waits
+        on Ray's futures."""
         if self._thread is not None:
             return
         if (self.address or "").startswith("ray://"):
@@ -652,6 +655,8 @@ class RayExecutor(Executor):
         code_dir: Path,
         function_path: str,
         env_vars: dict[str, str] | None = None,
+        *,
+        limits: CallLimits | None = None,  # not used: a node readies its process on its first call
     ) -> PrepareResult:
         ray = self._ray
         with self._code_lock:

@@ -16,10 +16,9 @@ import contextlib
 import logging
 import shutil
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fnhost.build import handler, zips
 from fnhost.build.envs import BuildSandbox, Environment, EnvironmentCache, requirements_of
@@ -30,7 +29,7 @@ from fnhost.core.loop import Service
 from fnhost.core.replicas import owner_is_dead
 from fnhost.errors import NotFound
 from fnhost.metrics import Metrics
-from fnhost.run.abc import PrepareResult
+from fnhost.run.abc import CallLimits, PrepareResult
 from fnhost.services.files import Files
 from fnhost.services.functions import Functions
 from fnhost.settings import Settings
@@ -44,9 +43,19 @@ log = logging.getLogger("fnhost.build")
 
 LEASE_SECONDS = 30
 MAX_CONCURRENT_BUILDS = 2
-# the executor's ``prepare``: import the handler in its environment, in its sandbox, and keep
-# the process warm for calls
-Prepare = Callable[[Environment, Path, str, dict[str, str] | None], PrepareResult]
+class Prepare(Protocol):
+    """The executor's ``prepare``: import the handler in its environment, in its sandbox, and
+    keep the process warm for calls, one made already for calls with ``limits``."""
+
+    def __call__(
+        self,
+        env: Environment,
+        code_dir: Path,
+        function_path: str,
+        env_vars: dict[str, str] | None = None,
+        *,
+        limits: CallLimits | None = None,
+    ) -> PrepareResult: ...
 
 
 @dataclass(frozen=True)
@@ -297,6 +306,8 @@ class Builder(Service):
 
     def _import_check(self, row: FunctionRow, prepared: PreparedFunction) -> None:
         """Import the handler in its zygote, in its sandbox, as calls will. Raises ``CodeError``."""
-        result = self.prepare(prepared.env, prepared.code_dir, row.function_path, row.env_vars)
+        result = self.prepare(
+            prepared.env, prepared.code_dir, row.function_path, row.env_vars, limits=self.functions.call_limits(row)
+        )
         if not result.ok:
             raise CodeError(result.message, result.trace)

@@ -22,6 +22,7 @@ from fnhost.build.runtimes import KNOWN as KNOWN_RUNTIMES
 from fnhost.build.runtimes import Runtime
 from fnhost.clock import now_ms
 from fnhost.errors import Duplicated, InvalidRequest, LimitExceeded, NotFound
+from fnhost.run.abc import CallLimits
 from fnhost.services.access import Access
 from fnhost.services.identifiers import Identifier, id_entry, resolve_all
 from fnhost.settings import Settings
@@ -415,6 +416,22 @@ class Functions:
         return ids
 
     # -- for the builder and executor --------------------------------------------------------
+    def call_limits(self, row: FunctionRow) -> CallLimits:
+        """What each call of the function may use (its row's memory and CPU, the server's
+        settings for the rest)."""
+        s = self.settings
+        return CallLimits(
+            timeout_s=float(s.call_timeout_seconds),
+            memory_bytes=int(row.memory * 1024**3),
+            cpu=row.cpu,
+            max_processes=s.call_max_processes,
+            max_file_bytes=s.call_max_file_bytes,
+            max_open_files=s.call_max_open_files,
+            response_max_bytes=s.response_max_bytes,
+            log_max_bytes=s.log_max_bytes,
+            cpu_time_s=s.call_cpu_seconds,
+        )
+
     def secrets_of(self, row: FunctionRow) -> dict[str, str]:
         if not row.secrets_encrypted:
             return {}

@@ -199,7 +199,10 @@ class Versions:
             target = self._rollback_target(function, to, session=s)
             view = store.function_at(function, target)
         prepared = self.builds.ensure_local(view)
-        result = self.executor.prepare(prepared.env, Path(prepared.code_dir), view.function_path, view.env_vars)
+        result = self.executor.prepare(
+            prepared.env, Path(prepared.code_dir), view.function_path, view.env_vars,
+            limits=self.functions.call_limits(view),
+        )
         if not result.ok:
             raise Conflict(f"Version {target.number} could not be started again: {result.message}")
         with self.db.write() as s:

@@ -288,7 +288,8 @@ class CallsService(Service):
 
     async def start(self) -> None:
         replicas = self.calls.replicas
-        await asyncio.to_thread(self.executor.start)
+        # on this (the server's) event loop: a call then crosses no thread on its way
+        await asyncio.to_thread(self.executor.start, asyncio.get_running_loop())
         await asyncio.to_thread(replicas.heartbeat)
         await asyncio.to_thread(replicas.recover)
         self._next_beat = time.monotonic() + self.calls.settings.replica_heartbeat_seconds

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from fnhost.clock import now_ms
 from fnhost.core.livelogs import LiveLogs
 from fnhost.metrics import Metrics
-from fnhost.run.abc import CallJob, CallLimits, CallOutcome, Executor
+from fnhost.run.abc import CallJob, CallOutcome, Executor
 from fnhost.services.calls.accept import Accepted
 from fnhost.services.calls.admission import Admission, Slot
 from fnhost.services.calls.record import Recorder
@@ -152,20 +152,6 @@ class Dispatcher:
         self.recorder.finish(call, CallOutcome("Failed", error={"message": message, "trace": ""}, end_ms=now_ms()))
 
     # -- to the executor -----------------------------------------------------------------------
-    def limits_for(self, row: FunctionRow) -> CallLimits:
-        s = self.settings
-        return CallLimits(
-            timeout_s=float(s.call_timeout_seconds),
-            memory_bytes=int(row.memory * 1024**3),
-            cpu=row.cpu,
-            max_processes=s.call_max_processes,
-            max_file_bytes=s.call_max_file_bytes,
-            max_open_files=s.call_max_open_files,
-            response_max_bytes=s.response_max_bytes,
-            log_max_bytes=s.log_max_bytes,
-            cpu_time_s=s.call_cpu_seconds,
-        )
-
     def _prepared(self, call: InFlight, state: _FunctionState) -> Any:
         """The call's code and environment if they are known here already (else None)."""
         version = call.call.function_version
@@ -222,7 +208,7 @@ class Dispatcher:
             token=token if session_id is not None else None,
             schedule_id=call.call.schedule_id,
             scheduled_time=call.call.scheduled_time,
-            limits=self.limits_for(row),
+            limits=self.functions.call_limits(row),
             on_log=self.live.publisher(call.id),
             function_version=row.version,
         )
@@ -230,8 +216,11 @@ class Dispatcher:
         future = self.executor.submit(job)
 
         def done(f: Future[CallOutcome]) -> None:
-            # off the executor's event loop: recording writes to the database
-            self._pool.submit(self.recorder.finish, call, f.result())
+            # on the executor's event loop: recorded there if that cannot block, else (a
+            # database across the network, or another writer holding SQLite) in a thread
+            outcome = f.result()
+            if not self.recorder.finish_without_waiting(call, outcome):
+                self._pool.submit(self.recorder.finish, call, outcome)
 
         future.add_done_callback(done)
 
@@ -305,7 +294,10 @@ class Dispatcher:
         for row in sorted(rows, key=lambda r: r.last_called or 0, reverse=True)[:20]:
             try:
                 prepared = self.code.ensure_local(row)
-                self.executor.prepare(prepared.env, Path(prepared.code_dir), row.function_path)
+                self.executor.prepare(
+                    prepared.env, Path(prepared.code_dir), row.function_path, row.env_vars,
+                    limits=self.functions.call_limits(row),
+                )
                 with self._lock:
                     self._states.setdefault(row.id, _FunctionState(FunctionStatus.READY, row, prepared))
             except Exception as exc:

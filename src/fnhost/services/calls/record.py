@@ -18,7 +18,7 @@ from fnhost.run.abc import CallOutcome
 from fnhost.services.calls.view import CallView, InFlight
 from fnhost.services.calls.wait import Waiters
 from fnhost.statuses import CallStatus, call_moves
-from fnhost.store.db import Database
+from fnhost.store.db import Database, WouldWait, without_waiting
 from fnhost.store.direct import Direct
 
 log = logging.getLogger("fnhost.calls")
@@ -48,32 +48,56 @@ class Recorder:
         """Record how ``call`` ended. Never raises."""
         ended: CallView | None = None
         try:
-            status = call_moves(call.call.status, CallStatus(outcome.status))
-            end = max(outcome.end_ms or now_ms(), call.call.start_time)
-            used = usage_columns(call, outcome)
-            if self.direct.record_end(
-                call.id,
-                call.call.function_id,
-                status=status,
-                end_time=end,
-                run_start_time=outcome.start_ms or None,
-                error=outcome.error,
-                response=outcome.response,
-                usage=used,
-                logs=outcome.logs,
-                called_at=call.call.start_time,
-            ):
-                ended = call.call.ended(status, end, outcome.error, run_start_time=outcome.start_ms or None, **used)
+            ended = self._write(call, outcome)
         except Exception:
-            ended = None
             log.exception("the outcome of call %s could not be recorded", call.id)
         finally:
-            self.live.end(call.id, outcome.status)  # after the outcome is recorded
-            self.waiters.ended(call.id, ended)
-            for hook in self.on_recorded:
-                hook(call)
-            if self.metrics is not None:
-                self._count(call, outcome)
+            self._announce(call, outcome, ended)
+
+    def finish_without_waiting(self, call: InFlight, outcome: CallOutcome) -> bool:
+        """``finish`` on an event loop, if its write can start at once (``db.quick`` and
+        the write turn free); False, having done nothing, if it would have to wait: the
+        caller then hands it to a thread. Saves the end of every call a thread hop."""
+        if not self.db.quick:
+            return False
+        ended: CallView | None = None
+        try:
+            with without_waiting():
+                ended = self._write(call, outcome)
+        except WouldWait:
+            return False  # nothing was written
+        except Exception:
+            log.exception("the outcome of call %s could not be recorded", call.id)
+        self._announce(call, outcome, ended)
+        return True
+
+    def _write(self, call: InFlight, outcome: CallOutcome) -> CallView | None:
+        """The one transaction; the ended call (None: it was not Running any more)."""
+        status = call_moves(call.call.status, CallStatus(outcome.status))
+        end = max(outcome.end_ms or now_ms(), call.call.start_time)
+        used = usage_columns(call, outcome)
+        if not self.direct.record_end(
+            call.id,
+            call.call.function_id,
+            status=status,
+            end_time=end,
+            run_start_time=outcome.start_ms or None,
+            error=outcome.error,
+            response=outcome.response,
+            usage=used,
+            logs=outcome.logs,
+            called_at=call.call.start_time,
+        ):
+            return None
+        return call.call.ended(status, end, outcome.error, run_start_time=outcome.start_ms or None, **used)
+
+    def _announce(self, call: InFlight, outcome: CallOutcome, ended: CallView | None) -> None:
+        self.live.end(call.id, outcome.status)  # after the outcome is recorded
+        self.waiters.ended(call.id, ended)
+        for hook in self.on_recorded:
+            hook(call)
+        if self.metrics is not None:
+            self._count(call, outcome)
 
     def _count(self, call: InFlight, outcome: CallOutcome) -> None:
         assert self.metrics is not None
