@@ -76,6 +76,10 @@ def handle(data, secrets, function_call_info):
             blocks.append(bytearray(50 * 1024 * 1024))
     if case == "exit":
         os._exit(3)
+    if case == "sigkill":
+        os.kill(os.getpid(), 9)
+    if case == "cgroup":
+        return [line for line in open("/proc/self/cgroup").read().splitlines() if ":memory:" in line]
     if case == "spam":
         line = "y" * 1000
         for _ in range(data["lines"]):
@@ -262,6 +266,39 @@ def test_calls_get_processes_forked_ahead(executor: Executor, code: Path) -> Non
     while Path(f"/proc/{spare}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{spare}").exists(), "a dropped spare outlived its drop"
+
+
+def test_a_calls_cgroups_are_reused_only_as_good_as_new(executor: Executor, code: Path) -> None:
+    """Making a memory cgroup is dear, so a call's cgroups are kept for a later call with the
+    same limits (``Cgroups.take``/``release``), but only as good as new: the attacks are a call
+    that leaves its high-water mark behind (the next call's peak memory), and one that was
+    killed for its memory (a later call's SIGKILL read as out of memory)."""
+    if not isinstance(executor, LocalExecutor) or executor.cgroups is None or not executor.cgroups.memory:
+        pytest.skip("the local executor's memory cgroups")
+    import json
+
+    seen = set()
+    for _ in range(6):  # one call at a time: its own set and its spare's are all it needs
+        out = run(executor, code, {"case": "cgroup"})
+        assert out.status == "Completed", out.error
+        seen.update(json.loads(out.response or "[]"))
+    assert 1 <= len(seen) <= 3, seen
+
+    big = run(executor, code, {"case": "alloc", "mb": 200})
+    assert big.status == "Completed" and big.usage is not None and big.usage.peak_memory_bytes >= 190 * 2**20
+    for _ in range(3):  # the set the big call had is the next spare's, then the next call's
+        small = run(executor, code, {"case": "echo"})
+        assert small.status == "Completed" and small.usage is not None, small.error
+        assert small.usage.peak_memory_bytes < 100 * 2**20, small.usage
+
+    limit = {"memory_bytes": 300 * 1024 * 1024}
+    oom = run(executor, code, {"case": "oom"}, **limit)
+    assert oom.status == "Failed" and oom.error and "ran out of memory" in oom.error["message"]
+    echo = run(executor, code, {"case": "echo"}, **limit)  # in the spare made during the OOM
+    assert echo.status == "Completed", echo.error
+    killed = run(executor, code, {"case": "sigkill"}, **limit)  # in the set after it, pooled or new
+    assert killed.status == "Failed" and killed.error, killed
+    assert "killed by SIGKILL" in killed.error["message"], killed.error
 
 
 def test_usage_tells_cpu_from_waiting_and_shows_peak_memory(executor: Executor, code: Path) -> None:

@@ -82,6 +82,8 @@ class Cgroups:
     """Per-call cgroup v1 directories (memory, pids, cpu) under this server's own cgroups."""
 
     CONTROLLERS = ("memory", "pids", "cpu")
+    POOL = 64  # empty sets kept for the next calls (a cgroup costs the kernel ~10 KiB)
+    POOL_RESIDUE_BYTES = 1 << 20  # page cache a set may still be charged for and be reused
 
     _instances = itertools.count(1)
 
@@ -90,6 +92,10 @@ class Cgroups:
         self.bases: dict[str, Path] = {}
         self.leftovers: list[str] = []
         self._memsw = True  # memory.memsw.* exists (swap accounting on) until a write says not
+        self._names = itertools.count(1)
+        self._limits: dict[str, tuple[int, int, int]] = {}  # a set's first path: its limits
+        self._free: dict[tuple[int, int, int], list[list[str]]] = {}  # empty sets, by limits
+        self._pooled = 0
         own: dict[str, str] = {}
         try:
             for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -124,11 +130,26 @@ class Cgroups:
             return "rlimits only (no writable cgroup v1 controllers)"
         return "cgroup v1 " + "+".join(sorted(self.bases)) + " per call, plus rlimits"
 
-    def create(self, name: str, limits: CallLimits) -> list[str]:
-        """One directory per controller, named ``name`` (``call-<id>`` or ``spare-<id>``).
+    def take(self, limits: CallLimits) -> list[str]:
+        """A call's cgroups, one directory per controller, with ``limits`` written: an empty
+        set a call with the same limits left (``release``), or a new one.
 
-        With ``os`` calls rather than ``pathlib``: this runs for every call, on the server's
-        event loop, and pathlib's objects cost more than the syscalls (bench/cpu.py --steps)."""
+        Reused because making a memory cgroup is the dearest syscall of a call (~0.1 ms of
+        the server's CPU; with its removal, about a twentieth of the server's CPU per call).
+        A set is reused only empty, with no OOM kill in its history and (nearly) nothing
+        charged to it, so a call cannot tell it was used before: its limits are the same,
+        its peak memory starts again from ~0, and no process of the call before is left."""
+        key = _limits_key(limits)
+        free = self._free.get(key)
+        if free:
+            self._pooled -= 1
+            return free.pop()
+        return self._make(limits)
+
+    def _make(self, limits: CallLimits) -> list[str]:
+        """A new set, named ``c-<n>``. With ``os`` calls rather than ``pathlib``: this runs on the server's event loop,
+        and pathlib's objects cost more than the syscalls (bench/cpu.py --steps)."""
+        name = f"c-{next(self._names)}"
         made: list[str] = []
         try:
             for ctrl, base in self.bases.items():
@@ -149,11 +170,46 @@ class Cgroups:
                 elif ctrl == "pids":
                     _write(f"{d}/pids.max", str(limits.max_processes).encode())
                 elif ctrl == "cpu":  # a new cgroup's period is the default 100 ms
-                    _write(f"{d}/cpu.cfs_quota_us", str(max(1000, int(limits.cpu * 100000))).encode())
+                    _write(f"{d}/cpu.cfs_quota_us", str(_limits_key(limits)[2]).encode())
         except OSError:
             self.remove(made)
             raise
+        self._limits[made[0] if made else name] = _limits_key(limits)
         return made
+
+    def release(self, paths: list[str]) -> None:
+        """The call that had ``paths`` has ended (``kill_all`` done): keep them for the next
+        call with the same limits if they are as good as new, else remove them."""
+        if not paths:
+            return
+        key = self._limits.get(paths[0])
+        if key is None or self._pooled >= self.POOL or not self._as_new(paths):
+            self._limits.pop(paths[0], None)
+            self.remove(paths)
+            return
+        self._free.setdefault(key, []).append(paths)
+        self._pooled += 1
+
+    def _as_new(self, paths: list[str]) -> bool:
+        """No process left, no OOM kill ever, under ``POOL_RESIDUE_BYTES`` still charged;
+        then the memory high-water mark starts again from here."""
+        try:
+            if _read(f"{paths[0]}/cgroup.procs").strip():
+                return False
+            for p in paths:
+                if "/memory/" not in p:
+                    continue
+                if _oom_kills(_read(f"{p}/memory.oom_control")):
+                    return False
+                if int(_read(f"{p}/memory.usage_in_bytes")) > self.POOL_RESIDUE_BYTES:
+                    return False
+                _write(f"{p}/memory.max_usage_in_bytes", b"0")
+                if self._memsw:
+                    with contextlib.suppress(OSError):
+                        _write(f"{p}/memory.memsw.max_usage_in_bytes", b"0")
+        except (OSError, ValueError):
+            return False
+        return True
 
     def open_procs(self, paths: list[str]) -> list[int]:
         """Write-only fds of the calls' ``cgroup.procs``: the call joins by writing ``0``.
@@ -182,14 +238,9 @@ class Cgroups:
 
     def oom_killed(self, paths: list[str]) -> bool:
         for p in paths:
-            if "/memory/" not in p:
-                continue
-            try:
-                for line in Path(p, "memory.oom_control").read_text().splitlines():
-                    if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
-                        return True
-            except OSError:
-                pass
+            if "/memory/" in p:
+                with contextlib.suppress(OSError, ValueError):
+                    return _oom_kills(_read(f"{p}/memory.oom_control")) > 0
         return False
 
     def kill_all(self, paths: list[str]) -> None:
@@ -224,9 +275,14 @@ class Cgroups:
                 self.leftovers.remove(p)
 
     def close(self) -> None:
+        for sets in self._free.values():
+            for paths in sets:
+                self.remove(paths)
+        self._free.clear()
+        self._pooled = 0
         self.remove([])
         for base in self.bases.values():
-            for child in [*base.glob("call-*"), *base.glob("spare-*")]:
+            for child in base.glob("c-*"):
                 with contextlib.suppress(OSError):
                     os.rmdir(child)
             with contextlib.suppress(OSError):
@@ -812,7 +868,7 @@ class LocalExecutor(Executor):
         spare = Spare(next(self._spare_ids), limits)
         try:
             if self.cgroups is not None:
-                spare.cgroups = self.cgroups.create(f"spare-{spare.id}", limits)
+                spare.cgroups = self.cgroups.take(limits)
                 spare.cgroup_fds = self.cgroups.open_procs(spare.cgroups)
             fz.on_spare_gone = self._spare_gone
             fz.add_spare(spare)
@@ -826,7 +882,7 @@ class LocalExecutor(Executor):
                 os.close(fd)
         spare.cgroup_fds = []
         if self.cgroups is not None and spare.cgroups:
-            self.cgroups.remove(spare.cgroups)  # kept as leftovers until its process has gone
+            self.cgroups.release(spare.cgroups)  # removed later if its process has not gone yet
 
     async def _run_safely(self, job: CallJob) -> CallOutcome:
         start = now_ms()
@@ -903,7 +959,7 @@ class LocalExecutor(Executor):
             mode = "fork-spare"
             run.cgroups, cgroup_fds = spare.cgroups, spare.cgroup_fds
         elif self.cgroups is not None:
-            run.cgroups = self.cgroups.create(f"call-{job.call_id}", limits)
+            run.cgroups = self.cgroups.take(limits)
             cgroup_fds = self.cgroups.open_procs(run.cgroups)
         job_fd = os.memfd_create("fnhost-job", os.MFD_CLOEXEC)
         result_fd = os.memfd_create("fnhost-result", os.MFD_CLOEXEC)
@@ -964,7 +1020,7 @@ class LocalExecutor(Executor):
             collector.close()
             os.close(result_fd)
             if self.cgroups is not None and run.cgroups:
-                self.cgroups.remove(run.cgroups)
+                self.cgroups.release(run.cgroups)
             if fz.retired and not fz.calls and not fz.dropped:
                 fz.stop()
 
@@ -1102,6 +1158,20 @@ class LocalExecutor(Executor):
                 "(did the code call os._exit() or sys.exit() in a thread?)."
             )
         return CallOutcome("Failed", error={"message": message, "trace": ""})
+
+
+def _oom_kills(oom_control: bytes) -> int:
+    """The ``oom_kill`` count of a memory cgroup's ``memory.oom_control``."""
+    for line in oom_control.splitlines():
+        name, _, value = line.partition(b" ")
+        if name == b"oom_kill":
+            return int(value)
+    return 0
+
+
+def _limits_key(limits: CallLimits) -> tuple[int, int, int]:
+    """What a call's cgroups hold of its limits."""
+    return limits.memory_bytes, limits.max_processes, max(1000, int(limits.cpu * 100000))
 
 
 def _write(path: str, data: bytes) -> None:
