@@ -171,3 +171,60 @@ def test_identity_version_reads_what_writers_bump(database: Database) -> None:
     with database.write() as s:
         identity.bump(session=s)
     assert direct.identity_version() == first + 1
+
+
+def test_a_write_that_must_not_wait_leaves_later_ones_free_to_wait(tmp_path: Any) -> None:
+    """On the event loop a write may not wait for another process's write lock: busy_timeout
+    0 on its connection, which is left so for the next such write (SQLite). The attack: a
+    write that may wait (the ORM's, a thread's), or a read, on that same pooled connection
+    while another process holds the lock, which must wait for it, not fail "database is
+    locked" at once; and the legitimate use beside it: the loop's write still fails at once."""
+    import sqlite3
+    import threading
+    import time
+
+    from fnhost.store.db import WouldWait, without_waiting
+
+    path = tmp_path / "store.db"
+    database = Database(f"sqlite:///{path}")
+    database.migrate()
+    direct = Direct(database)
+    fid = _ready_function(database)
+    with without_waiting():  # one connection in the pool (one user at a time): now busy 0
+        _session(direct, "n0", nonce_expires=10**15)
+
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # another process's writer
+
+    def hold_lock_for(seconds: float) -> None:
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(seconds, lambda: other.execute("COMMIT")).start()
+
+    try:
+        hold_lock_for(0.5)
+        with without_waiting():
+            began = time.monotonic()
+            with pytest.raises(WouldWait):
+                _session(direct, "n1", nonce_expires=10**15)
+            assert time.monotonic() - began < 0.4
+        began = time.monotonic()
+        with database.write() as s:  # the ORM, on the same connection: waits for the lock
+            identity.bump(session=s)
+        assert time.monotonic() - began >= 0.3
+
+        with without_waiting():
+            _session(direct, "n2", nonce_expires=10**15)  # busy 0 again
+        hold_lock_for(0.5)
+        began = time.monotonic()
+        _session(direct, "n3", nonce_expires=10**15)  # a thread's write: waits
+        assert time.monotonic() - began >= 0.3
+
+        with without_waiting():
+            _session(direct, "n4", nonce_expires=10**15)
+        hold_lock_for(0.5)
+        assert direct.identity_version() >= 1  # a WAL reader is not held up by a writer
+        with database.read() as s:
+            assert functions.get("p", fid, session=s) is not None
+    finally:
+        time.sleep(0.6)
+        other.close()
+        database.dispose()

@@ -18,6 +18,9 @@ from fnhost.errors import InvalidRequest
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # how long an SQLite writer waits for another process's write to end
 BUSY_TIMEOUT_MS = 30_000
+# in a pooled SQLite connection's ``info``: True while its busy_timeout is 0 (store/direct.py
+# leaves it so after a write on the event loop); whoever may wait sets it back first
+BUSY_NOW = "fnhost_busy_timeout_0"
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -36,6 +39,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
+        if conn.info.get(BUSY_NOW):
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.info[BUSY_NOW] = False
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
 

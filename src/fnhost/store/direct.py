@@ -17,11 +17,18 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fnhost.store.db import BUSY_TIMEOUT_MS, Database, WouldWait, storable_values, waiting_allowed
+from fnhost.store.db import (
+    BUSY_NOW,
+    BUSY_TIMEOUT_MS,
+    Database,
+    WouldWait,
+    storable_values,
+    waiting_allowed,
+)
 from fnhost.store.identity import ROW_ID
 
 # the columns of a function row that change when what a call of it runs changes (its build,
@@ -72,16 +79,17 @@ class Direct:
         return translated
 
     @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Any]:
-        """A cursor in a transaction that commits when the block ends and rolls back if it
-        raises. The connection comes from (and goes back to) the engine's pool, which checks
-        it and, on SQLite, has set it up as every other connection (WAL, foreign keys)."""
-        with self.db.write_turn() if write else nullcontext(), storable_values(self._data_error):
+    def _transaction(self) -> Iterator[Any]:
+        """A cursor in a write transaction (this server's write turn held) that commits when
+        the block ends and rolls back if it raises. The connection comes from (and goes back
+        to) the engine's pool, which checks it and, on SQLite, has set it up as every other
+        connection (WAL, foreign keys)."""
+        with self.db.write_turn(), storable_values(self._data_error):
             conn = self.db.engine.raw_connection()
             try:
                 cursor = conn.cursor()
                 if self._sqlite:  # pysqlite's own transactions are off (see store/db.py)
-                    self._begin_sqlite(cursor, write)
+                    self._begin_sqlite(conn, cursor)
                 try:
                     yield cursor
                 except BaseException:
@@ -92,23 +100,48 @@ class Direct:
                 conn.close()  # back to the pool
 
     @staticmethod
-    def _begin_sqlite(cursor: Any, write: bool) -> None:
-        if not write:
-            cursor.execute("BEGIN")
-        elif waiting_allowed():
+    def _begin_sqlite(conn: Any, cursor: Any) -> None:
+        # where waiting is not allowed (the event loop: see without_waiting), a write turn
+        # that another process holds fails at once instead of after busy_timeout. Set on the
+        # connection only when it changes: most writes are made the same way as the last
+        # one on the same connection, and the PRAGMA was a third of a write's statements.
+        now = not waiting_allowed()
+        if conn.info.get(BUSY_NOW, False) != now:
+            cursor.execute(f"PRAGMA busy_timeout={0 if now else BUSY_TIMEOUT_MS}")
+            conn.info[BUSY_NOW] = now
+        try:
             cursor.execute("BEGIN IMMEDIATE")
-        else:  # another process writing the file: do not wait for it here (see without_waiting)
-            cursor.execute("PRAGMA busy_timeout=0")
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
+        except sqlite3.OperationalError as exc:
+            if now:
                 raise WouldWait(str(exc)) from None
+            raise
+
+    @contextmanager
+    def _one_read(self) -> Iterator[Any]:
+        """A cursor for one SELECT: one statement is a transaction of its own (autocommit),
+        so it needs no BEGIN and no COMMIT on SQLite. On a connection left not to wait (see
+        ``_begin_sqlite``) it waits again where waiting is allowed; where it is not, a busy
+        database (rare for a WAL reader) raises WouldWait, as a write would."""
+        with storable_values(self._data_error):
+            conn = self.db.engine.raw_connection()
+            try:
+                now = self._sqlite and conn.info.get(BUSY_NOW, False)
+                if now and waiting_allowed():
+                    conn.cursor().execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                    conn.info[BUSY_NOW] = now = False
+                try:
+                    yield conn.cursor()
+                except sqlite3.OperationalError as exc:
+                    if now:
+                        raise WouldWait(str(exc)) from None
+                    raise
+                conn.commit()  # ends the transaction PostgreSQL's driver opened for the read
             finally:
-                cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+                conn.close()
 
     # -- reads ------------------------------------------------------------------------------------
     def identity_version(self) -> int:
-        with self._transaction(write=False) as cur:
+        with self._one_read() as cur:
             cur.execute(self._q("SELECT version FROM identity_version WHERE id = ?"), (ROW_ID,))
             row = cur.fetchone()
         return int(row[0] or 0) if row else 0
@@ -129,7 +162,7 @@ class Direct:
         expiration_time: int,
     ) -> int:
         """A READY session waiting for its nonce; its id."""
-        with self._transaction(write=True) as cur:
+        with self._transaction() as cur:
             cur.execute(
                 self._q(
                     "INSERT INTO sessions (project, type, status, client_id, principal, nonce_hash,"
@@ -169,7 +202,7 @@ class Direct:
         self, project: str, function_id: int, nonce_hash: str, now: int, session_expires: int, data: Any,
         owner: str, check: Callable[[FunctionStamp | None], None],
     ) -> AcceptedRow:
-        with self._transaction(write=True) as cur:
+        with self._transaction() as cur:
             cur.execute(
                 self._q(_READ_FUNCTION),
                 (function_id, project),
@@ -216,7 +249,7 @@ class Direct:
     ) -> bool:
         """One transaction: the outcome on the call's row if it is still Running, its log
         lines, the function's ``last_called``. False (nothing written) if it had ended."""
-        with self._transaction(write=True) as cur:
+        with self._transaction() as cur:
             cur.execute(
                 self._q(
                     "UPDATE calls SET status = ?, end_time = ?, run_start_time = ?, error = ?, response = ?,"
