@@ -290,7 +290,10 @@ class WireMiddleware:
             if done:  # the body is in: later receives wait for a disconnect, for as long as it takes
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.body_idle_timeout)
+                # asyncio.timeout, not wait_for: wait_for wraps receive() in a task of its own,
+                # and this runs for every request (13 us against 5 us a receive)
+                async with asyncio.timeout(self.body_idle_timeout):
+                    message = await receive()
             except TimeoutError:
                 done = True
                 raise errors.RequestTimeout(
