@@ -897,10 +897,12 @@ def _spare(
 
     for other in others:
         other.close()
-    # sent by the spare itself: the server reads its pid from the socket's credentials
+    _enter_call_process(cgroup_fds)
+    # up only once in its cgroups: a call handed to it then waits for nothing, and the
+    # server's prepare can wait for it (the first call after a deploy starts as fast as the
+    # rest). Sent by the spare itself: the server reads its pid from the socket's credentials
     _send(control, P.SpareUp(spare_id, os.getpid()))
     control.close()
-    _enter_call_process(cgroup_fds)
     try:
         _, fds, _, _ = socket.recv_fds(inbox, 1 << 16, 3)
     except OSError:

@@ -76,6 +76,7 @@ log = logging.getLogger("fnhost.run")
 ZYGOTE_START_TIMEOUT_S = 120.0
 LOG_DRAIN_TIMEOUT_S = 1.0
 RESTARTS_PER_MINUTE = 3
+SPARE_UP_TIMEOUT_S = 2.0  # how long prepare waits for the first call's process to be ready
 
 
 class Cgroups:
@@ -707,8 +708,12 @@ class LocalExecutor(Executor):
         fork_safe = fz.fork_safe and fz.env.fork_safe
         if fork_safe and limits is not None:
             # the first call finds its process forked and in its cgroups, as the next ones do
-            # (a first write to a v1 cgroup.procs waits ~10 ms for an RCU grace period)
+            # (a first write to a v1 cgroup.procs waits ~10 ms for an RCU grace period): the
+            # function is Ready, and called, only once that process is up
             self._make_spare(fz, limits)
+            if fz.spare is not None and fz.spare.up is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(fz.spare.up), SPARE_UP_TIMEOUT_S)
         return PrepareResult(True, fork_safe=fork_safe, args=fz.args)
 
     async def _function_zygote(

@@ -296,6 +296,8 @@ class Spare:
     # kept open until the spare is used: if it died meanwhile, the call joins through them
     cgroup_fds: list[int] = field(default_factory=list)
     pid: int | None = None  # as this server sees it; known once the spare has said hello
+    # True once it has said hello (in its cgroups, waiting for a job), False if it went first
+    up: asyncio.Future[bool] | None = None
 
 
 def decode_status(status: int) -> tuple[int | None, int | None]:
@@ -362,11 +364,15 @@ class FunctionZygote:
                 return  # one already taken by a call or dropped: nothing to do
             if isinstance(msg, protocol.SpareUp):
                 spare.pid = sender or msg.pid
+                if spare.up is not None and not spare.up.done():
+                    spare.up.set_result(True)
             else:
                 self._forget_spare()
 
     def _forget_spare(self) -> None:
         spare, self.spare = self.spare, None
+        if spare is not None and spare.up is not None and not spare.up.done():
+            spare.up.set_result(False)
         if spare is not None and self.on_spare_gone is not None:
             self.on_spare_gone(spare)
 
@@ -397,6 +403,7 @@ class FunctionZygote:
             raise
 
     def add_spare(self, spare: Spare) -> None:
+        spare.up = self.loop.create_future()
         self.channel.send(protocol.SpareOp(spare.id), spare.cgroup_fds)
         self.spare = spare
 
