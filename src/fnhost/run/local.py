@@ -995,9 +995,9 @@ class LocalExecutor(Executor):
                     os.close(fd)
             # the next call of this function finds a process ready for it: forked once this
             # call's process has exited, or SPARE_DURING_CALL_S into a longer call. Not at
-            # once: the spare's move into its cgroups after a quiet spell waits for an RCU
-            # grace period, and while it waits the kernel holds back this call's exit
-            # (cgroup_threadgroup_rwsem), which made every call after a pause 3-5 ms slower
+            # once: forked beside the call, sequential trivial calls took ~1.2 ms longer end
+            # to end (the spare's fork and its move into its cgroups compete with the call;
+            # the move takes cgroup_threadgroup_rwsem for writing, which an exit reads)
             spare_later = loop.call_later(SPARE_DURING_CALL_S, self._make_spare, fz, limits) if fork_ok else None
             try:
                 code, sig = await asyncio.wait_for(asyncio.shield(run.exit), limits.timeout_s)
