@@ -205,10 +205,7 @@ class Cgroups:
                     return False
                 if int(_read(f"{p}/memory.usage_in_bytes")) > self.POOL_RESIDUE_BYTES:
                     return False
-                _write(f"{p}/memory.max_usage_in_bytes", b"0")
-                if self._memsw:
-                    with contextlib.suppress(OSError):
-                        _write(f"{p}/memory.memsw.max_usage_in_bytes", b"0")
+                _write(f"{p}/memory.max_usage_in_bytes", b"0")  # (memsw's is never read)
         except (OSError, ValueError):
             return False
         return True
