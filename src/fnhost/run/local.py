@@ -136,11 +136,13 @@ class Cgroups:
         """A call's cgroups, one directory per controller, with ``limits`` written: an empty
         set a call with the same limits left (``release``), or a new one.
 
-        Reused because making a memory cgroup is the dearest syscall of a call (~0.1 ms of
-        the server's CPU; with its removal, about a twentieth of the server's CPU per call).
-        A set is reused only empty, with no OOM kill in its history and (nearly) nothing
-        charged to it, so a call cannot tell it was used before: its limits are the same,
-        its peak memory starts again from ~0, and no process of the call before is left."""
+        Reused because making a memory cgroup is the dearest syscall of a call: ~0.1 ms of
+        the server's CPU, ~0.15 ms for the three with their removal (timed by hand, empty
+        cgroups). A set is reused only empty, with no OOM kill in its history and (nearly)
+        nothing charged to it, so what a call is limited and measured by starts as new: the
+        same limits, a peak memory that starts again from ~0, no process of the call before.
+        (Cumulative counters such as ``memory.failcnt`` carry on; nothing reads them, and a
+        sandboxed call has no /sys to read them from.)"""
         key = _limits_key(limits)
         free = self._free.get(key)
         if free:
@@ -149,8 +151,8 @@ class Cgroups:
         return self._make(limits)
 
     def _make(self, limits: CallLimits) -> list[str]:
-        """A new set, named ``c-<n>``. With ``os`` calls rather than ``pathlib``: this runs on the server's event loop,
-        and pathlib's objects cost more than the syscalls (bench/cpu.py --steps)."""
+        """A new set, named ``c-<n>``. With ``os`` calls rather than ``pathlib``: this runs
+        on the server's event loop, and pathlib's objects cost more than the syscalls."""
         name = f"c-{next(self._names)}"
         made: list[str] = []
         try:
