@@ -35,7 +35,7 @@ class Env:
 ENV = Env("test-env", PYTHON)
 
 HANDLER = '''
-import json, logging, os, sys, time
+import contextlib, json, logging, os, sys, time
 STATE = {"calls": 0}
 
 def handle(data, secrets, function_call_info):
@@ -76,6 +76,13 @@ def handle(data, secrets, function_call_info):
             blocks.append(bytearray(50 * 1024 * 1024))
     if case == "exit":
         os._exit(3)
+    if case == "forge":  # the result memfd is the call's: write a result that is not JSON
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if "fnhost-result" in os.readlink(f"/proc/self/fd/{fd}"):
+                    os.pwrite(int(fd), data["bytes"].encode("latin-1"), 0)
+                    os._exit(0)
+        return "no result fd found"
     if case == "sigkill":
         os.kill(os.getpid(), 9)
     if case == "cgroup":
@@ -342,6 +349,19 @@ def test_out_of_memory(executor: Executor, code: Path) -> None:
     assert out.status == "Failed"
     assert out.error and "ran out of memory" in out.error["message"]
     assert "0.292969 GB" in out.error["message"]
+
+
+def test_a_forged_result_that_is_not_json_fails_the_call(executor: Executor, code: Path) -> None:
+    """The attack: the call's code writes its own bytes to its result memfd and exits. What
+    is stored as a Completed call's response is JSON, always (readers decode it); anything
+    else fails the call with a clear message. The legitimate use beside it: a forged result
+    that is valid JSON is just a response."""
+    for forged in ("OK\n{not json", "OK\n\"\xff\"", "OK\n"):
+        out = run(executor, code, {"case": "forge", "bytes": forged})
+        assert out.status == "Failed", (forged, out)
+        assert out.error and "not valid JSON" in out.error["message"], out.error
+    fine = run(executor, code, {"case": "forge", "bytes": 'OK\n{"made": "up"}'})
+    assert fine.status == "Completed" and fine.response == '{"made": "up"}', fine
 
 
 def test_os_exit(executor: Executor, code: Path) -> None:

@@ -1142,7 +1142,16 @@ class LocalExecutor(Executor):
         head = os.read(result_fd, 4)
         if head.startswith(b"OK\n") and size - 3 <= limits.response_max_bytes:
             body = head[3:] + _read_all(result_fd, size - 4)
-            return CallOutcome("Completed", response=body.decode())
+            try:  # the memfd is the call's own: its code can write anything there and exit
+                response = body.decode()
+                json.loads(response)
+            except ValueError:
+                return CallOutcome(
+                    "Failed",
+                    error={"message": "The call's result is not valid JSON: its code wrote to the "
+                           "descriptor fnhost reads the result from.", "trace": ""},
+                )
+            return CallOutcome("Completed", response=response)
         if head.startswith(b"ERR\n") and size < 16 * 1024 * 1024:
             error = json.loads(_read_all(result_fd, size - 4))
             out = CallOutcome("Failed", error={"message": error["message"], "trace": error.get("trace", "")})
