@@ -18,7 +18,11 @@ from cognite.client import CogniteClient
 from cognite.client.data_classes import ClientCredentials
 from cognite.client.data_classes.capabilities import Capability, FunctionsAcl, SessionsAcl
 from cognite.client.data_classes.iam import Group, GroupList, GroupWrite
-from cognite.client.exceptions import CogniteAPIError, CogniteProjectAccessError
+from cognite.client.exceptions import (
+    CogniteAPIError,
+    CogniteNotFoundError,
+    CogniteProjectAccessError,
+)
 
 from tests.live import LiveServer, sdk_client, token_client
 
@@ -129,6 +133,25 @@ def test_read_only_client_cannot_call(
         pytest.fail("the calls API (POST /functions/{id}/call) is not there yet")
     assert r.status_code == 403, r.text
     assert "functionsAcl:RUN" in r.json()["error"]["message"]
+
+
+def test_a_calls_response_is_read_with_functions_read_only(
+    server: LiveServer, client: CogniteClient, deployed: Any
+) -> None:
+    """``GET …/calls/{id}/response`` checks its token and capability on the event loop now,
+    as the call endpoints do. The legitimate use: the owner reads it through the SDK. The
+    attacks: a client of the project without functionsAcl:READ, and the call's id under
+    another function."""
+    call = client.functions.call(id=deployed.id, wait=True)
+    assert call.status == "Completed", call.error
+    assert call.get_response() == client.functions.calls.get_response(call_id=call.id, function_id=deployed.id)
+    files_only = server.create_client("files-only", "-c", "filesAcl:READ")
+    path = f"/functions/{deployed.id}/calls/{call.id}/response"
+    r = httpx.get(_api(server, "default", path), headers={"Authorization": f"Bearer {_token(files_only)}"})
+    assert r.status_code == 403, r.text
+    assert "functionsAcl:READ" in r.json()["error"]["message"]
+    with pytest.raises(CogniteNotFoundError):  # CDF's shape: a 400 naming what is missing
+        client.functions.calls.get_response(call_id=call.id, function_id=987654321)
 
 
 def test_403_names_the_missing_capability(server: LiveServer, reader_creds: dict[str, Any]) -> None:

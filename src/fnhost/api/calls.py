@@ -189,12 +189,19 @@ def wait_call(
     return call_out(system.calls.get(project, principal, function_id, call_id, wait_seconds=waitSeconds))
 
 
-@router.get("/functions/{function_id}/calls/{call_id}/response")
-def call_response(
-    project: str, function_id: int, call_id: int, system: SystemDep, principal: PrincipalDep
-) -> dict[str, Any]:
-    response = system.calls.response(project, principal, function_id, call_id)
-    return {"callId": call_id, "functionId": function_id, "response": response}
+@router.get("/functions/{function_id}/calls/{call_id}/response", response_model=None)
+async def call_response(project: str, function_id: int, call_id: int, request: Request) -> Response:
+    """Async, as the call endpoints (cognite-sdk reads a response after each call): one
+    hop at most, and the stored response JSON goes into the reply without being decoded
+    and encoded again."""
+    system: Services = request.app.state.system
+
+    def read() -> str:
+        return system.calls.response_json(project, principal_of(request), function_id, call_id)
+
+    response = await quickly(request, read)
+    body = f'{{"callId":{call_id},"functionId":{function_id},"response":{response}}}'
+    return Response(body.encode(), media_type="application/json")
 
 
 @router.get("/functions/{function_id}/calls/{call_id}/logs")

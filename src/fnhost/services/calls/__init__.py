@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -256,13 +255,16 @@ class Calls:
         next_cursor = rows[limit - 1].id if len(rows) > limit else None
         return list(rows[:limit]), next_cursor
 
-    def response(self, project: str, caller: Principal, function_id: int, call_id: int) -> Any:
+    def response_json(self, project: str, caller: Principal, function_id: int, call_id: int) -> str:
+        """The call's response as stored: JSON text (``null`` when it has none), never
+        decoded here. A Completed call's response is valid JSON (the executor checks it),
+        so it goes into the reply as it is, however large."""
         self.access.require(caller, project, "functionsAcl", "READ")
         with self.db.read() as s:
             row = store.get(project, function_id, call_id, session=s)
         if row is None:
             raise NotFound(f"Call {call_id} of function {function_id} does not exist.", missing=[{"id": call_id}])
-        return None if row.response is None else json.loads(row.response)
+        return "null" if row.response is None else row.response
 
     def logs(
         self, project: str, caller: Principal, function_id: int, call_id: int
