@@ -97,7 +97,6 @@ class Cgroups:
         self._names = itertools.count(1)
         self._limits: dict[str, tuple[int, int, int]] = {}  # a set's first path: its limits
         self._free: dict[tuple[int, int, int], list[list[str]]] = {}  # empty sets, by limits
-        self._pooled = 0
         own: dict[str, str] = {}
         try:
             for line in Path("/proc/self/cgroup").read_text().splitlines():
@@ -146,11 +145,10 @@ class Cgroups:
         key = _limits_key(limits)
         free = self._free.get(key)
         if free:
-            self._pooled -= 1
             return free.pop()
-        return self._make(limits)
+        return self._make(limits, key)
 
-    def _make(self, limits: CallLimits) -> list[str]:
+    def _make(self, limits: CallLimits, key: tuple[int, int, int]) -> list[str]:
         """A new set, named ``c-<n>``. With ``os`` calls rather than ``pathlib``: this runs
         on the server's event loop, and pathlib's objects cost more than the syscalls."""
         name = f"c-{next(self._names)}"
@@ -174,11 +172,12 @@ class Cgroups:
                 elif ctrl == "pids":
                     _write(f"{d}/pids.max", str(limits.max_processes).encode())
                 elif ctrl == "cpu":  # a new cgroup's period is the default 100 ms
-                    _write(f"{d}/cpu.cfs_quota_us", str(_limits_key(limits)[2]).encode())
+                    _write(f"{d}/cpu.cfs_quota_us", str(key[2]).encode())
         except OSError:
             self.remove(made)
             raise
-        self._limits[made[0] if made else name] = _limits_key(limits)
+        if made:
+            self._limits[made[0]] = key
         return made
 
     def release(self, paths: list[str]) -> None:
@@ -187,12 +186,12 @@ class Cgroups:
         if not paths:
             return
         key = self._limits.get(paths[0])
-        if key is None or self._pooled >= self.POOL or not self._as_new(paths):
+        pooled = sum(len(sets) for sets in self._free.values())
+        if key is None or pooled >= self.POOL or not self._as_new(paths):
             self._limits.pop(paths[0], None)
             self.remove(paths)
             return
         self._free.setdefault(key, []).append(paths)
-        self._pooled += 1
 
     def _as_new(self, paths: list[str]) -> bool:
         """No process left, no OOM kill ever, under ``POOL_RESIDUE_BYTES`` still charged;
@@ -200,14 +199,13 @@ class Cgroups:
         try:
             if _read(f"{paths[0]}/cgroup.procs").strip():
                 return False
-            for p in paths:
-                if "/memory/" not in p:
-                    continue
-                if _oom_kills(_read(f"{p}/memory.oom_control")):
+            memory = _memory(paths)
+            if memory is not None:
+                if _oom_kills(_read(f"{memory}/memory.oom_control")):
                     return False
-                if int(_read(f"{p}/memory.usage_in_bytes")) > self.POOL_RESIDUE_BYTES:
+                if int(_read(f"{memory}/memory.usage_in_bytes")) > self.POOL_RESIDUE_BYTES:
                     return False
-                _write(f"{p}/memory.max_usage_in_bytes", b"0")  # (memsw's is never read)
+                _write(f"{memory}/memory.max_usage_in_bytes", b"0")  # (memsw's is never read)
         except (OSError, ValueError):
             return False
         return True
@@ -231,17 +229,17 @@ class Cgroups:
     def peak_memory(self, paths: list[str]) -> int | None:
         """The most memory the call's cgroup held at once (its pages and tmpfs, not the
         zygote's pages it shares), or None without a memory cgroup."""
-        for p in paths:
-            if "/memory/" in p:
-                with contextlib.suppress(OSError, ValueError):
-                    return int(_read(f"{p}/memory.max_usage_in_bytes"))
+        memory = _memory(paths)
+        if memory is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return int(_read(f"{memory}/memory.max_usage_in_bytes"))
         return None
 
     def oom_killed(self, paths: list[str]) -> bool:
-        for p in paths:
-            if "/memory/" in p:
-                with contextlib.suppress(OSError, ValueError):
-                    return _oom_kills(_read(f"{p}/memory.oom_control")) > 0
+        memory = _memory(paths)
+        if memory is not None:
+            with contextlib.suppress(OSError, ValueError):
+                return _oom_kills(_read(f"{memory}/memory.oom_control")) > 0
         return False
 
     def kill_all(self, paths: list[str]) -> None:
@@ -280,7 +278,6 @@ class Cgroups:
             for paths in sets:
                 self.remove(paths)
         self._free.clear()
-        self._pooled = 0
         self.remove([])
         for base in self.bases.values():
             for child in base.glob("c-*"):
@@ -1179,6 +1176,11 @@ class LocalExecutor(Executor):
                 "(did the code call os._exit() or sys.exit() in a thread?)."
             )
         return CallOutcome("Failed", error={"message": message, "trace": ""})
+
+
+def _memory(paths: list[str]) -> str | None:
+    """The memory controller's directory of a call's cgroups, if it has one."""
+    return next((p for p in paths if "/memory/" in p), None)
 
 
 def _oom_kills(oom_control: bytes) -> int:
