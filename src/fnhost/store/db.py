@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from pathlib import Path
@@ -23,6 +23,15 @@ BUSY_TIMEOUT_MS = 30_000
 BUSY_NOW = "fnhost_busy_timeout_0"
 
 
+def set_busy_wait(info: dict[Any, Any], execute: Callable[[str], Any], *, wait: bool) -> None:
+    """Make an SQLite connection wait ``BUSY_TIMEOUT_MS`` for another process's lock, or
+    fail at once (``wait=False``), with a PRAGMA only if that is not what it does already.
+    ``info``: the pooled connection's ``info``; ``execute``: runs a statement on it."""
+    if info.get(BUSY_NOW, False) == wait:
+        execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS if wait else 0}")
+        info[BUSY_NOW] = not wait
+
+
 def _configure_sqlite(engine: Engine) -> None:
     # pysqlite's own transaction handling is switched off so that we can say BEGIN
     # IMMEDIATE for writers: a deferred transaction that later writes can fail with
@@ -39,9 +48,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        if conn.info.get(BUSY_NOW):
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.info[BUSY_NOW] = False
+        set_busy_wait(conn.info, conn.exec_driver_sql, wait=True)
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
 

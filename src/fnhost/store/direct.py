@@ -23,9 +23,9 @@ from typing import Any
 
 from fnhost.store.db import (
     BUSY_NOW,
-    BUSY_TIMEOUT_MS,
     Database,
     WouldWait,
+    set_busy_wait,
     storable_values,
     waiting_allowed,
 )
@@ -106,9 +106,7 @@ class Direct:
         # connection only when it changes: most writes are made the same way as the last
         # one on the same connection, and the PRAGMA was a third of a write's statements.
         now = not waiting_allowed()
-        if conn.info.get(BUSY_NOW, False) != now:
-            cursor.execute(f"PRAGMA busy_timeout={0 if now else BUSY_TIMEOUT_MS}")
-            conn.info[BUSY_NOW] = now
+        set_busy_wait(conn.info, cursor.execute, wait=not now)
         try:
             cursor.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -125,10 +123,9 @@ class Direct:
         with storable_values(self._data_error):
             conn = self.db.engine.raw_connection()
             try:
+                if self._sqlite and waiting_allowed():
+                    set_busy_wait(conn.info, conn.cursor().execute, wait=True)
                 now = self._sqlite and conn.info.get(BUSY_NOW, False)
-                if now and waiting_allowed():
-                    conn.cursor().execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-                    conn.info[BUSY_NOW] = now = False
                 try:
                     yield conn.cursor()
                 except sqlite3.OperationalError as exc:
