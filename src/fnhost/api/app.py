@@ -27,6 +27,7 @@ from fnhost.api import (
     token,
     versions,
 )
+from fnhost.api.callpath import CallPathRoutes
 from fnhost.api.services import Lifecycle
 from fnhost.api.wire import WireMiddleware, install_error_handlers
 from fnhost.services.access import one_identity_read
@@ -98,6 +99,9 @@ def create_app(settings: Settings, system: Lifecycle, pages: Sequence[APIRouter]
     app.state.system = system
     app.state.ready = False
     install_error_handlers(app)
+    # the innermost of ours (the last added is the outermost): the call path's requests go
+    # through the wire and identity middleware like any other before it routes them itself
+    app.add_middleware(CallPathRoutes)
     app.add_middleware(
         WireMiddleware,
         max_body_bytes=settings.max_request_bytes,

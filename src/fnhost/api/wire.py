@@ -178,17 +178,23 @@ def json_too_deep(body: bytes, limit: int) -> bool:
     return True
 
 
+def domain_error_response(exc: errors.FnhostError) -> JSONResponse:
+    """A domain error as the wire's error envelope, with what the error carries beside its
+    message (``missing``, ``duplicated``, ``Retry-After``)."""
+    extra: dict[str, Any] = dict(exc.extra)
+    if isinstance(exc, errors.NotFound):
+        extra["missing"] = exc.missing
+    if isinstance(exc, errors.Duplicated):
+        extra["duplicated"] = exc.duplicated
+    if isinstance(exc, errors.RateLimited):
+        extra["retry_after"] = exc.retry_after_seconds
+    return error_response(exc.status, exc.message, **extra)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.FnhostError)
     async def _domain(_req: Request, exc: errors.FnhostError) -> JSONResponse:
-        extra: dict[str, Any] = dict(exc.extra)
-        if isinstance(exc, errors.NotFound):
-            extra["missing"] = exc.missing
-        if isinstance(exc, errors.Duplicated):
-            extra["duplicated"] = exc.duplicated
-        if isinstance(exc, errors.RateLimited):
-            extra["retry_after"] = exc.retry_after_seconds
-        return error_response(exc.status, exc.message, **extra)
+        return domain_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
