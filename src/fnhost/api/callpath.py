@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from fastapi import Request
@@ -39,29 +40,24 @@ ID = "[0-9]{1,18}"
 @dataclass(frozen=True)
 class FastRoute:
     method: str
-    pattern: re.Pattern[str]
-    endpoint: Callable[..., Awaitable[Response]]
-    # the FastAPI route's path, so a test can check both route to the same function
+    # the FastAPI route's path under the project prefix: the pattern is made from it, so the
+    # two cannot drift apart, and a test checks both route to the same function
     path: str
+    endpoint: Callable[..., Awaitable[Response]]
+
+    @cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """The path's ``{name}`` parameters (all ids) as named groups of digits."""
+        return re.compile(PROJECT + re.sub(r"\{(\w+)\}", rf"(?P<\1>{ID})", self.path))
 
     def params(self, match: re.Match[str]) -> dict[str, Any]:
         return {k: v if k == "project" else int(v) for k, v in match.groupdict().items()}
 
 
 FAST_ROUTES: tuple[FastRoute, ...] = (
-    FastRoute("POST", re.compile(f"{PROJECT}/sessions"), sessions.create_sessions, "/sessions"),
-    FastRoute(
-        "POST",
-        re.compile(f"{PROJECT}/functions/(?P<function_id>{ID})/call"),
-        calls.call_function,
-        "/functions/{function_id}/call",
-    ),
-    FastRoute(
-        "GET",
-        re.compile(f"{PROJECT}/functions/(?P<function_id>{ID})/calls/(?P<call_id>{ID})/response"),
-        calls.call_response,
-        "/functions/{function_id}/calls/{call_id}/response",
-    ),
+    FastRoute("POST", "/sessions", sessions.create_sessions),
+    FastRoute("POST", "/functions/{function_id}/call", calls.call_function),
+    FastRoute("GET", "/functions/{function_id}/calls/{call_id}/response", calls.call_response),
 )
 
 
