@@ -264,6 +264,9 @@ class Bar:
 
     ``ratio``: value / baseline must be at most ``limit`` (``at_least``: at least); with
     ``product``, value * baseline is the figure compared (calls/s * ms of a bare fork).
+    ``rounds``: the ratio of each round of a benchmark measured in rounds (each against the
+    baseline of its own round); the ratio compared is then their median, and ``value`` and
+    ``base_value`` are the medians shown beside it.
     """
 
     figure: str
@@ -275,9 +278,12 @@ class Bar:
     limit: float
     at_least: bool = False
     product: bool = False
+    rounds: tuple[float, ...] = ()
 
     @property
     def ratio(self) -> float:
+        if self.rounds:
+            return statistics.median(self.rounds)
         if self.product:
             return self.value * self.base_value
         return self.value / self.base_value if self.base_value else float("inf")
@@ -299,3 +305,7 @@ def print_bars(title: str, bars: list[Bar]) -> None:
             f"{b.figure:56} {b.value:9.2f} {b.unit:<3} {base:42} {b.ratio:8.2f}{op} {sign}{b.limit:<7g}  "
             f"{'yes' if b.met else 'NO'}"
         )
+    for b in bars:
+        if b.rounds:
+            each = ", ".join(f"{r:.2f}" for r in b.rounds)
+            print(f"  {b.figure}: the median of the rounds' ratios ({each})")

@@ -1,6 +1,6 @@
 """Where the CPU of a call goes: the figure that bounds throughput on a small machine.
 
-    uv run python bench/cpu.py [--clients 8] [--seconds 10] [--isolation auto]
+    uv run python bench/cpu.py [--clients 8] [--seconds 4] [--rounds 3] [--isolation auto]
 
 On a box with N cores, no server can complete more than N / (CPU seconds per call) calls a
 second, however its work is spread over threads and processes. This script drives trivial
@@ -17,6 +17,11 @@ Baselines in the same run, with the same clients: CPU per ``GET /health`` (the H
 alone: no token, no database), per authenticated ``GET /functions/{id}`` (token check,
 capability check, one read), per ``POST /sessions`` alone, and per bare ``fork()`` of a warm
 process that has imported ``cognite.client`` (fork, pipe, exit, reap).
+
+This machine's speed drifts by up to 2x from one minute to the next, so the cases and the
+bare fork are measured in ``--rounds`` rounds, one after another in each; the table shows each
+figure's median over the rounds, and each bar's ratio is the median of the rounds' ratios,
+each taken against the baseline of its own round.
 
 It prints the ceiling N / (CPU per call) beside the rate it measured, and the bars of the
 call-cost issue, each against its same-run baseline: the server's CPU per call at most 6x a
@@ -36,6 +41,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -175,10 +181,22 @@ def sample_steps(pid: int, seconds: float, work: Callable[[], dict[str, Any]]) -
     return result, {k: v / total for k, v in counts.items()}
 
 
+CALL = "trivial call: session + call + server-side wait"
+HEALTH = "GET /health (HTTP stack only)"
+
+
+def median_case(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """One case over the rounds: the median of each figure, the wrong answers of all."""
+    out: dict[str, Any] = {k: statistics.median(m[k] for m in measured) for k in measured[0] if k != "wrong"}
+    out["wrong"] = sum(m["wrong"] for m in measured)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=8, help="concurrent keep-alive clients")
-    parser.add_argument("--seconds", type=float, default=10, help="per case")
+    parser.add_argument("--seconds", type=float, default=4, help="per case and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every case and the bare fork")
     parser.add_argument(
         "--isolation", default="auto", help="FNHOST_ISOLATION of the server: auto, bwrap, uid or none"
     )
@@ -210,21 +228,29 @@ def main() -> int:
         def call(a: Api, n: int) -> bool:
             return a.call_and_wait(fid, {"n": n})["status"] == "Completed"
 
-        cases = {
-            "GET /health (HTTP stack only)": drive(apis, meter, args.seconds, health),
-            "GET /functions/{id} (token, capability, one read)": drive(apis, meter, args.seconds, read_function),
-            "POST /sessions (a call's nonce)": drive(apis, meter, args.seconds, session),
-            "trivial call: session + call + server-side wait": drive(apis, meter, args.seconds, call),
+        requests: dict[str, Callable[[Api, int], bool]] = {
+            HEALTH: health,
+            "GET /functions/{id} (token, capability, one read)": read_function,
+            "POST /sessions (a call's nonce)": session,
+            CALL: call,
         }
+        # this machine's speed drifts from minute to minute: every round measures each case
+        # and the bare fork again, and each ratio is taken within its round
+        rounds = []
+        for _ in range(args.rounds):
+            measured = {name: drive(apis, meter, args.seconds, request) for name, request in requests.items()}
+            fork = bare_forks(300, freeze=True)["cpu_per_fork"] * 1000
+            rounds.append({"cases": measured, "bare_fork_ms": fork})
         steps: dict[str, float] = {}
         if args.steps:
             sampled, steps = sample_steps(
                 live.proc.pid, args.seconds, lambda: drive(apis, meter, args.seconds, call)
             )
-        fork_ms = bare_forks(300, freeze=True)["cpu_per_fork"] * 1000
 
-    print(f"\nCPU per request (FNHOST_ISOLATION={args.isolation}, {args.clients} clients, "
-          f"{args.seconds:.0f} s per case, {cores} cores)\n")
+    cases = {name: median_case([r["cases"][name] for r in rounds]) for name in requests}
+    fork_ms = statistics.median(r["bare_fork_ms"] for r in rounds)
+    print(f"\nCPU per request (FNHOST_ISOLATION={args.isolation}, {args.clients} clients, {args.rounds} rounds "
+          f"of {args.seconds:g} s per case, {cores} cores; medians over the rounds)\n")
     print(f"{'case':52} {'req/s':>7} {'server':>8} {'below':>8} {'clients':>8} {'total':>8} {'wrong':>6}")
     print(f"{'':52} {'':>7} {'ms':>8} {'ms':>8} {'ms':>8} {'ms':>8}")
     for name, c in cases.items():
@@ -234,9 +260,9 @@ def main() -> int:
         )
     print(f"{'baseline: bare fork of a warm process (pipe, reap)':52} {'':>7} {'':>8} {fork_ms:8.2f}")
 
-    call_case = cases["trivial call: session + call + server-side wait"]
-    health_case = cases["GET /health (HTTP stack only)"]
-    ceiling = cores * 1000 / call_case["total_ms"]
+    call_case, health_case = cases[CALL], cases[HEALTH]
+    ceilings = [cores * 1000 / r["cases"][CALL]["total_ms"] for r in rounds]
+    ceiling = statistics.median(ceilings)
     print(
         f"\nceiling on {cores} cores = {cores} / CPU per call = {ceiling:.1f} calls/s "
         f"(measured {call_case['per_s']:.1f})"
@@ -245,11 +271,14 @@ def main() -> int:
         f"CPU per trivial call, FNHOST_ISOLATION={args.isolation}, {args.clients} clients",
         [
             Bar("server CPU per trivial call (session + call + wait)", call_case["server_ms"], "ms",
-                "server CPU per GET /health", health_case["server_ms"], "ms", 6),
+                "server CPU per GET /health", health_case["server_ms"], "ms", 6,
+                rounds=tuple(r["cases"][CALL]["server_ms"] / r["cases"][HEALTH]["server_ms"] for r in rounds)),
             Bar("CPU below the server per trivial call", call_case["below_ms"], "ms",
-                "CPU per bare fork of a warm process", fork_ms, "ms", 1.3),
+                "CPU per bare fork of a warm process", fork_ms, "ms", 1.3,
+                rounds=tuple(r["cases"][CALL]["below_ms"] / r["bare_fork_ms"] for r in rounds)),
             Bar(f"trivial calls/s, {args.clients} clients", call_case["per_s"], "/s",
-                f"ceiling {cores} cores / CPU per call", ceiling, "/s", 0.85, at_least=True),
+                f"ceiling {cores} cores / CPU per call", ceiling, "/s", 0.85, at_least=True,
+                rounds=tuple(r["cases"][CALL]["per_s"] / c for r, c in zip(rounds, ceilings, strict=True))),
         ],
     )
     if steps:
@@ -267,6 +296,7 @@ def main() -> int:
             "cases": cases,
             "bare_fork_ms": fork_ms,
             "ceiling_calls_per_s": ceiling,
+            "rounds": rounds,
             "steps": steps,
         },
     )
