@@ -41,6 +41,7 @@ import os
 import re
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,10 +55,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
+    BARE_FORK,
     RESULTS,
     Api,
     Bar,
     bare_forks,
+    base_python,
     cpu_seconds,
     descendants,
     live_server,
@@ -181,6 +184,78 @@ def sample_steps(pid: int, seconds: float, work: Callable[[], dict[str, Any]]) -
     return result, {k: v / total for k, v in counts.items()}
 
 
+# The parts of the CPU below the server, each named by the kernel function a perf sample's
+# call chain passes through (the first that matches, in this order); a sample in none of
+# them ran user space: Python, fnhost's bootstrap, the handler
+BELOW_PARTS: list[tuple[str, tuple[str, ...]]] = [
+    ("page faults (copy-on-write after the fork)", ("exc_page_fault",)),
+    ("fork: copying the page tables", ("__do_sys_clone", "kernel_clone")),
+    ("exit: unmapping, reaping", ("do_exit", "do_group_exit", "exit_mmap")),
+    ("namespaces and mounts (private /tmp)", ("__x64_sys_unshare", "__x64_sys_mount", "__x64_sys_setns")),
+    ("cgroups, session, rlimits", ("cgroup_", "__x64_sys_setsid", "__x64_sys_prlimit64")),
+    ("other system calls (messages, pipes, memfds)", ("entry_SYSCALL_64",)),
+]
+USER_PART = "user space (Python: the zygote's loop, the call's bootstrap)"
+PERF_HZ = 4000
+
+
+def _perf_record(out: Path, target: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        ["perf", "record", "-e", "cpu-clock", "-F", str(PERF_HZ), "-g", "-o", str(out), *target],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _perf_parts(data: Path, parent: int | None) -> dict[tuple[bool, str], float]:
+    """CPU seconds by (sampled in ``parent``?, part), from the first sample of a child on
+    (a bare fork's import before its loop is not counted). ``parent`` None: the first pid."""
+    text = subprocess.run(
+        ["perf", "script", "-i", str(data), "-F", "pid,period,ip,sym"], capture_output=True, text=True, check=True
+    ).stdout
+    out: dict[tuple[bool, str], float] = {}
+    forked = False
+    for sample in text.split("\n\n"):
+        lines = [line for line in sample.splitlines() if line.strip()]
+        if not lines:
+            continue
+        head = lines[0].split()
+        pid, period = int(head[0]), int(head[1])
+        parent = pid if parent is None else parent
+        forked = forked or pid != parent
+        if not forked:
+            continue
+        chain = " ".join(lines[1:])
+        part = next((name for name, marks in BELOW_PARTS if any(m in chain for m in marks)), USER_PART)
+        key = (pid == parent, part)
+        out[key] = out.get(key, 0.0) + period / 1e9
+    return out
+
+
+def perf_below(pid: int, seconds: float, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The CPU below the server per call, split by part and by process (the function zygote,
+    the calls), beside the same split of a bare fork: ``work()`` while perf samples the
+    trivial function's zygote (the parent of its spare, the newest process under the server)."""
+    if shutil.which("perf") is None:
+        raise SystemExit("--below needs perf (Debian: linux-perf)")
+    spare = max(descendants(pid))
+    zygote = int(Path(f"/proc/{spare}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    forks = 300
+    with tempfile.TemporaryDirectory() as tmp:
+        calls_data, bare_data = Path(tmp) / "calls.data", Path(tmp) / "bare.data"
+        perf = _perf_record(calls_data, ["-p", str(zygote)])
+        time.sleep(1.0)  # perf attached before the calls start
+        result = work()
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=60)
+        calls = _perf_parts(calls_data, zygote)
+        perf = _perf_record(bare_data, ["--", base_python(), "-c", BARE_FORK, str(forks), "freeze"])
+        perf.wait(timeout=300)
+        bare = _perf_parts(bare_data, None)
+    return {"calls": {f"{'zygote or parent' if z else 'call or child'}: {p}": v / result["requests"] * 1000 for (z, p), v in calls.items()},
+            "bare": {f"{'zygote or parent' if z else 'call or child'}: {p}": v / forks * 1000 for (z, p), v in bare.items()},
+            "calls_per_s": result["per_s"]}
+
+
 CALL = "trivial call: session + call + server-side wait"
 HEALTH = "GET /health (HTTP stack only)"
 
@@ -201,6 +276,9 @@ def main() -> int:
         "--isolation", default="auto", help="FNHOST_ISOLATION of the server: auto, bwrap, uid or none"
     )
     parser.add_argument("--steps", action="store_true", help="split the server's CPU per call by step (py-spy)")
+    parser.add_argument(
+        "--below", action="store_true", help="split the CPU below the server per call by part (perf), beside a bare fork's"
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
 
@@ -246,6 +324,9 @@ def main() -> int:
             sampled, steps = sample_steps(
                 live.proc.pid, args.seconds, lambda: drive(apis, meter, args.seconds, call)
             )
+        below: dict[str, Any] = {}
+        if args.below:
+            below = perf_below(live.proc.pid, args.seconds, lambda: drive(apis, meter, args.seconds, call))
 
     cases = {name: median_case([r["cases"][name] for r in rounds]) for name in requests}
     fork_ms = statistics.median(r["bare_fork_ms"] for r in rounds)
@@ -287,6 +368,14 @@ def main() -> int:
         print(f"{'step':52} {'share':>7} {'ms':>8}")
         for name, share in sorted(steps.items(), key=lambda kv: -kv[1]):
             print(f"{name:52} {share:7.1%} {share * sampled['server_ms']:8.2f}")
+    if below:
+        print(f"\nCPU below the server per trivial call by part (perf samples, a run of its own at "
+              f"{below['calls_per_s']:.0f} calls/s; sampling slows it, so compare the columns, not the runs)\n")
+        print(f"{'process: part':78} {'call ms':>8} {'bare ms':>8}")
+        keys = sorted(set(below["calls"]) | set(below["bare"]), key=lambda k: (not k.startswith("zygote or parent"), -below["calls"].get(k, 0)))
+        for key in keys:
+            print(f"{key:78} {below['calls'].get(key, 0):8.2f} {below['bare'].get(key, 0):8.2f}")
+        print(f"{'all':78} {sum(below['calls'].values()):8.2f} {sum(below['bare'].values()):8.2f}")
     path = write_results(
         "cpu",
         {
@@ -298,6 +387,7 @@ def main() -> int:
             "ceiling_calls_per_s": ceiling,
             "rounds": rounds,
             "steps": steps,
+            "below": below,
         },
     )
     print(f"\nwrote {path}")
