@@ -206,9 +206,10 @@ def _perf_record(out: Path, target: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _perf_parts(data: Path, parent: int | None) -> dict[tuple[bool, str], float]:
-    """CPU seconds by (sampled in ``parent``?, part), from the first sample of a child on
-    (a bare fork's import before its loop is not counted). ``parent`` None: the first pid."""
+def _perf_parts(data: Path, parents: set[int] | None) -> dict[tuple[bool, str], float]:
+    """CPU seconds by (sampled in one of ``parents``?, part), from the first sample of a
+    child on (a bare fork's import before its loop is not counted). ``parents`` None: the
+    first pid sampled."""
     text = subprocess.run(
         ["perf", "script", "-i", str(data), "-F", "pid,period,ip,sym"], capture_output=True, text=True, check=True
     ).stdout
@@ -220,34 +221,33 @@ def _perf_parts(data: Path, parent: int | None) -> dict[tuple[bool, str], float]
             continue
         head = lines[0].split()
         pid, period = int(head[0]), int(head[1])
-        parent = pid if parent is None else parent
-        forked = forked or pid != parent
+        parents = {pid} if parents is None else parents
+        forked = forked or pid not in parents
         if not forked:
             continue
         chain = " ".join(lines[1:])
         part = next((name for name, marks in BELOW_PARTS if any(m in chain for m in marks)), USER_PART)
-        key = (pid == parent, part)
+        key = (pid in parents, part)
         out[key] = out.get(key, 0.0) + period / 1e9
     return out
 
 
-def perf_below(pid: int, seconds: float, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """The CPU below the server per call, split by part and by process (the function zygote,
-    the calls), beside the same split of a bare fork: ``work()`` while perf samples the
-    trivial function's zygote (the parent of its spare, the newest process under the server)."""
+def perf_below(pid: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The CPU below the server per call, split by part and by process (the zygotes, the
+    calls), beside the same split of a bare fork: ``work()`` while perf samples every process
+    under the server (the zygotes; the calls and spares they fork from then on are followed)."""
     if shutil.which("perf") is None:
         raise SystemExit("--below needs perf (Debian: linux-perf)")
-    spare = max(descendants(pid))
-    zygote = int(Path(f"/proc/{spare}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    zygotes = set(descendants(pid)) - {pid}
     forks = 300
     with tempfile.TemporaryDirectory() as tmp:
         calls_data, bare_data = Path(tmp) / "calls.data", Path(tmp) / "bare.data"
-        perf = _perf_record(calls_data, ["-p", str(zygote)])
+        perf = _perf_record(calls_data, ["-p", ",".join(str(z) for z in sorted(zygotes))])
         time.sleep(1.0)  # perf attached before the calls start
         result = work()
         perf.send_signal(signal.SIGINT)
         perf.wait(timeout=60)
-        calls = _perf_parts(calls_data, zygote)
+        calls = _perf_parts(calls_data, zygotes)
         perf = _perf_record(bare_data, ["--", base_python(), "-c", BARE_FORK, str(forks), "freeze"])
         perf.wait(timeout=300)
         bare = _perf_parts(bare_data, None)
@@ -326,7 +326,7 @@ def main() -> int:
             )
         below: dict[str, Any] = {}
         if args.below:
-            below = perf_below(live.proc.pid, args.seconds, lambda: drive(apis, meter, args.seconds, call))
+            below = perf_below(live.proc.pid, lambda: drive(apis, meter, args.seconds, call))
 
     cases = {name: median_case([r["cases"][name] for r in rounds]) for name in requests}
     fork_ms = statistics.median(r["bare_fork_ms"] for r in rounds)
