@@ -76,6 +76,10 @@ def handle(data, secrets, function_call_info):
             blocks.append(bytearray(50 * 1024 * 1024))
     if case == "exit":
         os._exit(3)
+    if case == "stdin":  # nothing to read: the zygote's /dev/null
+        return {"read": sys.stdin.read(), "fd0": os.readlink("/proc/self/fd/0")}
+    if case == "nan":
+        return {"x": float("nan")}
     if case == "forge":  # the result memfd is the call's: write a result that is not JSON
         for fd in os.listdir("/proc/self/fd"):
             with contextlib.suppress(OSError):
@@ -334,6 +338,15 @@ def test_non_json_and_oversized_response(executor: Executor, code: Path) -> None
     assert out.error and "more than the limit of 1000 bytes" in out.error["message"]
     ok = run(executor, code, {"case": "big", "n": 900}, response_max_bytes=1000)
     assert ok.status == "Completed" and ok.response == '"' + "x" * 900 + '"'
+
+
+def test_stdin_is_empty_and_nan_is_not_json(executor: Executor, code: Path) -> None:
+    out = run(executor, code, {"case": "stdin"})
+    assert out.status == "Completed", out.error
+    assert json.loads(out.response or "null") == {"read": "", "fd0": "/dev/null"}
+    out = run(executor, code, {"case": "nan"})
+    assert out.status == "Failed"
+    assert out.error and out.error["message"].startswith("The return value is not JSON-serializable"), out.error
 
 
 def test_timeout(executor: Executor, code: Path) -> None:

@@ -537,9 +537,8 @@ def _prepare_output() -> None:
 
 
 def _redirect_output(log_fd: int) -> None:
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
+    if not _output_ready:  # a function zygote's calls have /dev/null on fd 0 already
+        _stdin_from_devnull()
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     if log_fd > 2:
@@ -548,14 +547,23 @@ def _redirect_output(log_fd: int) -> None:
         _prepare_output()
 
 
+def _stdin_from_devnull() -> None:
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
 def _read_job(job_fd: int) -> Any:
-    os.lseek(job_fd, 0, os.SEEK_SET)
-    chunks = []
-    while True:
-        chunk = os.read(job_fd, 1 << 20)
+    # reads of the memfd's size: a read of 1 MiB at a time would map (and unmap) a buffer
+    # of 1 MiB for a job of a few hundred bytes, twice, in every call
+    size = os.fstat(job_fd).st_size
+    chunks, offset = [], 0
+    while offset < size:
+        chunk = os.pread(job_fd, size - offset, offset)
         if not chunk:
             break
         chunks.append(chunk)
+        offset += len(chunk)
     os.close(job_fd)
     return P.JobSpec.loads(b"".join(chunks))
 
@@ -578,6 +586,8 @@ def _gb(n: int) -> str:
 
 # set by the function zygote: ``handle`` and the argument names it declares
 _handler: tuple[Any, list[str]] | None = None
+# json.dumps(result, allow_nan=False) without building an encoder in every call
+_RESULT_JSON = json.JSONEncoder(allow_nan=False)
 
 
 def _call(job: Any, module: ModuleType | None, result_fd: int) -> None:
@@ -596,8 +606,13 @@ def _call(job: Any, module: ModuleType | None, result_fd: int) -> None:
     except MemoryError:
         _write_result(result_fd, False, _error(_oom_message(limits)))
         return
-    os.environ.update(job.env_vars or {})
-    os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
+    # a function zygote set these before it forked: only what differs is written (each
+    # write is a putenv and copies the pages it touches)
+    for key, value in (job.env_vars or {}).items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+    if os.environ.get("COGNITE_FUNCTION_RUNTIME") != "true":
+        os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
     kwargs: dict[str, Any] = {}
     try:
         if "client" in names:
@@ -626,7 +641,7 @@ def _call(job: Any, module: ModuleType | None, result_fd: int) -> None:
         _write_result(result_fd, False, _error(f"{type(exc).__name__}: {exc}", trace))
         return
     try:
-        text = json.dumps(result, allow_nan=False)
+        text = _RESULT_JSON.encode(result)
     except (TypeError, ValueError, RecursionError) as exc:
         message = f"The return value is not JSON-serializable: {exc}"
         sys.stderr.write(message + "\n")
@@ -926,7 +941,7 @@ def _warm_up(code_dir: str, function_path: str) -> None:
     ).dumps()
     for _ in range(64):  # 3.11 specialises an instruction after a few dozen runs of it
         P.JobSpec.loads(job)
-        json.dumps({"n": 0}, allow_nan=False)
+        _RESULT_JSON.encode({"n": 0})
         P.Started(1, 1).dumps()
         P.SpareUp(1, 1).dumps()
         _error("x")
@@ -953,6 +968,7 @@ def _function_zygote(sock: Any, request: Any) -> int:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 1)
     os.close(devnull)
+    _stdin_from_devnull()  # its calls' stdin, opened once here rather than in every call
     os.environ.update(request.env_vars or {})
     os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
     if request.private_tmp:
