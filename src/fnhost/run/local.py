@@ -1008,8 +1008,9 @@ class LocalExecutor(Executor):
             if spare_later is not None:
                 spare_later.cancel()
                 self._make_spare(fz, limits)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(collector.eof), LOG_DRAIN_TIMEOUT_S)
+            if not collector.eof.done():  # usually it is: the pipe ends as the process exits
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(collector.eof), LOG_DRAIN_TIMEOUT_S)
             collector.close()
             usage = self._usage(run)
             outcome = self._outcome(job, run, result_fd, code, sig, timed_out, usage)

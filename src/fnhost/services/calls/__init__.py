@@ -185,6 +185,9 @@ class Calls:
     def check_waiting(self) -> None:
         self.dispatcher.check_waiting()
 
+    def anything_waiting(self) -> bool:
+        return self.dispatcher.anything_waiting()
+
     def prewarm(self) -> None:
         self.dispatcher.prewarm()
 
@@ -299,7 +302,9 @@ class CallsService(Service):
         self._prewarm = asyncio.create_task(asyncio.to_thread(self.calls.prewarm))
 
     async def run_once(self) -> None:
-        await asyncio.to_thread(self.calls.check_waiting)
+        # four times a second: an idle server takes no worker-thread hop for it
+        if self.calls.anything_waiting():
+            await asyncio.to_thread(self.calls.check_waiting)
         if time.monotonic() >= self._next_beat:
             replicas = self.calls.replicas
             self._next_beat = time.monotonic() + self.calls.settings.replica_heartbeat_seconds

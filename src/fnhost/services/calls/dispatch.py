@@ -225,6 +225,11 @@ class Dispatcher:
         future.add_done_callback(done)
 
     # -- following the functions calls wait for --------------------------------------------------
+    def anything_waiting(self) -> bool:
+        """Whether a call waits at all: ``check_waiting`` is worth a worker thread only then."""
+        with self._lock:
+            return len(self.admission) > 0
+
     def check_waiting(self) -> None:
         """Functions that calls wait for: Ready → run them; Failed or gone → fail them."""
         with self._lock:
