@@ -178,6 +178,19 @@ def sdk_client(creds: dict[str, Any], client_name: str = "fnhost-tests") -> Cogn
     )
 
 
+def bearer_token(creds: dict[str, Any]) -> str:
+    """An access token for a client's credentials, from the token endpoint they name (the
+    client-credentials grant, as cognite-sdk's ``OAuthClientCredentials`` asks for it)."""
+    res = httpx.post(
+        creds["token_url"],
+        data={"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]},
+    )
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["token_type"].lower() == "bearer" and body["expires_in"] > 30, body
+    return str(body["access_token"])
+
+
 def token_client(base_url: str, project: str, token: Any) -> CogniteClient:
     return CogniteClient(
         ClientConfig(client_name="fnhost-tests", project=project, credentials=Token(token), base_url=base_url)

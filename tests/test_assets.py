@@ -18,24 +18,11 @@ from cognite.client.exceptions import (
     CogniteNotFoundError,
 )
 
-from tests.live import LiveServer
+from tests.live import LiveServer, bearer_token
 
 
 def _prefix() -> str:
     return f"t{secrets.token_hex(4)}-"
-
-
-def _token(creds: dict[str, Any]) -> str:
-    res = httpx.post(
-        creds["token_url"],
-        data={
-            "grant_type": "client_credentials",
-            "client_id": creds["client_id"],
-            "client_secret": creds["client_secret"],
-        },
-    )
-    res.raise_for_status()
-    return str(res.json()["access_token"])
 
 
 class Http:
@@ -43,7 +30,7 @@ class Http:
 
     def __init__(self, server: LiveServer, creds: dict[str, Any]) -> None:
         self.base = f"{server.base_url}/api/v1/projects/{creds['project']}"
-        self.headers = {"Authorization": f"Bearer {_token(creds)}"}
+        self.headers = {"Authorization": f"Bearer {bearer_token(creds)}"}
 
     def post(self, path: str, body: Any) -> httpx.Response:
         return httpx.post(self.base + path, json=body, headers=self.headers, timeout=30)

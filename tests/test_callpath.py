@@ -13,16 +13,7 @@ from fastapi.routing import APIRoute
 
 from fnhost.api import calls, sessions
 from fnhost.api.callpath import FAST_ROUTES
-from tests.live import LiveServer
-
-
-def _token(creds: dict[str, Any]) -> str:
-    res = httpx.post(
-        creds["token_url"],
-        data={"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]},
-    )
-    assert res.status_code == 200, res.text
-    return str(res.json()["access_token"])
+from tests.live import LiveServer, bearer_token
 
 
 def test_each_fast_route_is_a_fastapi_route_with_the_same_endpoint() -> None:
@@ -58,7 +49,7 @@ def test_fast_routes_refuse_requests_without_a_valid_token(server: LiveServer, a
 
 
 def test_fast_routes_keep_the_wire_middleware_and_its_errors(server: LiveServer, admin_creds: dict[str, Any]) -> None:
-    auth = {"Authorization": f"Bearer {_token(admin_creds)}"}
+    auth = {"Authorization": f"Bearer {bearer_token(admin_creds)}"}
     prefix = f"{server.base_url}/api/v1/projects/{admin_creds['project']}"
     # a gzip body is inflated before the endpoint reads it
     res = httpx.post(
@@ -85,7 +76,7 @@ def test_fast_routes_keep_the_wire_middleware_and_its_errors(server: LiveServer,
 
 
 def test_what_the_patterns_do_not_take_gets_fastapi_s_answer(server: LiveServer, admin_creds: dict[str, Any]) -> None:
-    auth = {"Authorization": f"Bearer {_token(admin_creds)}"}
+    auth = {"Authorization": f"Bearer {bearer_token(admin_creds)}"}
     prefix = f"{server.base_url}/api/v1/projects/{admin_creds['project']}"
     res = httpx.post(prefix + "/functions/abc/call", json={"data": {}}, headers=auth)
     assert res.status_code == 400, res.text

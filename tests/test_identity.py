@@ -24,26 +24,13 @@ from cognite.client.exceptions import (
     CogniteProjectAccessError,
 )
 
-from tests.live import LiveServer, sdk_client, token_client
+from tests.live import LiveServer, bearer_token, sdk_client, token_client
 
 OTHER = "other-proj"
 
 
 def handle(data: dict, secrets: dict) -> dict:
     return {"ok": True}
-
-
-def _token(creds: dict[str, Any]) -> str:
-    r = httpx.post(
-        creds["token_url"],
-        data={
-            "grant_type": "client_credentials",
-            "client_id": creds["client_id"],
-            "client_secret": creds["client_secret"],
-        },
-    )
-    r.raise_for_status()
-    return str(r.json()["access_token"])
 
 
 def _api(server: LiveServer, project: str, path: str) -> str:
@@ -127,7 +114,7 @@ def test_read_only_client_cannot_call(
     r = httpx.post(
         _api(server, "default", f"/functions/{deployed.id}/call"),
         json={},
-        headers={"Authorization": f"Bearer {_token(reader_creds)}"},
+        headers={"Authorization": f"Bearer {bearer_token(reader_creds)}"},
     )
     if r.status_code == 404 and "no such endpoint" in r.text:
         pytest.fail("the calls API (POST /functions/{id}/call) is not there yet")
@@ -147,7 +134,7 @@ def test_a_calls_response_is_read_with_functions_read_only(
     assert call.get_response() == client.functions.calls.get_response(call_id=call.id, function_id=deployed.id)
     files_only = server.create_client("files-only", "-c", "filesAcl:READ")
     path = f"/functions/{deployed.id}/calls/{call.id}/response"
-    r = httpx.get(_api(server, "default", path), headers={"Authorization": f"Bearer {_token(files_only)}"})
+    r = httpx.get(_api(server, "default", path), headers={"Authorization": f"Bearer {bearer_token(files_only)}"})
     assert r.status_code == 403, r.text
     assert "functionsAcl:READ" in r.json()["error"]["message"]
     with pytest.raises(CogniteNotFoundError):  # CDF's shape: a 400 naming what is missing
@@ -192,7 +179,7 @@ def test_projects_are_isolated_and_nothing_leaks(
     outsider = server.create_client(
         "outsider", "--project", other_project, "-c", "functionsAcl:READ,WRITE", "-c", "filesAcl:READ"
     )
-    token = _token(outsider)
+    token = bearer_token(outsider)
     headers = {"Authorization": f"Bearer {token}"}
     # its own project works
     r = httpx.post(_api(server, other_project, "/functions/list"), json={}, headers=headers)
@@ -265,7 +252,7 @@ def test_groups_api_with_the_sdk(server: LiveServer, client: CogniteClient) -> N
 
 
 def test_group_with_unknown_capability_is_refused(server: LiveServer, admin_creds: dict[str, Any]) -> None:
-    headers = {"Authorization": f"Bearer {_token(admin_creds)}"}
+    headers = {"Authorization": f"Bearer {bearer_token(admin_creds)}"}
     for cap, needle in [
         ({"timeMachineAcl": {"actions": ["READ"], "scope": {"all": {}}}}, "timeMachineAcl"),
         ({"functionsAcl": {"actions": ["FLY"], "scope": {"all": {}}}}, "FLY"),
@@ -299,7 +286,7 @@ def test_sessions_create_list_retrieve_revoke(
     r = httpx.get(
         _api(server, "default", "/sessions"),
         params={"status": "ready", "limit": 1000},
-        headers={"Authorization": f"Bearer {_token(admin_creds)}"},
+        headers={"Authorization": f"Bearer {bearer_token(admin_creds)}"},
     )
     assert r.status_code == 200 and oneshot.id in [s["id"] for s in r.json()["items"]]
     revoked = client.iam.sessions.revoke(oneshot.id)

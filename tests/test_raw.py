@@ -12,31 +12,18 @@ from cognite.client import CogniteClient
 from cognite.client.data_classes import Row, RowWrite
 from cognite.client.exceptions import CogniteAPIError, CogniteDuplicatedError, CogniteNotFoundError
 
-from tests.live import LiveServer
+from tests.live import LiveServer, bearer_token
 
 
 def _db() -> str:
     return f"db-{secrets.token_hex(4)}"
 
 
-def _token(creds: dict[str, Any]) -> str:
-    res = httpx.post(
-        creds["token_url"],
-        data={
-            "grant_type": "client_credentials",
-            "client_id": creds["client_id"],
-            "client_secret": creds["client_secret"],
-        },
-    )
-    res.raise_for_status()
-    return str(res.json()["access_token"])
-
-
 @pytest.fixture(scope="module")
 def http(server: LiveServer, admin_creds: dict[str, Any]) -> httpx.Client:
     base = f"{server.base_url}/api/v1/projects/{admin_creds['project']}"
     with httpx.Client(
-        base_url=base, headers={"Authorization": f"Bearer {_token(admin_creds)}"}, timeout=30
+        base_url=base, headers={"Authorization": f"Bearer {bearer_token(admin_creds)}"}, timeout=30
     ) as c:
         yield c
 

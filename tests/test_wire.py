@@ -11,18 +11,7 @@ import pytest
 from cognite.client import CogniteClient
 from cognite.client.exceptions import CogniteAPIError, CogniteProjectAccessError
 
-from tests.live import LiveServer, token_client
-
-
-def _token(creds: dict[str, Any]) -> str:
-    res = httpx.post(
-        creds["token_url"],
-        data={"grant_type": "client_credentials", "client_id": creds["client_id"], "client_secret": creds["client_secret"]},
-    )
-    assert res.status_code == 200, res.text
-    body = res.json()
-    assert body["expires_in"] > 30
-    return body["access_token"]
+from tests.live import LiveServer, bearer_token, token_client
 
 
 def test_health_and_request_id(server: LiveServer) -> None:
@@ -32,7 +21,7 @@ def test_health_and_request_id(server: LiveServer) -> None:
 
 
 def test_gzip_body_and_error_envelope(server: LiveServer, admin_creds: dict[str, Any]) -> None:
-    token = _token(admin_creds)
+    token = bearer_token(admin_creds)
     url = f"{server.base_url}/api/v1/projects/{admin_creds['project']}/functions/byids"
     body = gzip.compress(json.dumps({"items": [{"id": 987654}]}).encode())
     res = httpx.post(
@@ -47,7 +36,7 @@ def test_gzip_body_and_error_envelope(server: LiveServer, admin_creds: dict[str,
 
 
 def test_corrupt_gzip_is_a_clear_400(server: LiveServer, admin_creds: dict[str, Any]) -> None:
-    token = _token(admin_creds)
+    token = bearer_token(admin_creds)
     url = f"{server.base_url}/api/v1/projects/{admin_creds['project']}/functions/list"
     res = httpx.post(url, content=b"not gzip", headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip"})
     assert res.status_code == 400
@@ -72,7 +61,7 @@ def test_wrong_client_secret_is_refused(server: LiveServer, admin_creds: dict[st
 
 
 def test_unknown_project_gives_project_access_error(server: LiveServer, admin_creds: dict[str, Any]) -> None:
-    other = token_client(server.base_url, "no-such-project", _token(admin_creds))
+    other = token_client(server.base_url, "no-such-project", bearer_token(admin_creds))
     with pytest.raises(CogniteProjectAccessError):
         other.functions.list()
 
