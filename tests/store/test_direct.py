@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy
 
 from fnhost.clock import now_ms
 from fnhost.store import calls, functions, identity, projects, sessions
@@ -228,3 +229,21 @@ def test_a_write_that_must_not_wait_leaves_later_ones_free_to_wait(tmp_path: Any
         time.sleep(0.6)
         other.close()
         database.dispose()
+
+
+def test_sqlite_hands_the_call_path_the_connection_it_used_last(tmp_path: Any) -> None:
+    """An SQLite connection drops its page cache when another has written since it last
+    read: back-to-back transactions get the connection used last (a LIFO pool), so each
+    starts with the cache the previous one left, even after the pool has grown."""
+    db = Database(f"sqlite:///{tmp_path / 'lifo.db'}")
+    try:
+        db.migrate()
+        with db.engine.connect() as first, db.engine.connect() as second:  # two in the pool
+            used = [first.connection.dbapi_connection, second.connection.dbapi_connection]
+        # ``first`` went back last (a with statement closes its last context first)
+        for _ in range(3):
+            with db.write() as s:
+                s.execute(sqlalchemy.text("SELECT 1"))
+                assert s.connection().connection.dbapi_connection is used[0], "not the connection used last"
+    finally:
+        db.dispose()
