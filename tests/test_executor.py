@@ -5,6 +5,7 @@ has cognite-sdk), with handler code in temp dirs. Tests marked local-only or ray
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -76,6 +77,14 @@ def handle(data, secrets, function_call_info):
             blocks.append(bytearray(50 * 1024 * 1024))
     if case == "exit":
         os._exit(3)
+    if case == "daemon":  # leaves the call's process group and would outlive the call
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.execv("/bin/sleep", ["sleep", data["marker"]])
+            os._exit(0)
+        time.sleep(0.3)  # it has become `sleep MARKER` by now
+        return "left one behind"
     if case == "stdin":  # nothing to read: the zygote's /dev/null
         return {"read": sys.stdin.read(), "fd0": os.readlink("/proc/self/fd/0")}
     if case == "nan":
@@ -310,6 +319,39 @@ def test_a_calls_cgroups_are_reused_only_as_good_as_new(executor: Executor, code
     killed = run(executor, code, {"case": "sigkill"}, **limit)  # in the set after it, pooled or new
     assert killed.status == "Failed" and killed.error, killed
     assert "killed by SIGKILL" in killed.error["message"], killed.error
+
+
+def _sleeping(marker: str) -> list[int]:
+    """Host pids of ``sleep MARKER`` processes."""
+    found = []
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            if entry.isdigit() and Path(f"/proc/{entry}/cmdline").read_bytes() == f"sleep\0{marker}\0".encode():
+                found.append(int(entry))
+    return found
+
+
+def test_a_process_that_left_its_calls_session_dies_with_the_call_in_reused_cgroups_too(
+    executor: Executor, code: Path
+) -> None:
+    """The end of a call signals its process group; a process that left it (``setsid``) is
+    found through the call's ``cgroup.procs``. Calls in a row, so the later ones run in sets
+    an earlier call left (``Cgroups.release``): a read of ``cgroup.procs`` that gave back an
+    earlier read's list (cgroup v1 keeps it for an open file) would miss the daemon."""
+    if not isinstance(executor, LocalExecutor) or executor.cgroups is None or not executor.cgroups.bases:
+        pytest.skip("the local executor's cgroups")
+    for n in range(4):
+        marker = f"{3600 + n}.{os.getpid()}"  # seconds for sleep(1), and unique to this run
+        out = run(executor, code, {"case": "daemon", "marker": marker})
+        assert out.status == "Completed", out.error
+        deadline = time.monotonic() + 5
+        while _sleeping(marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = _sleeping(marker)
+        for pid in left:  # leave nothing behind for the other tests either
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        assert not left, f"call {n}'s daemon outlived its call"
 
 
 def test_usage_tells_cpu_from_waiting_and_shows_peak_memory(executor: Executor, code: Path) -> None:
