@@ -1207,7 +1207,10 @@ def _write(path: str, data: bytes) -> None:
 
 
 def _read(path: str) -> bytes:
-    """A small kernel file (cgroupfs: one read returns it whole, up to a page)."""
+    """A small kernel file (cgroupfs: one read returns it whole, up to a page), opened for
+    this read. Not through a descriptor kept open: cgroup v1 keeps the pid list an open
+    ``cgroup.procs`` read first, so a kept one misses a process that joined since (the test
+    of a process that left its call's session, in tests/test_executor.py, catches that)."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         return os.read(fd, 1 << 16)
