@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import REPO, Api, live_server, write_results
-from cpu import TRIVIAL, Meter, drive
+from cpu import TRIVIAL, Meter, drive, health, trivial_call
 
 FIGURES = [
     ("server_ms", "server CPU, ms"),
@@ -83,18 +83,14 @@ def main() -> int:
                 a.call_and_wait(fid, {})
             sides[side] = (Meter(live.proc.pid), apis, fid)
 
-        def case(name: str, fid: int) -> Callable[[Api, int], bool]:
-            if name == "health":
-                return lambda a, _n: a.http.get(a.base_url + "/health").status_code == 200
-            return lambda a, n: a.call_and_wait(fid, {"n": n})["status"] == "Completed"
-
         measured: dict[str, dict[str, list[dict[str, Any]]]] = {s: {"health": [], "call": []} for s in sides}
         for r in range(args.rounds):
             order = ("A", "B") if r % 2 == 0 else ("B", "A")
             for name in ("health", "call"):
                 for side in order:
                     meter, apis, fid = sides[side]
-                    measured[side][name].append(drive(apis, meter, args.seconds, case(name, fid)))
+                    request = health if name == "health" else trivial_call(fid)
+                    measured[side][name].append(drive(apis, meter, args.seconds, request))
 
     wrong = sum(m["wrong"] for s in measured.values() for ms in s.values() for m in ms)
     print(f"\nA = {names['A']}, B = {names['B']} (FNHOST_ISOLATION={args.isolation}, {args.clients} clients, "

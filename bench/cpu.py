@@ -71,6 +71,20 @@ from _common import (
 
 TRIVIAL = zip_of({"handler.py": "def handle(data):\n    return data\n"})
 
+
+def health(a: Api, _n: int) -> bool:
+    """One ``GET /health``: the HTTP stack alone, the baseline of the server's bar."""
+    return a.http.get(a.base_url + "/health").status_code == 200
+
+
+def trivial_call(fid: int) -> Callable[[Api, int], bool]:
+    """A client's request of the call case: session, call and server-side wait, checked."""
+
+    def call(a: Api, n: int) -> bool:
+        return a.call_and_wait(fid, {"n": n})["status"] == "Completed"
+
+    return call
+
 def client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -197,6 +211,7 @@ BELOW_PARTS: list[tuple[str, tuple[str, ...]]] = [
 ]
 USER_PART = "user space (Python: the zygote's loop, the call's bootstrap)"
 PERF_HZ = 4000
+ZYGOTE = "zygote or parent"  # the processes that fork (a bare fork's: its parent)
 
 
 def _perf_record(out: Path, target: list[str]) -> subprocess.Popen[bytes]:
@@ -251,9 +266,10 @@ def perf_below(pid: int, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         perf = _perf_record(bare_data, ["--", base_python(), "-c", BARE_FORK, str(forks), "freeze"])
         perf.wait(timeout=300)
         bare = _perf_parts(bare_data, None)
-    return {"calls": {f"{'zygote or parent' if z else 'call or child'}: {p}": v / result["requests"] * 1000 for (z, p), v in calls.items()},
-            "bare": {f"{'zygote or parent' if z else 'call or child'}: {p}": v / forks * 1000 for (z, p), v in bare.items()},
-            "calls_per_s": result["per_s"]}
+    def per_call(parts: dict[tuple[bool, str], float], n: int) -> dict[str, float]:
+        return {f"{ZYGOTE if z else 'call or child'}: {p}": v / n * 1000 for (z, p), v in parts.items()}
+
+    return {"calls": per_call(calls, result["requests"]), "bare": per_call(bare, forks), "calls_per_s": result["per_s"]}
 
 
 CALL = "trivial call: session + call + server-side wait"
@@ -294,18 +310,13 @@ def main() -> int:
             a.call_and_wait(fid, {})
         meter = Meter(live.proc.pid)
 
-        def health(a: Api, _n: int) -> bool:
-            return a.http.get(a.base_url + "/health").status_code == 200
-
         def read_function(a: Api, _n: int) -> bool:
             return bool(a.get(f"/functions/{fid}")["id"] == fid)
 
         def session(a: Api, _n: int) -> bool:
             return bool(a.nonce())
 
-        def call(a: Api, n: int) -> bool:
-            return a.call_and_wait(fid, {"n": n})["status"] == "Completed"
-
+        call = trivial_call(fid)
         requests: dict[str, Callable[[Api, int], bool]] = {
             HEALTH: health,
             "GET /functions/{id} (token, capability, one read)": read_function,
@@ -372,7 +383,7 @@ def main() -> int:
         print(f"\nCPU below the server per trivial call by part (perf samples, a run of its own at "
               f"{below['calls_per_s']:.0f} calls/s; sampling slows it, so compare the columns, not the runs)\n")
         print(f"{'process: part':78} {'call ms':>8} {'bare ms':>8}")
-        keys = sorted(set(below["calls"]) | set(below["bare"]), key=lambda k: (not k.startswith("zygote or parent"), -below["calls"].get(k, 0)))
+        keys = sorted(set(below["calls"]) | set(below["bare"]), key=lambda k: (not k.startswith(ZYGOTE), -below["calls"].get(k, 0)))
         for key in keys:
             print(f"{key:78} {below['calls'].get(key, 0):8.2f} {below['bare'].get(key, 0):8.2f}")
         print(f"{'all':78} {sum(below['calls'].values()):8.2f} {sum(below['bare'].values()):8.2f}")
