@@ -547,6 +547,15 @@ def _redirect_output(log_fd: int) -> None:
         _prepare_output()
 
 
+def _function_environ(env_vars: dict[str, str] | None) -> None:
+    """The function's environment variables and ``COGNITE_FUNCTION_RUNTIME``. A function
+    zygote sets them before it forks, so in its calls nothing differs and nothing is written
+    (each write is a putenv, and copies the pages it touches)."""
+    for key, value in {**(env_vars or {}), "COGNITE_FUNCTION_RUNTIME": "true"}.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
 def _stdin_from_devnull() -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -606,13 +615,7 @@ def _call(job: Any, module: ModuleType | None, result_fd: int) -> None:
     except MemoryError:
         _write_result(result_fd, False, _error(_oom_message(limits)))
         return
-    # a function zygote set these before it forked: only what differs is written (each
-    # write is a putenv and copies the pages it touches)
-    for key, value in (job.env_vars or {}).items():
-        if os.environ.get(key) != value:
-            os.environ[key] = value
-    if os.environ.get("COGNITE_FUNCTION_RUNTIME") != "true":
-        os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
+    _function_environ(job.env_vars)
     kwargs: dict[str, Any] = {}
     try:
         if "client" in names:
@@ -969,8 +972,7 @@ def _function_zygote(sock: Any, request: Any) -> int:
     os.dup2(devnull, 1)
     os.close(devnull)
     _stdin_from_devnull()  # its calls' stdin, opened once here rather than in every call
-    os.environ.update(request.env_vars or {})
-    os.environ["COGNITE_FUNCTION_RUNTIME"] = "true"
+    _function_environ(request.env_vars)
     if request.private_tmp:
         try:
             enter_user_namespace()
