@@ -666,6 +666,48 @@ def test_ray_lost_worker_or_host_fails_the_call(
     assert again.status == "Completed", again.error
 
 
+def _connections_to(path: str) -> int:
+    """Unix sockets bound to or connected into ``path`` (a listener's queued connections too)."""
+    with open("/proc/net/unix") as f:
+        return sum(1 for line in f if line.rstrip("\n").endswith(" " + path))
+
+
+def test_ray_call_that_reached_a_dying_host_runs_on_the_restarted_one(
+    ray_executor: Any, code_dir: Path, tmp_path: Path
+) -> None:
+    """A host killed while a call's task waits in its socket's queue ran none of the call:
+    the task takes it to the restarted host, and the call completes (not Failed)."""
+    import ray
+
+    from fnhost.run.ray import NAMESPACE, _host_name
+
+    pidfile = tmp_path / "pid"
+    job = CallJob(call_id=next(_ids), function_id=7, project="p", env=ENV, code_dir=code_dir,
+                  function_path="handler.py", data={"case": "pidfile", "path": str(pidfile), "seconds": 0.5})
+    future = ray_executor.submit(job)
+    wait_for_pid(pidfile)
+    info = started(ray_executor, job.call_id)
+    assert future.result(60).status == "Completed"
+    host = ray.get_actor(_host_name(info["node"], ray_executor.node.key), namespace=NAMESPACE)
+    host_pid, path = info["hostPid"], ray.get(host.address.remote(), timeout=60)
+    os.kill(host_pid, signal.SIGSTOP)  # it accepts no more: a new connection waits in the queue
+    try:
+        before = _connections_to(path)
+        future = ray_executor.submit(CallJob(call_id=next(_ids), function_id=7, project="p", env=ENV,
+                                             code_dir=code_dir, function_path="handler.py",
+                                             data={"case": "echo"}, secrets={"token": "s3cr3t-value"}))
+        deadline = time.monotonic() + 60
+        while _connections_to(path) <= before:
+            assert time.monotonic() < deadline, "the call's task did not reach the stopped host"
+            time.sleep(0.05)
+    finally:
+        os.kill(host_pid, signal.SIGKILL)
+    out = future.result(180)
+    assert out.status == "Completed", out.error
+    assert json.loads(out.response or "null")["data"] == {"case": "echo"}
+    assert wait_gone(host_pid)
+
+
 def test_ray_call_no_node_can_place_fails_clearly(ray_cluster: Any, code_dir: Path) -> None:
     code = code_dir
     from fnhost.run.ray import RayExecutor

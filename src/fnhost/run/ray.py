@@ -449,12 +449,28 @@ HOST_LOST = "The fnhost host process on the Ray node ended unexpectedly while th
 
 
 def run_call_task(request: protocol.HostCallOp, code_box: list[Any], node: NodeSettings) -> Any:
-    """The body of a call's Ray task (a streaming generator of the host's events)."""
-    sock, node_id = _connect_host(node)
-    try:
-        _send(sock, request)
-        while True:
+    """The body of a call's Ray task (a streaming generator of the host's events).
+
+    A host that closes the connection before it said the call started has run nothing of
+    it: it was going away (killed, or restarting after that) when the task reached it, so
+    the task asks the restarted host instead, until ``HOST_START_TIMEOUT_S``. Once started,
+    a lost host fails the call: what ran cannot be run again unasked.
+    """
+    deadline = time.monotonic() + HOST_START_TIMEOUT_S
+    while True:
+        sock, node_id = _connect_host(node)
+        try:
+            _send(sock, request)
             msg = _code_exchange(sock, code_box)
+        except OSError:
+            msg = None
+        if msg is None and time.monotonic() < deadline:
+            sock.close()
+            time.sleep(0.2)
+            continue
+        break
+    try:
+        while True:
             if msg is None:
                 yield protocol.HostLost()
                 return
@@ -463,6 +479,7 @@ def run_call_task(request: protocol.HostCallOp, code_box: list[Any], node: NodeS
             yield msg
             if isinstance(msg, protocol.HostOutcome):
                 return
+            msg = _code_exchange(sock, code_box)
     finally:
         sock.close()
 
