@@ -618,6 +618,36 @@ def test_stop_leaves_no_zygote_behind(tmp_path: Path) -> None:
         assert wait_gone(pid, 5), pid
 
 
+def _kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/smaps_rollup")
+
+
+def test_an_environment_zygote_keeps_its_heap_in_huge_pages(tmp_path: Path) -> None:
+    """Its function zygotes share its heap and fork every call: a heap in huge pages makes
+    each fork copy, and each exit unmap, fewer entries (bootstrap._heap_into_huge_pages).
+    The calls it serves still run."""
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if not thp.exists() or "[never]" in thp.read_text():
+        pytest.skip("transparent huge pages are off on this kernel")
+    if tuple(int(x) for x in os.uname().release.split(".")[:2]) < (6, 1):
+        pytest.skip("MADV_COLLAPSE came with Linux 6.1")
+    d = write(tmp_path / "c", {"handler.py": "def handle(data):\n    return data\n"})
+    ex = LocalExecutor()
+    ex.start()
+    try:
+        assert ex.prepare(ENV, d, "handler.py").ok
+        out = ex.submit(CallJob(call_id=next(_ids), function_id=1, project="p", env=ENV, code_dir=d,
+                                function_path="handler.py", data={"n": 1})).result(60)
+        assert out.status == "Completed" and json.loads(out.response or "null") == {"n": 1}
+        (env,) = ex.stats()["envs"].values()
+        assert _kib(env["pid"], "AnonHugePages") >= 2048, "the environment zygote's heap is in 4 KiB pages only"
+    finally:
+        ex.stop()
+
+
 # -- Ray only: what a cluster adds (other machines' processes that can vanish, placement) ---------
 
 @pytest.fixture(scope="module")

@@ -838,6 +838,40 @@ def _preload() -> None:
     import logging  # noqa: F401
 
 
+MADV_COLLAPSE = 25  # Linux 6.1: make huge pages of a range's pages now
+_HUGE_PAGE = 2 << 20
+
+
+def _heap_into_huge_pages() -> None:
+    """Back the frozen heap with transparent huge pages, where the kernel can.
+
+    Every call is a fork of a function zygote, itself a fork of this process, and most of a
+    zygote's memory is this heap, shared. A fork copies the page-table entries of every
+    private page and counts one more mapping of each; since Linux 6.9 it does that once per
+    run of a large page, not once per 4 KiB page, and a call's exit unmaps the same way. So
+    the fewer, larger pages this heap is in, the cheaper each call's fork and exit, in this
+    process's function zygotes too (they keep the large pages they do not write to).
+    ``bench/cpu.py --below``; docs/architecture.md, "The call path". Best effort: a kernel
+    without MADV_COLLAPSE, or with THP off, says EINVAL and nothing changes. Only whole
+    aligned 2 MiB stretches of the heap and of anonymous mappings are asked for; a stretch
+    with holes grows to 2 MiB, once, for every function of the environment."""
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read().splitlines()
+    except OSError:
+        return
+    madvise = _lib().madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for line in maps:
+        fields = line.split()
+        if fields[1] != "rw-p" or (len(fields) > 5 and fields[5] != "[heap]"):
+            continue
+        low, high = (int(x, 16) for x in fields[0].split("-"))
+        start, end = -(-low // _HUGE_PAGE) * _HUGE_PAGE, high // _HUGE_PAGE * _HUGE_PAGE
+        if end > start:
+            madvise(start, end - start, MADV_COLLAPSE)
+
+
 def _zygote(args: argparse.Namespace) -> int:
     import signal
     import socket
@@ -855,6 +889,7 @@ def _zygote(args: argparse.Namespace) -> int:
     # zygote would copy most of this heap into each of them.
     gc.collect()
     gc.freeze()
+    _heap_into_huge_pages()
 
     def reap(_signum: int, _frame: Any) -> None:
         nonlocal forwarder
