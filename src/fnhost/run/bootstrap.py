@@ -854,7 +854,10 @@ def _heap_into_huge_pages() -> None:
     ``bench/cpu.py --below``; docs/architecture.md, "The call path". Best effort: a kernel
     without MADV_COLLAPSE, or with THP off, says EINVAL and nothing changes. Only whole
     aligned 2 MiB stretches of the heap and of anonymous mappings are asked for; a stretch
-    with holes grows to 2 MiB, once, for every function of the environment."""
+    with holes grows to 2 MiB, once, for every function of the environment. Not
+    MADV_HUGEPAGE: that flag is inherited, and khugepaged would then also collapse stretches
+    of the heap inside each function zygote (those at most half still shared, by default)
+    into huge pages of the zygote's own, copying what its siblings share."""
     try:
         with open("/proc/self/maps") as f:
             maps = f.read().splitlines()
