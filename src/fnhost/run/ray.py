@@ -390,18 +390,20 @@ def _remote(target: Any) -> Any:
     return made
 
 
-def _connect_host(node: NodeSettings) -> tuple[socket.socket, str]:
+def _connect_host(node: NodeSettings, deadline: float | None = None) -> tuple[socket.socket, str]:
     """A connection to this node's host, starting the host (a detached actor) if needed.
 
     A host that just died is restarted by Ray; until it is back, its actor is unavailable
-    and its socket refuses: keep trying for ``HOST_START_TIMEOUT_S``.
+    and its socket refuses: keep trying until ``deadline`` (``time.monotonic()``; by
+    default ``HOST_START_TIMEOUT_S`` from now).
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node_id = ray.get_runtime_context().get_node_id()
     path = _host_sockets.get(node_id + node.key) or _socket_path(node_id, node.key)
-    deadline = time.monotonic() + HOST_START_TIMEOUT_S
+    if deadline is None:
+        deadline = time.monotonic() + HOST_START_TIMEOUT_S
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -453,12 +455,13 @@ def run_call_task(request: protocol.HostCallOp, code_box: list[Any], node: NodeS
 
     A host that closes the connection before it said the call started has run nothing of
     it: it was going away (killed, or restarting after that) when the task reached it, so
-    the task asks the restarted host instead, until ``HOST_START_TIMEOUT_S``. Once started,
-    a lost host fails the call: what ran cannot be run again unasked.
+    the task asks the restarted host instead, until ``HOST_START_TIMEOUT_S`` (one deadline
+    for every attempt, reaching the restarted host included). Once started, a lost host
+    fails the call: what ran cannot be run again unasked.
     """
     deadline = time.monotonic() + HOST_START_TIMEOUT_S
     while True:
-        sock, node_id = _connect_host(node)
+        sock, node_id = _connect_host(node, deadline)
         try:
             _send(sock, request)
             msg = _code_exchange(sock, code_box)
