@@ -11,10 +11,11 @@ import os
 import signal
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -22,6 +23,8 @@ from fnhost.run.abc import CallJob, CallLimits, CallOutcome, Executor
 from fnhost.run.local import LocalExecutor
 from tests.live import own_tmp_entries
 from tests.raycluster import alive
+
+T = TypeVar("T")
 
 PYTHON = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python")
 
@@ -702,11 +705,8 @@ def _connections_to(path: str) -> int:
         return sum(1 for line in f if line.rstrip("\n").endswith(" " + path))
 
 
-def test_ray_call_that_reached_a_dying_host_runs_on_the_restarted_one(
-    ray_executor: Any, code_dir: Path, tmp_path: Path
-) -> None:
-    """A host killed while a call's task waits in its socket's queue ran none of the call:
-    the task takes it to the restarted host, and the call completes (not Failed)."""
+def _host_of(executor: Any, code_dir: Path, tmp_path: Path) -> tuple[int, str]:
+    """The pid and socket path of the node host that runs ``executor``'s calls (one call runs)."""
     import ray
 
     from fnhost.run.ray import NAMESPACE, _host_name
@@ -714,28 +714,56 @@ def test_ray_call_that_reached_a_dying_host_runs_on_the_restarted_one(
     pidfile = tmp_path / "pid"
     job = CallJob(call_id=next(_ids), function_id=7, project="p", env=ENV, code_dir=code_dir,
                   function_path="handler.py", data={"case": "pidfile", "path": str(pidfile), "seconds": 0.5})
-    future = ray_executor.submit(job)
+    future = executor.submit(job)
     wait_for_pid(pidfile)
-    info = started(ray_executor, job.call_id)
+    info = started(executor, job.call_id)
     assert future.result(60).status == "Completed"
-    host = ray.get_actor(_host_name(info["node"], ray_executor.node.key), namespace=NAMESPACE)
-    host_pid, path = info["hostPid"], ray.get(host.address.remote(), timeout=60)
+    host = ray.get_actor(_host_name(info["node"], executor.node.key), namespace=NAMESPACE)
+    return info["hostPid"], ray.get(host.address.remote(), timeout=60)
+
+
+def _killed_once_reached(host_pid: int, path: str, request: Callable[[], T]) -> T:
+    """Stop the host, start ``request``, kill the host once the request's task waits in the
+    host's socket queue (so the host ran nothing of it), and return the request's result."""
     os.kill(host_pid, signal.SIGSTOP)  # it accepts no more: a new connection waits in the queue
-    try:
-        before = _connections_to(path)
-        future = ray_executor.submit(CallJob(call_id=next(_ids), function_id=7, project="p", env=ENV,
-                                             code_dir=code_dir, function_path="handler.py",
-                                             data={"case": "echo"}, secrets={"token": "s3cr3t-value"}))
-        deadline = time.monotonic() + 60
-        while _connections_to(path) <= before:
-            assert time.monotonic() < deadline, "the call's task did not reach the stopped host"
-            time.sleep(0.05)
-    finally:
-        os.kill(host_pid, signal.SIGKILL)
-    out = future.result(180)
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            before = _connections_to(path)
+            result = pool.submit(request)
+            deadline = time.monotonic() + 60
+            while _connections_to(path) <= before:
+                assert time.monotonic() < deadline, "the task did not reach the stopped host"
+                time.sleep(0.05)
+        finally:
+            os.kill(host_pid, signal.SIGKILL)
+        return result.result(180)
+
+
+def test_ray_call_that_reached_a_dying_host_runs_on_the_restarted_one(
+    ray_executor: Any, code_dir: Path, tmp_path: Path
+) -> None:
+    """A host killed while a call's task waits in its socket's queue ran none of the call:
+    the task takes it to the restarted host, and the call completes (not Failed)."""
+    host_pid, path = _host_of(ray_executor, code_dir, tmp_path)
+    job = CallJob(call_id=next(_ids), function_id=7, project="p", env=ENV, code_dir=code_dir,
+                  function_path="handler.py", data={"case": "echo"}, secrets={"token": "s3cr3t-value"})
+    out = _killed_once_reached(host_pid, path, lambda: ray_executor.submit(job).result(180))
     assert out.status == "Completed", out.error
     assert json.loads(out.response or "null")["data"] == {"case": "echo"}
     assert wait_gone(host_pid)
+
+
+def test_ray_prepare_that_reached_a_dying_host_is_asked_of_the_restarted_one(
+    ray_executor: Any, code_dir: Path, tmp_path: Path
+) -> None:
+    """The same for a prepare (it is idempotent): it is asked again of the restarted host and
+    succeeds, instead of failing the deploy."""
+    host_pid, path = _host_of(ray_executor, code_dir, tmp_path)
+    prepared = _killed_once_reached(host_pid, path, lambda: ray_executor.prepare(ENV, code_dir, "handler.py"))
+    assert prepared.ok, prepared.message
+    assert wait_gone(host_pid)
+    again = run(ray_executor, code_dir, {"case": "echo"})
+    assert again.status == "Completed", again.error
 
 
 def test_ray_call_no_node_can_place_fails_clearly(ray_cluster: Any, code_dir: Path) -> None:

@@ -448,16 +448,19 @@ def _code_exchange(sock: socket.socket, code_box: list[Any]) -> protocol.Message
 
 
 HOST_LOST = "The fnhost host process on the Ray node ended unexpectedly while the call ran."
+HOST_LOST_PREPARING = "The fnhost host process on the Ray node ended unexpectedly while it prepared the function."
 
 
-def run_call_task(request: protocol.HostCallOp, code_box: list[Any], node: NodeSettings) -> Any:
-    """The body of a call's Ray task (a streaming generator of the host's events).
+def _first_reply(
+    request: protocol.HostCallOp | protocol.HostPrepareOp, code_box: list[Any], node: NodeSettings
+) -> tuple[socket.socket, str, protocol.Message | None]:
+    """Send ``request`` to this node's host and read its first reply (after any code exchange).
 
-    A host that closes the connection before it said the call started has run nothing of
-    it: it was going away (killed, or restarting after that) when the task reached it, so
-    the task asks the restarted host instead, until ``HOST_START_TIMEOUT_S`` (one deadline
-    for every attempt, reaching the restarted host included). Once started, a lost host
-    fails the call: what ran cannot be run again unasked.
+    A host that closes the connection before its first reply has done nothing with the
+    request: it was going away (killed, or restarting after that) when the task reached it,
+    so the request goes to the restarted host instead, until ``HOST_START_TIMEOUT_S`` (one
+    deadline for every attempt, reaching the restarted host included). ``None`` as the reply
+    means the deadline passed with no host answering.
     """
     deadline = time.monotonic() + HOST_START_TIMEOUT_S
     while True:
@@ -471,7 +474,17 @@ def run_call_task(request: protocol.HostCallOp, code_box: list[Any], node: NodeS
             sock.close()
             time.sleep(0.2)
             continue
-        break
+        return sock, node_id, msg
+
+
+def run_call_task(request: protocol.HostCallOp, code_box: list[Any], node: NodeSettings) -> Any:
+    """The body of a call's Ray task (a streaming generator of the host's events).
+
+    The host's first reply says the call started (``_first_reply`` retries a host that
+    went away before it). Once started, a lost host fails the call: what ran cannot be run
+    again unasked.
+    """
+    sock, node_id, msg = _first_reply(request, code_box, node)
     try:
         while True:
             if msg is None:
@@ -488,12 +501,12 @@ def run_call_task(request: protocol.HostCallOp, code_box: list[Any], node: NodeS
 
 
 def prepare_task(request: protocol.HostPrepareOp, code_box: list[Any], node: NodeSettings) -> protocol.Prepared:
-    sock, node_id = _connect_host(node)
+    """The body of a prepare's Ray task. A prepare is idempotent, so a host lost before it
+    replied is asked again (``_first_reply``), as a call is before it starts."""
+    sock, node_id, msg = _first_reply(request, code_box, node)
     try:
-        _send(sock, request)
-        msg = _code_exchange(sock, code_box)
         if not isinstance(msg, protocol.Prepared):
-            return protocol.Prepared(False, HOST_LOST, node=node_id)
+            return protocol.Prepared(False, HOST_LOST_PREPARING, node=node_id)
         msg.node = node_id
         return msg
     finally:
