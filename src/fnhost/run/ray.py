@@ -390,20 +390,17 @@ def _remote(target: Any) -> Any:
     return made
 
 
-def _connect_host(node: NodeSettings, deadline: float | None = None) -> tuple[socket.socket, str]:
+def _connect_host(node: NodeSettings, deadline: float) -> tuple[socket.socket, str]:
     """A connection to this node's host, starting the host (a detached actor) if needed.
 
     A host that just died is restarted by Ray; until it is back, its actor is unavailable
-    and its socket refuses: keep trying until ``deadline`` (``time.monotonic()``; by
-    default ``HOST_START_TIMEOUT_S`` from now).
+    and its socket refuses: keep trying until ``deadline`` (``time.monotonic()``).
     """
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     node_id = ray.get_runtime_context().get_node_id()
     path = _host_sockets.get(node_id + node.key) or _socket_path(node_id, node.key)
-    if deadline is None:
-        deadline = time.monotonic() + HOST_START_TIMEOUT_S
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
