@@ -23,6 +23,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,7 @@ class Cgroups:
         self._memsw = True  # memory.memsw.* exists (swap accounting on) until a write says not
         self._names = itertools.count(1)
         self._limits: dict[str, tuple[int, int, int]] = {}  # a set's first path: its limits
+        self._files: dict[str, _SetFiles] = {}  # a set's first path: the files it keeps open
         self._free: dict[tuple[int, int, int], list[list[str]]] = {}  # empty sets, by limits
         own: dict[str, str] = {}
         try:
@@ -173,6 +175,8 @@ class Cgroups:
                     _write(f"{d}/pids.max", str(limits.max_processes).encode())
                 elif ctrl == "cpu":  # a new cgroup's period is the default 100 ms
                     _write(f"{d}/cpu.cfs_quota_us", str(key[2]).encode())
+            if made:
+                self._files[made[0]] = _SetFiles.open(made)
         except OSError:
             self.remove(made)
             raise
@@ -196,50 +200,44 @@ class Cgroups:
     def _as_new(self, paths: list[str]) -> bool:
         """No process left, no OOM kill ever, under ``POOL_RESIDUE_BYTES`` still charged;
         then the memory high-water mark starts again from here."""
+        files = self._files.get(paths[0])
+        if files is None:
+            return False
         try:
-            if _read(f"{paths[0]}/cgroup.procs").strip():
+            if not files.empty(paths):
                 return False
-            memory = _memory(paths)
-            if memory is not None:
-                if _oom_kills(_read(f"{memory}/memory.oom_control")):
-                    return False
-                if int(_read(f"{memory}/memory.usage_in_bytes")) > self.POOL_RESIDUE_BYTES:
-                    return False
-                _write(f"{memory}/memory.max_usage_in_bytes", b"0")  # (memsw's is never read)
+            if files.oom is not None and _oom_kills(_pread(files.oom)):
+                return False
+            if files.usage is not None and int(_pread(files.usage)) > self.POOL_RESIDUE_BYTES:
+                return False
+            if files.peak is not None:
+                os.pwrite(files.peak, b"0", 0)  # (memsw's is never read)
         except (OSError, ValueError):
             return False
         return True
 
-    def open_procs(self, paths: list[str]) -> list[int]:
-        """Write-only fds of the calls' ``cgroup.procs``: the call joins by writing ``0``.
+    def join_fds(self, paths: list[str]) -> list[int]:
+        """Write-only fds of the set's ``cgroup.procs``: the call joins by writing ``0``.
 
-        Opened here, by the server, so a call that runs as another user, in a sandbox
-        without /sys, can still join its cgroups (and no other).
-        """
-        fds: list[int] = []
-        try:
-            for p in paths:
-                fds.append(os.open(os.path.join(p, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC))
-        except OSError:
-            for fd in fds:
-                os.close(fd)
-            raise
-        return fds
+        Opened by the server, so a call that runs as another user, in a sandbox without
+        /sys, can still join its cgroups (and no other). The set's own, open as long as the
+        set: whoever sends them to a call's process leaves them open."""
+        return self._files[paths[0]].join
 
     def peak_memory(self, paths: list[str]) -> int | None:
         """The most memory the call's cgroup held at once (its pages and tmpfs, not the
         zygote's pages it shares), or None without a memory cgroup."""
-        memory = _memory(paths)
-        if memory is not None:
+        files = self._files.get(paths[0]) if paths else None
+        if files is not None and files.peak is not None:
             with contextlib.suppress(OSError, ValueError):
-                return int(_read(f"{memory}/memory.max_usage_in_bytes"))
+                return int(_pread(files.peak))
         return None
 
     def oom_killed(self, paths: list[str]) -> bool:
-        memory = _memory(paths)
-        if memory is not None:
+        files = self._files.get(paths[0]) if paths else None
+        if files is not None and files.oom is not None:
             with contextlib.suppress(OSError, ValueError):
-                return _oom_kills(_read(f"{memory}/memory.oom_control")) > 0
+                return _oom_kills(_pread(files.oom)) > 0
         return False
 
     def kill_all(self, paths: list[str]) -> None:
@@ -248,6 +246,10 @@ class Cgroups:
         them), so one controller's list is enough: after every call, usually empty."""
         if not paths:
             return
+        files = self._files.get(paths[0])
+        with contextlib.suppress(OSError, ValueError):
+            if files is not None and files.count is not None and int(_pread(files.count)) == 0:
+                return
         procs = f"{paths[0]}/cgroup.procs"
         for _ in range(50):
             try:
@@ -261,6 +263,9 @@ class Cgroups:
                     os.kill(pid, signal.SIGKILL)
 
     def remove(self, paths: list[str]) -> None:
+        files = self._files.pop(paths[0], None) if paths else None
+        if files is not None:
+            files.close()
         for p in [*self.leftovers, *paths]:
             try:
                 os.rmdir(p)
@@ -871,7 +876,7 @@ class LocalExecutor(Executor):
         try:
             if self.cgroups is not None:
                 spare.cgroups = self.cgroups.take(limits)
-                spare.cgroup_fds = self.cgroups.open_procs(spare.cgroups)
+                spare.cgroup_fds = self.cgroups.join_fds(spare.cgroups)
             fz.on_spare_gone = self._spare_gone
             fz.add_spare(spare)
         except (OSError, ZygoteDied) as exc:
@@ -879,10 +884,7 @@ class LocalExecutor(Executor):
             self._spare_gone(spare)
 
     def _spare_gone(self, spare: Spare) -> None:
-        for fd in spare.cgroup_fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        spare.cgroup_fds = []
+        spare.cgroup_fds = []  # the set's (Cgroups.join_fds), closed with it
         if self.cgroups is not None and spare.cgroups:
             self.cgroups.release(spare.cgroups)  # removed later if its process has not gone yet
 
@@ -962,7 +964,7 @@ class LocalExecutor(Executor):
             run.cgroups, cgroup_fds = spare.cgroups, spare.cgroup_fds
         elif self.cgroups is not None:
             run.cgroups = self.cgroups.take(limits)
-            cgroup_fds = self.cgroups.open_procs(run.cgroups)
+            cgroup_fds = self.cgroups.join_fds(run.cgroups)
         job_fd = os.memfd_create("fnhost-job", os.MFD_CLOEXEC)
         result_fd = os.memfd_create("fnhost-result", os.MFD_CLOEXEC)
         log_r, log_w = os.pipe2(os.O_CLOEXEC)
@@ -987,8 +989,6 @@ class LocalExecutor(Executor):
             finally:
                 os.close(job_fd)
                 os.close(log_w)
-                for fd in cgroup_fds:
-                    os.close(fd)
             # the next call of this function finds a process ready for it: forked once this
             # call's process has exited, or SPARE_DURING_CALL_S into a longer call. Not at
             # once: forked beside the call, sequential trivial calls took ~1.2 ms longer end
@@ -1179,11 +1179,6 @@ class LocalExecutor(Executor):
         return CallOutcome("Failed", error={"message": message, "trace": ""})
 
 
-def _memory(paths: list[str]) -> str | None:
-    """The memory controller's directory of a call's cgroups, if it has one."""
-    return next((p for p in paths if "/memory/" in p), None)
-
-
 def _oom_kills(oom_control: bytes) -> int:
     """The ``oom_kill`` count of a memory cgroup's ``memory.oom_control``."""
     for line in oom_control.splitlines():
@@ -1196,6 +1191,56 @@ def _oom_kills(oom_control: bytes) -> int:
 def _limits_key(limits: CallLimits) -> tuple[int, int, int]:
     """What a call's cgroups hold of its limits."""
     return limits.memory_bytes, limits.max_processes, max(1000, int(limits.cpu * 100000))
+
+
+@dataclass
+class _SetFiles:
+    """The files of a set of call cgroups that the server reads or writes at every call,
+    open from the set's making to its removal: each open is a path walk through cgroupfs,
+    and a call's cgroups took nine of them. (Not ``cgroup.procs`` for reading: ``_read``.)"""
+
+    join: list[int]  # each controller's cgroup.procs, write-only (``Cgroups.join_fds``)
+    count: int | None = None  # pids.current: the set's processes, zombies included
+    peak: int | None = None  # memory.max_usage_in_bytes, read and reset
+    usage: int | None = None  # memory.usage_in_bytes
+    oom: int | None = None  # memory.oom_control
+
+    @classmethod
+    def open(cls, paths: list[str]) -> _SetFiles:
+        files = cls(join=[])
+        try:
+            for p in paths:
+                files.join.append(os.open(f"{p}/cgroup.procs", os.O_WRONLY | os.O_CLOEXEC))
+                if "/pids/" in p:
+                    files.count = os.open(f"{p}/pids.current", os.O_RDONLY | os.O_CLOEXEC)
+                elif "/memory/" in p:
+                    files.peak = os.open(f"{p}/memory.max_usage_in_bytes", os.O_RDWR | os.O_CLOEXEC)
+                    files.usage = os.open(f"{p}/memory.usage_in_bytes", os.O_RDONLY | os.O_CLOEXEC)
+                    files.oom = os.open(f"{p}/memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            files.close()
+            raise
+        return files
+
+    def empty(self, paths: list[str]) -> bool:
+        """No process in the set: none counted by the pids controller (a read of a kept
+        file), or, without one, none in a fresh read of ``cgroup.procs``."""
+        if self.count is not None:
+            return int(_pread(self.count)) == 0
+        return not _read(f"{paths[0]}/cgroup.procs").strip()
+
+    def close(self) -> None:
+        for fd in [*self.join, self.count, self.peak, self.usage, self.oom]:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.join, self.count, self.peak, self.usage, self.oom = [], None, None, None, None
+
+
+def _pread(fd: int) -> bytes:
+    """A kept cgroupfs file read whole from its start: a read at offset 0 makes the kernel
+    show the file afresh (seq_file), which is right for every file but v1's ``cgroup.procs``."""
+    return os.pread(fd, 1 << 12, 0)
 
 
 def _write(path: str, data: bytes) -> None:
