@@ -247,3 +247,48 @@ def test_sqlite_hands_the_call_path_the_connection_it_used_last(tmp_path: Any) -
                 assert s.connection().connection.dbapi_connection is used[0], "not the connection used last"
     finally:
         db.dispose()
+
+
+def test_the_event_loop_keeps_one_connection_and_a_block_that_failed_gives_it_back(tmp_path: Any) -> None:
+    """On SQLite the thread running the event loop keeps the connection of its last block
+    (``Database.raw``): no checkout and checkin of the pool per statement. The attack: a
+    block that raises inside a transaction it opened must not hand its next block (the next
+    call's) a connection still in that transaction; it goes back to the pool, reset, and
+    so does the kept one when the engine is disposed. A thread without a loop keeps none."""
+    import asyncio
+    import threading
+
+    db = Database(f"sqlite:///{tmp_path / 'held.db'}")
+    db.migrate()
+    direct = Direct(db)
+    pool = db.engine.pool
+
+    async def on_the_loop() -> None:
+        assert direct.identity_version() == direct.identity_version()
+        assert pool.checkedout() == 1  # type: ignore[attr-defined]
+        with db.raw() as kept:
+            with db.raw() as nested:  # a block inside another: a pooled one of its own
+                assert nested is not kept and pool.checkedout() == 2  # type: ignore[attr-defined]
+            assert pool.checkedout() == 1  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError), db.raw() as conn:
+            conn.cursor().execute("BEGIN IMMEDIATE")
+            raise RuntimeError("the block failed inside its transaction")
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+        with db.raw() as conn:
+            assert not conn.in_transaction, "the next block got the failed block's transaction"
+            conn.cursor().execute("BEGIN IMMEDIATE")  # the write lock is free: nobody holds it
+            conn.cursor().execute("COMMIT")
+        _session(direct, "n1", nonce_expires=10**15)  # a write on the kept connection
+        assert pool.checkedout() == 1  # type: ignore[attr-defined]
+
+    try:
+        asyncio.run(on_the_loop())
+        seen: list[int] = []
+        thread = threading.Thread(target=lambda: (direct.identity_version(), seen.append(pool.checkedout())))
+        thread.start()
+        thread.join()
+        assert seen == [1], "a thread without an event loop kept a connection"  # only the loop's
+        db.dispose()
+        assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        db.dispose()

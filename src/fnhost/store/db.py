@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -128,6 +129,10 @@ class Database:
         self._write_turn: AbstractContextManager[Any] = (
             threading.RLock() if self.is_sqlite else nullcontext()
         )
+        # (thread id, connection) that the thread running the server's event loop keeps
+        # checked out between blocks of ``raw``: see there
+        self._held: tuple[int, Any] | None = None
+        self._held_in_use = False
 
     @property
     def quick(self) -> bool:
@@ -154,6 +159,39 @@ class Database:
         else:
             with self._write_turn:
                 yield
+
+    @contextmanager
+    def raw(self) -> Iterator[Any]:
+        """A driver connection from the pool for one block of ``store/direct.py``'s statements.
+
+        On SQLite, the thread that runs the server's event loop (where a call's statements
+        run: ``api/deps.py``'s ``quickly``) keeps one checked out from block to block: the
+        pool's checkout and checkin (its wrapper, its events, the rollback that resets a
+        returned connection) cost more than a read's statement, and a call made five of
+        them. The connection goes back to the pool, reset, after a block that raised, and
+        when the engine is disposed; a block inside another gets a pooled one of its own."""
+        held = self._held
+        if held is not None and held[0] == threading.get_ident() and not self._held_in_use:
+            conn, kept = held[1], True
+        else:
+            conn, kept = self.engine.raw_connection(), False
+            if held is None and self.is_sqlite and _on_event_loop():
+                self._held, kept = (threading.get_ident(), conn), True
+        if not kept:
+            try:
+                yield conn
+            finally:
+                conn.close()
+            return
+        self._held_in_use = True
+        try:
+            yield conn
+        except BaseException:
+            self._held = None
+            conn.close()
+            raise
+        finally:
+            self._held_in_use = False
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -191,4 +229,15 @@ class Database:
             return MigrationContext.configure(conn).get_current_revision()
 
     def dispose(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held[1].close()
         self.engine.dispose()
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

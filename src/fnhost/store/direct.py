@@ -82,22 +82,18 @@ class Direct:
     def _transaction(self) -> Iterator[Any]:
         """A cursor in a write transaction (this server's write turn held) that commits when
         the block ends and rolls back if it raises. The connection comes from (and goes back
-        to) the engine's pool, which checks it and, on SQLite, has set it up as every other
-        connection (WAL, foreign keys)."""
-        with self.db.write_turn(), storable_values(self._data_error):
-            conn = self.db.engine.raw_connection()
+        to) the engine's pool (``Database.raw``), which checks it and, on SQLite, has set it up
+        as every other connection (WAL, foreign keys)."""
+        with self.db.write_turn(), storable_values(self._data_error), self.db.raw() as conn:
+            cursor = conn.cursor()
+            if self._sqlite:  # pysqlite's own transactions are off (see store/db.py)
+                self._begin_sqlite(conn, cursor)
             try:
-                cursor = conn.cursor()
-                if self._sqlite:  # pysqlite's own transactions are off (see store/db.py)
-                    self._begin_sqlite(conn, cursor)
-                try:
-                    yield cursor
-                except BaseException:
-                    conn.rollback()
-                    raise
-                conn.commit()
-            finally:
-                conn.close()  # back to the pool
+                yield cursor
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
 
     @staticmethod
     def _begin_sqlite(conn: Any, cursor: Any) -> None:
@@ -120,21 +116,17 @@ class Direct:
         so it needs no BEGIN and no COMMIT on SQLite. On a connection left not to wait (see
         ``_begin_sqlite``) it waits again where waiting is allowed; where it is not, a busy
         database (rare for a WAL reader) raises WouldWait, as a write would."""
-        with storable_values(self._data_error):
-            conn = self.db.engine.raw_connection()
+        with storable_values(self._data_error), self.db.raw() as conn:
+            if self._sqlite and waiting_allowed():
+                set_busy_wait(conn.info, conn.cursor().execute, wait=True)
+            now = self._sqlite and conn.info.get(BUSY_NOW, False)
             try:
-                if self._sqlite and waiting_allowed():
-                    set_busy_wait(conn.info, conn.cursor().execute, wait=True)
-                now = self._sqlite and conn.info.get(BUSY_NOW, False)
-                try:
-                    yield conn.cursor()
-                except sqlite3.OperationalError as exc:
-                    if now:
-                        raise WouldWait(str(exc)) from None
-                    raise
-                conn.commit()  # ends the transaction PostgreSQL's driver opened for the read
-            finally:
-                conn.close()
+                yield conn.cursor()
+            except sqlite3.OperationalError as exc:
+                if now:
+                    raise WouldWait(str(exc)) from None
+                raise
+            conn.commit()  # ends the transaction PostgreSQL's driver opened for the read
 
     # -- reads ------------------------------------------------------------------------------------
     def identity_version(self) -> int:
