@@ -599,8 +599,10 @@ def test_a_fork_bomb_stays_in_its_call(attacker: Any) -> None:
     call = attacker.call({"case": "fork-bomb"})
     assert call.status == "Completed" and call.get_response()["error"] == "BlockingIOError", call.error
     assert attacker.call({"case": "ok"}).status == "Completed"
-    wait_for(lambda: len(_processes_of(uid)) <= before, timeout=10,
-             what=f"the bomb's processes to go (at rest {before}, left {len(_processes_of(uid))})")
+    try:
+        wait_for(lambda: len(_processes_of(uid)) <= before, timeout=10, what="the bomb's processes to go")
+    except AssertionError as exc:  # the count at the end of the wait, not at its start
+        raise AssertionError(f"{exc} (at rest {before}, left {len(_processes_of(uid))})") from None
 
 
 def _settled_count(uid: int, quiet: float = 0.5, timeout: float = 10) -> int:
@@ -762,4 +764,3 @@ def test_ray_nodes_isolate_calls_or_refuse_them(ray_cluster: Any, tmp_path: Path
 
     allowed = call(NodeSettings(isolation="none", allow_unisolated=True))  # the control
     assert json.loads(allowed.response or "{}")["read"] == "the node's own file"
-

@@ -248,8 +248,8 @@ class Cgroups:
             return
         files = self._files.get(paths[0])
         with contextlib.suppress(OSError, ValueError):
-            if files is not None and files.count is not None and int(_pread(files.count)) == 0:
-                return
+            if files is not None and files.count is not None and files.empty(paths):
+                return  # the pids controller counts none: no read of cgroup.procs needed
         procs = f"{paths[0]}/cgroup.procs"
         for _ in range(50):
             try:
